@@ -1,0 +1,35 @@
+import type { Capabilities, Runtime } from "./_types.ts";
+
+/** Bun's timers fire on a global 4 s clock (runtime-facts.md). */
+export const BUN_TICK_MS = 4_000;
+
+/**
+ * Every adapter's declared precision and runtime-fixed limits, in one place: the README's table
+ * and the conformance suite's bounds both come from here.
+ */
+export const capabilities = {
+  node: {
+    idleCloseLateMs: () => 1_000,
+    logsIdleTimeout: true,
+    fixedHeadersTimeoutMs: null,
+    deadlineLateMs: 1_000,
+    headersTimeoutSends408: true,
+  },
+  bun: {
+    // The close lands in (T, 4*ceil(T/4) + 4] s: see adapters/_bun_idle.ts.
+    idleCloseLateMs: (idleTimeoutMs) => BUN_TICK_MS * Math.ceil(idleTimeoutMs / BUN_TICK_MS) + BUN_TICK_MS - idleTimeoutMs,
+    logsIdleTimeout: false,
+    // Bun.serve closes a connection that has not completed a head after ~10-12 s, whatever
+    // idleTimeout says, and writes nothing back; no option changes it.
+    fixedHeadersTimeoutMs: { min: 8_000, max: 13_000 },
+    deadlineLateMs: 1_000,
+    headersTimeoutSends408: false,
+  },
+  deno: {
+    idleCloseLateMs: () => 1_000,
+    logsIdleTimeout: true,
+    fixedHeadersTimeoutMs: null,
+    deadlineLateMs: 1_000,
+    headersTimeoutSends408: false,
+  },
+} as const satisfies Record<Runtime, Capabilities>;

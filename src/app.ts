@@ -1,0 +1,122 @@
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import * as v from "valibot";
+import { lifecycle, requestLifecycle } from "./lifecycle.ts";
+import type { Logger } from "./log.ts";
+
+const encoder = new TextEncoder();
+
+/** An integer query parameter given as decimal digits, within [min, max]. */
+function IntParam(name: string, min: number, max: number, fallback: number) {
+  const message = `${name} must be an integer from ${min} to ${max}`;
+  return v.optional(
+    v.pipe(v.string(), v.regex(/^\d{1,9}$/, message), v.transform(Number), v.minValue(min, message), v.maxValue(max, message)),
+    String(fallback),
+  );
+}
+
+export const SlowQuerySchema = v.object({ ms: IntParam("ms", 0, 600_000, 10_000) });
+export const DelayQuerySchema = v.object({ ms: IntParam("ms", 0, 600_000, 1_000) });
+export const StreamQuerySchema = v.object({
+  chunks: IntParam("chunks", 1, 10_000, 10),
+  interval: IntParam("interval", 0, 60_000, 1_000),
+});
+
+/** Validates the query string; answers 400 with a JSON body naming each bad parameter. */
+function query<S extends v.GenericSchema>(c: Context, schema: S): v.InferOutput<S> {
+  const result = v.safeParse(schema, c.req.query());
+  if (result.success) return result.output;
+  const issues = result.issues.map((issue) => ({ parameter: v.getDotPath(issue), message: issue.message }));
+  const res = Response.json({ error: "invalid_query", message: issues.map((i) => i.message).join("; "), issues }, { status: 400 });
+  throw new HTTPException(400, { res });
+}
+
+/** Resolves after `ms`, or as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** The example app: routes only, no sockets. Adapters hand `app.fetch` to their runtime. */
+export function createApp(logger: Logger): Hono {
+  const app = new Hono();
+  app.use(lifecycle(logger));
+
+  app.get("/", (c) => c.text("Hello World"));
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+
+  // The seed's resource: a response that starts at once and ends `ms` later, and says whether
+  // the client stayed for it (Twisted's request.notifyFinish()).
+  app.get("/slow", (c) => {
+    const { ms } = query(c, SlowQuerySchema);
+    const life = requestLifecycle(c);
+    life.done.then((outcome) => logger.info("slow_request", { ms, outcome }));
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(encoder.encode("Hello World"));
+      },
+      async pull(controller) {
+        await sleep(ms, life.signal);
+        if (!life.signal.aborted) controller.close();
+      },
+    });
+    return c.body(body, 200, { "content-type": "text/plain; charset=utf-8" });
+  });
+
+  // A chunked response of `chunks` lines, one every `interval` ms, that stops producing as soon as
+  // the client leaves.
+  app.get("/stream", (c) => {
+    const { chunks, interval } = query(c, StreamQuerySchema);
+    const life = requestLifecycle(c);
+    let sent = 0;
+    life.done.then((outcome) => logger.info("stream_request", { chunks, sent, outcome }));
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent > 0) await sleep(interval, life.signal);
+        if (life.signal.aborted) return;
+        sent += 1;
+        controller.enqueue(encoder.encode(`chunk ${sent} of ${chunks}\n`));
+        if (sent === chunks) controller.close();
+      },
+    }, { highWaterMark: 0 });
+    return c.body(body, 200, { "content-type": "text/plain; charset=utf-8" });
+  });
+
+  // A handler that works for `ms` before it answers anything: the idle policy must not cut it.
+  app.get("/delay", async (c) => {
+    const { ms } = query(c, DelayQuerySchema);
+    const life = requestLifecycle(c);
+    await sleep(ms, life.signal);
+    return c.json({ delayedMs: ms });
+  });
+
+  // Reads the whole request body, so slow uploads meet REQUEST_TIMEOUT; answers its size.
+  app.post("/echo", async (c) => {
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    return c.json({ bytes: body.byteLength });
+  });
+
+  app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
+
+  app.onError((error, c) => {
+    if (error instanceof HTTPException) {
+      if (error.res) return error.res;
+      const headers: Record<string, string> = error.status === 408 ? { connection: "close" } : {};
+      return c.json({ error: error.status === 408 ? "request_timeout" : "http_error", message: error.message }, error.status, headers);
+    }
+    logger.error("handler_error", { method: c.req.method, path: c.req.path, error });
+    return c.json({ error: "internal_error", message: "The server failed to handle this request" }, 500);
+  });
+
+  return app;
+}

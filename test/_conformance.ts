@@ -1,0 +1,349 @@
+import { describe, expect, test } from "bun:test";
+import { capabilities } from "../adapters/_capabilities.ts";
+import type { Runtime } from "../adapters/_types.ts";
+import {
+  completeResponses,
+  connect,
+  get,
+  refused,
+  type ServerProcess,
+  spawnServer,
+  startServer,
+  trickle,
+  using,
+} from "./_harness.ts";
+
+/** Slack for the lower bounds: the contract allows a close up to 100 ms early. */
+const EARLY_MS = 100;
+/** Contract: a handler learns of a client that left within 100 ms. */
+const ABORT_NOTICE_MS = 100;
+
+/**
+ * The connection policy, checked against a real server process started through the runtime's npm
+ * script. Every scenario runs on every runtime; bounds come from adapters/_capabilities.ts.
+ */
+export function conformance(runtime: Runtime): void {
+  const caps = capabilities[runtime];
+  // Bun's timers tick every 4 s: a multiple of 4 s gives the tightest window, as the README advises.
+  const IDLE_MS = runtime === "bun" ? 4_000 : 2_000;
+  const HEADERS_MS = 1_500;
+  const REQUEST_MS = 2_500;
+  const SHUTDOWN_MS = 2_000;
+  const IDLE_LATE_MS = caps.idleCloseLateMs(IDLE_MS);
+  const env = {
+    IDLE_TIMEOUT: `${IDLE_MS}ms`,
+    HEADERS_TIMEOUT: `${HEADERS_MS}ms`,
+    REQUEST_TIMEOUT: `${REQUEST_MS}ms`,
+    SHUTDOWN_TIMEOUT: `${SHUTDOWN_MS}ms`,
+  };
+  const headersWindow = caps.fixedHeadersTimeoutMs ?? { min: HEADERS_MS - EARLY_MS, max: HEADERS_MS + caps.deadlineLateMs };
+
+  /** Starts a server for one test and stops it afterwards, whatever happens. */
+  function withServer(fn: (server: ServerProcess, defer: (cleanup: () => unknown) => void) => Promise<void>, extraEnv: Record<string, string> = {}) {
+    return () =>
+      using(async (defer) => {
+        const server = await startServer(runtime, { ...env, ...extraEnv });
+        defer(() => server.kill());
+        await fn(server, defer);
+        expect(server.nonJsonLines).toEqual([]);
+      });
+  }
+
+  describe(`${runtime}: idle`, () => {
+    test.concurrent(
+      "idle keep-alive connection is closed after IDLE_TIMEOUT",
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        const localPort = client.socket.localPort;
+        client.write(get("/"));
+        const answeredAt = await client.waitFor((d) => completeResponses(d) === 1, 2_000, "a response");
+        const closedAt = await client.waitForClose(IDLE_MS + IDLE_LATE_MS + 1_000);
+        const idleFor = closedAt - answeredAt;
+        expect(idleFor).toBeGreaterThanOrEqual(IDLE_MS - EARLY_MS);
+        expect(idleFor).toBeLessThanOrEqual(IDLE_MS + IDLE_LATE_MS);
+        if (caps.logsIdleTimeout) {
+          const event = await server.waitForEvent("idle_timeout", 1_000, (e) => e.remotePort === localPort);
+          expect(event.remoteAddress).toContain("127.0.0.1");
+        }
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a request before IDLE_TIMEOUT reuses the connection and restarts the idle timer",
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        client.write(get("/"));
+        await client.waitFor((d) => completeResponses(d) === 1, 2_000, "the first response");
+        await expect(client.waitForClose(IDLE_MS / 2)).rejects.toThrow("still open");
+        client.write(get("/healthz"));
+        const secondAt = await client.waitFor((d) => completeResponses(d) === 2, 2_000, "the second response");
+        expect(client.data).toContain('{"status":"ok"}');
+        const closedAt = await client.waitForClose(IDLE_MS + IDLE_LATE_MS + 1_000);
+        expect(closedAt - secondAt).toBeGreaterThanOrEqual(IDLE_MS - EARLY_MS);
+        expect(closedAt - secondAt).toBeLessThanOrEqual(IDLE_MS + IDLE_LATE_MS);
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "pipelined requests are all answered",
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        client.write(get("/") + get("/healthz") + get("/"));
+        await client.waitFor((d) => completeResponses(d) === 3, 3_000, "three responses");
+        expect(client.data.indexOf("Hello World")).toBeLessThan(client.data.indexOf('{"status":"ok"}'));
+      }),
+      30_000,
+    );
+  });
+
+  describe(`${runtime}: slow clients`, () => {
+    const headersLabel = caps.fixedHeadersTimeoutMs ? `${runtime}'s fixed limit (declared)` : "HEADERS_TIMEOUT";
+
+    test.concurrent(
+      `a silent new connection is closed by ${headersLabel}`,
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        const closedAt = await client.waitForClose(headersWindow.max + 1_000);
+        expect(closedAt - client.openedAt).toBeGreaterThanOrEqual(headersWindow.min);
+        expect(closedAt - client.openedAt).toBeLessThanOrEqual(headersWindow.max);
+        if (caps.headersTimeoutSends408 && !caps.fixedHeadersTimeoutMs) expect(client.data).toStartWith("HTTP/1.1 408");
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      `a slowloris trickle is closed by ${headersLabel} however many bytes it sends`,
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        const stop = trickle(client, `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ${"a".repeat(200)}\r\n`, 100);
+        defer(stop);
+        const closedAt = await client.waitForClose(headersWindow.max + 1_000);
+        expect(closedAt - client.openedAt).toBeGreaterThanOrEqual(headersWindow.min);
+        expect(closedAt - client.openedAt).toBeLessThanOrEqual(headersWindow.max);
+        if (caps.headersTimeoutSends408 && !caps.fixedHeadersTimeoutMs) expect(client.data).toStartWith("HTTP/1.1 408");
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a slowly sent body is answered 408 and closed by REQUEST_TIMEOUT",
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        client.write("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n");
+        const stop = trickle(client, "x".repeat(100), 100);
+        defer(stop);
+        const closedAt = await client.waitForClose(REQUEST_MS + caps.deadlineLateMs + 1_000);
+        expect(closedAt - client.openedAt).toBeGreaterThanOrEqual(REQUEST_MS - EARLY_MS);
+        expect(closedAt - client.openedAt).toBeLessThanOrEqual(REQUEST_MS + caps.deadlineLateMs);
+        expect(client.data).toStartWith("HTTP/1.1 408");
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a body sent in time is read whole",
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        client.write("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n01234");
+        await Bun.sleep(200);
+        client.write("56789");
+        await client.waitFor((d) => completeResponses(d) === 1, 2_000, "a response");
+        expect(client.data).toStartWith("HTTP/1.1 200");
+        expect(client.data).toContain('{"bytes":10}');
+      }),
+      30_000,
+    );
+  });
+
+  describe(`${runtime}: work is not idleness`, () => {
+    test.concurrent(
+      "a handler slower than IDLE_TIMEOUT completes",
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        const ms = IDLE_MS + 1_500;
+        client.write(get(`/delay?ms=${ms}`));
+        await client.waitFor((d) => completeResponses(d) === 1, ms + 2_000, "the delayed response");
+        expect(client.data).toStartWith("HTTP/1.1 200");
+        expect(client.data).toContain(`{"delayedMs":${ms}}`);
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a stream that writes less often than IDLE_TIMEOUT completes",
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        const interval = IDLE_MS + 1_000;
+        client.write(get(`/stream?chunks=3&interval=${interval}`));
+        await client.waitFor((d) => completeResponses(d) === 1, 2 * interval + 2_000, "the whole stream");
+        expect(client.data).toContain("chunk 3 of 3");
+        const event = await server.waitForEvent("stream_request", 1_000);
+        expect(event.outcome).toBe("finished");
+        expect(server.named("request_aborted")).toEqual([]);
+      }),
+      30_000,
+    );
+  });
+
+  describe(`${runtime}: client disconnect`, () => {
+    for (const how of ["FIN", "RST"] as const) {
+      test.concurrent(
+        `a client that leaves mid-response (${how}) produces one request_aborted within 100 ms`,
+        withServer(async (server, defer) => {
+          const client = await connect(server.port);
+          defer(() => client.destroy());
+          client.write(get("/slow?ms=5000"));
+          await client.waitFor((d) => d.includes("Hello World"), 2_000, "the first chunk");
+          const leftAt = Date.now();
+          if (how === "RST") client.reset();
+          else client.destroy();
+          const aborted = await server.waitForEvent("request_aborted", 2_000);
+          expect(Date.parse(aborted.time) - leftAt).toBeLessThanOrEqual(ABORT_NOTICE_MS);
+          expect(aborted.path).toBe("/slow");
+          const slow = await server.waitForEvent("slow_request", 1_000);
+          expect(slow.outcome).toBe("aborted");
+          expect(Date.parse(slow.time) - leftAt).toBeLessThanOrEqual(ABORT_NOTICE_MS);
+          expect(server.named("request_aborted")).toHaveLength(1);
+        }),
+        30_000,
+      );
+    }
+
+    test.concurrent(
+      "completed responses are never reported as aborted",
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        client.write(get("/slow?ms=200") + get("/") + get("/healthz") + get("/stream?chunks=2&interval=50") + get("/delay?ms=50"));
+        await client.waitFor((d) => completeResponses(d) === 5, 3_000, "five responses");
+        expect((await server.waitForEvent("slow_request", 1_000)).outcome).toBe("finished");
+        expect((await server.waitForEvent("stream_request", 1_000)).outcome).toBe("finished");
+        client.destroy();
+        // An absence can only be shown by waiting: give a late (legacy) abort 500 ms to show up.
+        await Bun.sleep(500);
+        expect(server.named("request_aborted")).toEqual([]);
+      }),
+      30_000,
+    );
+  });
+
+  describe(`${runtime}: graceful shutdown`, () => {
+    test.concurrent(
+      "SIGTERM to npm start closes idle connections at once, finishes the in-flight request, refuses new ones and exits 0",
+      withServer(async (server, defer) => {
+        const idle = await connect(server.port);
+        defer(() => idle.destroy());
+        idle.write(get("/"));
+        await idle.waitFor((d) => completeResponses(d) === 1, 2_000, "a response");
+        const busy = await connect(server.port);
+        defer(() => busy.destroy());
+        busy.write(get("/slow?ms=1500"));
+        await busy.waitFor((d) => d.includes("Hello World"), 2_000, "the first chunk");
+
+        const signalledAt = Date.now();
+        server.signal("SIGTERM");
+        await server.waitForEvent("shutdown_started", 2_000);
+        expect(await refused(server.port)).toBe(true);
+        const idleClosedAt = await idle.waitForClose(1_000);
+        expect(idleClosedAt - signalledAt).toBeLessThanOrEqual(500);
+
+        const finishedAt = await busy.waitFor((d) => completeResponses(d) === 1, 3_000, "the in-flight response");
+        expect(busy.data).toContain("Hello World");
+        const busyClosedAt = await busy.waitForClose(1_000);
+        expect(busyClosedAt - finishedAt).toBeLessThanOrEqual(500);
+
+        expect(await server.exited).toBe(0);
+        const complete = server.named("shutdown_complete");
+        expect(complete).toHaveLength(1);
+        expect(complete[0]!.cut).toBe(0);
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a request still running at SHUTDOWN_TIMEOUT is cut and counted",
+      withServer(async (server, defer) => {
+        const busy = await connect(server.port);
+        defer(() => busy.destroy());
+        busy.write(get("/slow?ms=20000"));
+        await busy.waitFor((d) => d.includes("Hello World"), 2_000, "the first chunk");
+        const signalledAt = Date.now();
+        server.signal("SIGTERM");
+        const closedAt = await busy.waitForClose(SHUTDOWN_MS + 2_000);
+        expect(closedAt - signalledAt).toBeGreaterThanOrEqual(SHUTDOWN_MS - EARLY_MS);
+        expect(closedAt - signalledAt).toBeLessThanOrEqual(SHUTDOWN_MS + 1_000);
+        expect(completeResponses(busy.data)).toBe(0);
+        expect(await server.exited).toBe(0);
+        const complete = await server.waitForEvent("shutdown_complete", 1_000);
+        expect(complete.cut).toBe(1);
+      }),
+      30_000,
+    );
+  });
+
+  describe(`${runtime}: configuration`, () => {
+    test.concurrent(
+      "invalid configuration exits 2, binds nothing and names each variable",
+      async () => {
+        const server = spawnServer(runtime, { IDLE_TIMEOUT: "15", PORT: "http", SHUTDOWN_TIMEOUT: "-1s" });
+        try {
+          expect(await server.exited).toBe(2);
+          expect(server.named("listening")).toEqual([]);
+          const lines = server.stderr.trim().split("\n").filter((line) => !line.startsWith("npm "));
+          expect(lines).toHaveLength(3);
+          expect(lines.find((l) => l.startsWith("IDLE_TIMEOUT"))).toContain('"15" has no unit');
+          expect(lines.find((l) => l.startsWith("PORT"))).toContain('"http"');
+          expect(lines.find((l) => l.startsWith("SHUTDOWN_TIMEOUT"))).toContain('"-1s"');
+        } finally {
+          await server.kill();
+        }
+      },
+      30_000,
+    );
+
+    test.concurrent(
+      "HEADERS_TIMEOUT longer than REQUEST_TIMEOUT is refused at startup",
+      async () => {
+        const server = spawnServer(runtime, { HEADERS_TIMEOUT: "30s", REQUEST_TIMEOUT: "10s" });
+        try {
+          expect(await server.exited).toBe(2);
+          expect(server.stderr).toContain('HEADERS_TIMEOUT "30s" is longer than REQUEST_TIMEOUT "10s"');
+        } finally {
+          await server.kill();
+        }
+      },
+      30_000,
+    );
+
+    test.concurrent(
+      "IDLE_TIMEOUT=15m starts and is honoured, not clamped",
+      withServer(async (server, defer) => {
+        const listening = server.named("listening")[0]!;
+        expect(listening.idleTimeoutMs).toBe(900_000);
+        expect(listening.runtime).toBe(runtime);
+        expect(listening.pid).toBeNumber();
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        client.write(get("/"));
+        await client.waitFor((d) => completeResponses(d) === 1, 2_000, "a response");
+        // Longer than every runtime's default (Node 5+1 s, Bun 10 s ticking to 12 s): a clamp or
+        // a dropped setting would close it by now.
+        await expect(client.waitForClose(13_000)).rejects.toThrow("still open");
+        client.write(get("/healthz"));
+        await client.waitFor((d) => completeResponses(d) === 2, 2_000, "a second response on the same connection");
+      }, { IDLE_TIMEOUT: "15m" }),
+      30_000,
+    );
+  });
+}

@@ -1,0 +1,312 @@
+import { type Subprocess, spawn } from "bun";
+import { connect as netConnect, type Socket } from "node:net";
+import type { Runtime } from "../adapters/_types.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/** The npm script a user runs for each runtime. */
+export const SCRIPTS: Record<Runtime, string[]> = {
+  node: ["npm", "start", "--silent"],
+  bun: ["npm", "run", "start:bun", "--silent"],
+  deno: ["npm", "run", "start:deno", "--silent"],
+};
+
+export interface Event {
+  time: string;
+  level: string;
+  event: string;
+  /** When the test process read the line, in Date.now() milliseconds. */
+  readAt: number;
+  [field: string]: unknown;
+}
+
+/** A server process started through its npm script, with its JSON-lines events. */
+export class ServerProcess {
+  readonly events: Event[] = [];
+  readonly nonJsonLines: string[] = [];
+  stderr = "";
+  url = "";
+  port = 0;
+  readonly exited: Promise<number>;
+  #waiters = new Set<() => void>();
+
+  constructor(readonly proc: Subprocess<"ignore", "pipe", "pipe">) {
+    this.exited = proc.exited;
+    void this.#readLines(proc.stdout, (line) => {
+      let parsed: Event;
+      try {
+        parsed = { ...JSON.parse(line), readAt: Date.now() };
+      } catch {
+        this.nonJsonLines.push(line);
+        return;
+      }
+      this.events.push(parsed);
+      for (const wake of this.#waiters) wake();
+    });
+    void this.#readLines(proc.stderr, (line) => {
+      this.stderr += `${line}\n`;
+    });
+  }
+
+  async #readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of stream) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let newline: number;
+      while ((newline = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, newline).trim();
+        buffer = buffer.slice(newline + 1);
+        if (line) onLine(line);
+      }
+    }
+  }
+
+  /** Waits for the first event named `name` (already seen or future) that matches `match`. */
+  waitForEvent(name: string, timeoutMs: number, match: (event: Event) => boolean = () => true): Promise<Event> {
+    return new Promise((resolve, reject) => {
+      const find = () => this.events.find((e) => e.event === name && match(e));
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+      };
+      const check = () => {
+        const found = find();
+        if (found) {
+          cleanup();
+          resolve(found);
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`no "${name}" event within ${timeoutMs}ms; events: ${this.events.map((e) => e.event).join(", ")}; stderr: ${this.stderr}`));
+      }, timeoutMs);
+      this.#waiters.add(check);
+      void this.exited.then((code) => {
+        if (!find()) {
+          cleanup();
+          reject(new Error(`server exited with ${code} before a "${name}" event; stderr: ${this.stderr}`));
+        }
+      });
+      check();
+    });
+  }
+
+  /** Events named `name` seen so far. */
+  named(name: string): Event[] {
+    return this.events.filter((e) => e.event === name);
+  }
+
+  /** Sends `signal` to the npm process, as a container runtime would. */
+  signal(signal: NodeJS.Signals): void {
+    this.proc.kill(signal);
+  }
+
+  /** Kills the whole process group (npm, and the server it execs). */
+  async kill(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    try {
+      process.kill(-this.proc.pid, "SIGKILL");
+    } catch {
+      this.proc.kill("SIGKILL");
+    }
+    await this.exited;
+  }
+}
+
+/** Spawns a runtime's npm start script; does not wait for it to listen. */
+export function spawnServer(runtime: Runtime, env: Record<string, string>): ServerProcess {
+  const proc = spawn(SCRIPTS[runtime], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    detached: true,
+  });
+  return new ServerProcess(proc);
+}
+
+/** Spawns a server and resolves once its `listening` event names the URL. */
+export async function startServer(runtime: Runtime, env: Record<string, string>, timeoutMs = 15_000): Promise<ServerProcess> {
+  const server = spawnServer(runtime, env);
+  try {
+    const listening = await server.waitForEvent("listening", timeoutMs);
+    server.url = String(listening.url);
+    server.port = Number(new URL(server.url).port);
+  } catch (error) {
+    await server.kill();
+    throw error;
+  }
+  return server;
+}
+
+/** A raw TCP client that records everything it reads and when the server closed. */
+export class RawClient {
+  data = "";
+  readonly openedAt = Date.now();
+  closedAt: number | null = null;
+  error: Error | null = null;
+  readonly closed: Promise<number>;
+  #waiters = new Set<() => void>();
+
+  constructor(readonly socket: Socket) {
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => {
+      this.data += chunk;
+      for (const wake of this.#waiters) wake();
+    });
+    socket.on("error", (error) => {
+      this.error = error;
+    });
+    this.closed = new Promise((resolve) => {
+      socket.on("close", () => {
+        this.closedAt = Date.now();
+        for (const wake of this.#waiters) wake();
+        resolve(this.closedAt);
+      });
+    });
+  }
+
+  write(text: string): void {
+    this.socket.write(text);
+  }
+
+  /** Resolves when the data read so far satisfies `test`; rejects on timeout or close. */
+  waitFor(test: (data: string) => boolean, timeoutMs: number, what = "data"): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+      };
+      const check = () => {
+        if (test(this.data)) {
+          cleanup();
+          resolve(Date.now());
+        } else if (this.closedAt !== null) {
+          cleanup();
+          reject(new Error(`connection closed before ${what}; read: ${JSON.stringify(this.data)}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`no ${what} within ${timeoutMs}ms; read: ${JSON.stringify(this.data)}`));
+      }, timeoutMs);
+      this.#waiters.add(check);
+      check();
+    });
+  }
+
+  /** Resolves with the close time, or rejects if the server keeps it open past `timeoutMs`. */
+  waitForClose(timeoutMs: number): Promise<number> {
+    return Promise.race([
+      this.closed,
+      new Promise<number>((_, reject) => {
+        const timer = setTimeout(() => reject(new Error(`connection still open after ${timeoutMs}ms`)), timeoutMs);
+        void this.closed.then(() => clearTimeout(timer));
+      }),
+    ]);
+  }
+
+  /** Number of complete HTTP responses read so far (by status lines). */
+  responses(): number {
+    return this.data.split("HTTP/1.1 ").length - 1;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /** Closes with a TCP reset, as a crashed client or a load balancer would. */
+  reset(): void {
+    this.socket.resetAndDestroy();
+  }
+}
+
+/** Opens a raw TCP connection to 127.0.0.1:port. */
+export function connect(port: number): Promise<RawClient> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      resolve(new RawClient(socket));
+    });
+    socket.once("error", reject);
+  });
+}
+
+/** Whether a connection attempt is refused. */
+export function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = netConnect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code === "ECONNREFUSED"));
+  });
+}
+
+/** A keep-alive GET as raw bytes. */
+export function get(path: string): string {
+  return `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`;
+}
+
+/** True once `data` holds a complete response whose body is fixed-length or chunked. */
+export function completeResponses(data: string): number {
+  let count = 0;
+  let rest = data;
+  for (;;) {
+    const headEnd = rest.indexOf("\r\n\r\n");
+    if (headEnd < 0) return count;
+    const head = rest.slice(0, headEnd).toLowerCase();
+    let body = rest.slice(headEnd + 4);
+    const length = /content-length:\s*(\d+)/.exec(head);
+    if (length) {
+      const n = Number(length[1]);
+      if (body.length < n) return count;
+      rest = body.slice(n);
+    } else if (/transfer-encoding:\s*chunked/.test(head)) {
+      const end = body.indexOf("\r\n0\r\n\r\n");
+      const atStart = body.startsWith("0\r\n\r\n");
+      if (end < 0 && !atStart) return count;
+      rest = atStart ? body.slice(5) : body.slice(end + 7);
+    } else {
+      return count;
+    }
+    body = "";
+    count += 1;
+  }
+}
+
+/** Runs `fn` with resources that are cleaned up even when it throws. */
+export async function using<T>(fn: (defer: (cleanup: () => unknown) => void) => Promise<T>): Promise<T> {
+  const cleanups: Array<() => unknown> = [];
+  try {
+    return await fn((cleanup) => cleanups.push(cleanup));
+  } finally {
+    for (const cleanup of cleanups.reverse()) {
+      try {
+        await cleanup();
+      } catch {
+        // Cleanup must not hide the test's own failure.
+      }
+    }
+  }
+}
+
+/** Sends `text` one byte every `intervalMs` until the socket closes or `maxBytes` are sent. */
+export function trickle(client: RawClient, text: string, intervalMs: number): () => void {
+  let i = 0;
+  const timer = setInterval(() => {
+    if (client.closedAt !== null || i >= text.length) {
+      clearInterval(timer);
+      return;
+    }
+    client.socket.write(text[i]!);
+    i += 1;
+  }, intervalMs);
+  return () => clearInterval(timer);
+}
+
+export { ROOT };
