@@ -1,0 +1,105 @@
+import { describe, expect, test } from "bun:test";
+import { formatDuration, loadConfig, parseDurationMs } from "../src/config.ts";
+
+describe("parseDurationMs", () => {
+  test("reads every unit", () => {
+    expect(parseDurationMs("500ms")).toBe(500);
+    expect(parseDurationMs("75s")).toBe(75_000);
+    expect(parseDurationMs("15m")).toBe(900_000);
+    expect(parseDurationMs("2h")).toBe(7_200_000);
+    expect(parseDurationMs("0")).toBe(0);
+  });
+
+  test("a bare number other than 0 is rejected, because Node counts ms and Bun seconds", () => {
+    expect(() => parseDurationMs("15")).toThrow('"15" has no unit: use e.g. 15s or 15m');
+  });
+
+  test("fractions, signs, spaces inside and unknown units are rejected", () => {
+    for (const bad of ["1.5s", "-1s", "1 s", "10d", "s", "", "1e3ms", "0x10s"]) {
+      expect(() => parseDurationMs(bad)).toThrow(`"${bad}"`);
+    }
+  });
+
+  test("durations longer than a day are rejected", () => {
+    expect(parseDurationMs("24h")).toBe(86_400_000);
+    expect(() => parseDurationMs("25h")).toThrow("at most 24h");
+  });
+
+  test("formatDuration is the inverse for whole units", () => {
+    for (const text of ["500ms", "75s", "15m", "2h", "0", "1500ms"]) {
+      expect(formatDuration(parseDurationMs(text))).toBe(text);
+    }
+  });
+});
+
+describe("loadConfig", () => {
+  test("defaults live in the schema", () => {
+    expect(loadConfig({})).toEqual({
+      ok: true,
+      config: {
+        port: 8080,
+        host: "0.0.0.0",
+        idleTimeoutMs: 75_000,
+        headersTimeoutMs: 20_000,
+        requestTimeoutMs: 60_000,
+        shutdownTimeoutMs: 10_000,
+      },
+    });
+  });
+
+  test("empty variables count as unset", () => {
+    const result = loadConfig({ PORT: "", IDLE_TIMEOUT: " " });
+    expect(result.ok && result.config.port).toBe(8080);
+    expect(result.ok && result.config.idleTimeoutMs).toBe(75_000);
+  });
+
+  test("reads every variable", () => {
+    const result = loadConfig({
+      PORT: "0",
+      HOST: "127.0.0.1",
+      IDLE_TIMEOUT: "15m",
+      HEADERS_TIMEOUT: "0",
+      REQUEST_TIMEOUT: "2s",
+      SHUTDOWN_TIMEOUT: "500ms",
+    });
+    expect(result).toEqual({
+      ok: true,
+      config: { port: 0, host: "127.0.0.1", idleTimeoutMs: 900_000, headersTimeoutMs: 0, requestTimeoutMs: 2_000, shutdownTimeoutMs: 500 },
+    });
+  });
+
+  test("every problem is one line that names the variable, the value and what is allowed", () => {
+    const result = loadConfig({ PORT: "99999", HOST: "a b", IDLE_TIMEOUT: "15", SHUTDOWN_TIMEOUT: "soon" });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.problems).toEqual([
+      'PORT "99999" is not a port: use an integer from 0 to 65535 (0 picks a free one)',
+      'HOST "a b" is not an address: use an IP address or a host name, e.g. 0.0.0.0 or 127.0.0.1',
+      'IDLE_TIMEOUT "15" has no unit: use e.g. 15s or 15m (0 disables)',
+      'SHUTDOWN_TIMEOUT "soon" is not a duration: use an integer with a unit ms, s, m or h, e.g. 500ms, 75s, 15m',
+    ]);
+  });
+
+  test("a port that is not a number is named once", () => {
+    const result = loadConfig({ PORT: "http" });
+    expect(result.ok ? [] : result.problems).toEqual([
+      'PORT "http" is not a port: use an integer from 0 to 65535 (0 picks a free one)',
+    ]);
+  });
+
+  test("HEADERS_TIMEOUT may not exceed REQUEST_TIMEOUT", () => {
+    const result = loadConfig({ HEADERS_TIMEOUT: "30s", REQUEST_TIMEOUT: "10s" });
+    expect(result.ok ? [] : result.problems).toEqual([
+      'HEADERS_TIMEOUT "30s" is longer than REQUEST_TIMEOUT "10s": the head is part of the request, so use at most that',
+    ]);
+  });
+
+  test("either deadline at 0 disables the cross-field rule", () => {
+    expect(loadConfig({ HEADERS_TIMEOUT: "30s", REQUEST_TIMEOUT: "0" }).ok).toBe(true);
+    expect(loadConfig({ HEADERS_TIMEOUT: "0", REQUEST_TIMEOUT: "10s" }).ok).toBe(true);
+  });
+
+  test("unrelated variables are ignored", () => {
+    expect(loadConfig({ PATH: "/bin", IDLE_TIMEOUTS: "x" }).ok).toBe(true);
+  });
+});
