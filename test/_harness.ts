@@ -30,7 +30,10 @@ export class ServerProcess {
   readonly exited: Promise<number>;
   #waiters = new Set<() => void>();
 
-  constructor(readonly proc: Subprocess<"ignore", "pipe", "pipe">) {
+  readonly proc: Subprocess<"ignore", "pipe", "pipe">;
+
+  constructor(proc: Subprocess<"ignore", "pipe", "pipe">) {
+    this.proc = proc;
     this.exited = proc.exited;
     void this.#readLines(proc.stdout, (line) => {
       let parsed: Event;
@@ -51,8 +54,11 @@ export class ServerProcess {
   async #readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
     const decoder = new TextDecoder();
     let buffer = "";
-    for await (const chunk of stream) {
-      buffer += decoder.decode(chunk, { stream: true });
+    const reader = stream.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
       let newline: number;
       while ((newline = buffer.indexOf("\n")) >= 0) {
         const line = buffer.slice(0, newline).trim();
@@ -127,8 +133,27 @@ export function spawnServer(runtime: Runtime, env: Record<string, string>): Serv
   return new ServerProcess(proc);
 }
 
+/**
+ * At most this many servers start at once. Starting one (npm, then the runtime loading its
+ * TypeScript) takes most of a core for a moment; a burst of them on a 2-core machine would delay
+ * the timers of the servers already under test and skew their measurements.
+ */
+const STARTING_AT_ONCE = 2;
+let starting = 0;
+const startQueue: Array<() => void> = [];
+
+async function startSlot(): Promise<() => void> {
+  if (starting >= STARTING_AT_ONCE) await new Promise<void>((resolve) => startQueue.push(resolve));
+  starting += 1;
+  return () => {
+    starting -= 1;
+    startQueue.shift()?.();
+  };
+}
+
 /** Spawns a server and resolves once its `listening` event names the URL. */
 export async function startServer(runtime: Runtime, env: Record<string, string>, timeoutMs = 15_000): Promise<ServerProcess> {
+  const release = await startSlot();
   const server = spawnServer(runtime, env);
   try {
     const listening = await server.waitForEvent("listening", timeoutMs);
@@ -137,6 +162,8 @@ export async function startServer(runtime: Runtime, env: Record<string, string>,
   } catch (error) {
     await server.kill();
     throw error;
+  } finally {
+    release();
   }
   return server;
 }
@@ -150,7 +177,10 @@ export class RawClient {
   readonly closed: Promise<number>;
   #waiters = new Set<() => void>();
 
-  constructor(readonly socket: Socket) {
+  readonly socket: Socket;
+
+  constructor(socket: Socket) {
+    this.socket = socket;
     socket.setEncoding("latin1");
     socket.on("data", (chunk: string) => {
       this.data += chunk;
@@ -235,15 +265,15 @@ export function connect(port: number): Promise<RawClient> {
   });
 }
 
-/** Whether a connection attempt is refused. */
-export function refused(port: number): Promise<boolean> {
+/** What a connection attempt gets: "connected", or the error code (ECONNREFUSED when nothing listens). */
+export function tryConnect(port: number): Promise<string> {
   return new Promise((resolve) => {
     const socket = netConnect({ host: "127.0.0.1", port });
     socket.once("connect", () => {
       socket.destroy();
-      resolve(false);
+      resolve(`connected from port ${socket.localPort}`);
     });
-    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code === "ECONNREFUSED"));
+    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
   });
 }
 
@@ -260,7 +290,7 @@ export function completeResponses(data: string): number {
     const headEnd = rest.indexOf("\r\n\r\n");
     if (headEnd < 0) return count;
     const head = rest.slice(0, headEnd).toLowerCase();
-    let body = rest.slice(headEnd + 4);
+    const body = rest.slice(headEnd + 4);
     const length = /content-length:\s*(\d+)/.exec(head);
     if (length) {
       const n = Number(length[1]);
@@ -274,7 +304,6 @@ export function completeResponses(data: string): number {
     } else {
       return count;
     }
-    body = "";
     count += 1;
   }
 }

@@ -1,0 +1,228 @@
+/**
+ * Per-connection serving for Deno: what Deno.serve lacks (idle and head deadlines, a request
+ * signal that means "the client left", graceful close per connection), built on Deno's internal
+ * `serveHttpOnConnection`, which serves one accepted connection under its own AbortSignal.
+ *
+ * Internal API, measured on Deno 2.9.6 (runtime-facts.md); upstream has no public idle timeout
+ * (denoland/deno#32497). It is feature-detected and adapters/deno.ts falls back to node:http.
+ */
+import { withBodyDeadline } from "./_request_deadline.ts";
+
+/** What `serveHttpOnConnection` passes as the handler's second argument. */
+export interface ConnectionInfo {
+  readonly remoteAddr: Deno.NetAddr;
+  /** Settles when the response is done, whether it was delivered or cut off. */
+  readonly completed: Promise<void>;
+}
+
+/** How long a response handed over to Deno gets to reach the socket before a hard close. */
+const FLUSH_BEFORE_ABORT_MS = 50;
+
+type Handler = (request: Request, info: ConnectionInfo) => Response | Promise<Response>;
+
+interface ServedConnection {
+  /** Resolves when the connection closes; rejects on a reset (an unhandled rejection kills Deno). */
+  readonly finished: Promise<void>;
+  /** Lets in-flight responses finish, then closes; closes an idle connection at once. */
+  shutdown(): Promise<void>;
+}
+
+type ServeHttpOnConnection = (
+  conn: Deno.Conn,
+  signal: AbortSignal,
+  handler: Handler,
+  onError: (error: unknown) => Response | Promise<Response>,
+  onListen: (scheme: string) => void,
+) => ServedConnection;
+
+/** Deno's internal per-connection server, or undefined when this Deno does not have it. */
+export function findServeHttpOnConnection(): ServeHttpOnConnection | undefined {
+  const internal = (Deno as unknown as Record<symbol, Record<string, unknown> | undefined>)[
+    (Deno as unknown as { internal: symbol }).internal
+  ];
+  const fn = internal?.serveHttpOnConnection;
+  return typeof fn === "function" ? (fn as ServeHttpOnConnection) : undefined;
+}
+
+export interface ConnectionsOptions {
+  /** Close a connection with no request in flight after this long; 0 disables. */
+  idleTimeoutMs: number;
+  /** Close a new connection that has not completed its first request head within this long; 0 disables. */
+  headersTimeoutMs: number;
+  /** A request body must have arrived this long after its head; 0 disables. */
+  requestTimeoutMs: number;
+  /** Called when a connection is closed for being idle, or for a head that missed its deadline. */
+  onTimeout(kind: "idle_timeout" | "headers_timeout", remote: Deno.NetAddr): void;
+  /** Called with an error the handler threw past the app's own error handling; returns the response. */
+  onError(error: unknown): Response;
+}
+
+/** A listener served connection by connection. */
+export interface ConnectionsServer {
+  /** Requests whose response is not done yet. */
+  inFlight(): number;
+  /** Stops accepting, closes idle connections now and busy ones after their response; resolves when all are closed. */
+  drain(): Promise<void>;
+  /** Closes every connection at once; returns how many requests were in flight. */
+  cut(): number;
+}
+
+/** Serves every connection `listener` accepts with `handler` under the idle and head deadlines. */
+export function serveConnections(
+  listener: Deno.Listener,
+  handler: (request: Request, info: ConnectionInfo) => Response | Promise<Response>,
+  options: ConnectionsOptions,
+): ConnectionsServer {
+  const serveOne = findServeHttpOnConnection();
+  if (!serveOne) throw new Error("Deno[Deno.internal].serveHttpOnConnection is not available in this Deno");
+  const open = new Set<Connection>();
+  let closed: (() => void) | undefined;
+
+  void (async () => {
+    try {
+      for await (const conn of listener) {
+        const connection = new Connection(conn, serveOne, handler, options);
+        open.add(connection);
+        void connection.finished.then(() => {
+          open.delete(connection);
+          if (open.size === 0) closed?.();
+        });
+      }
+    } catch (error) {
+      // listener.close() ends the loop with BadResource; anything else is real.
+      if (!(error instanceof Deno.errors.BadResource)) throw error;
+    }
+  })();
+
+  return {
+    inFlight() {
+      let n = 0;
+      for (const connection of open) n += connection.inFlight;
+      return n;
+    },
+    drain() {
+      listener.close();
+      const done = new Promise<void>((resolve) => (closed = resolve));
+      if (open.size === 0) return Promise.resolve();
+      for (const connection of open) connection.close();
+      return done;
+    },
+    cut() {
+      let n = 0;
+      for (const connection of open) {
+        n += connection.inFlight;
+        connection.abort();
+      }
+      return n;
+    },
+  };
+}
+
+/** One accepted connection: its deadlines, its in-flight requests and their signals. */
+class Connection {
+  readonly finished: Promise<void>;
+  inFlight = 0;
+  #served: ServedConnection;
+  #abort = new AbortController();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closing = false;
+  #requests = new Set<AbortController>();
+  #remote: Deno.NetAddr;
+  #options: ConnectionsOptions;
+
+  constructor(conn: Deno.Conn, serveOne: ServeHttpOnConnection, handler: Handler, options: ConnectionsOptions) {
+    this.#options = options;
+    this.#remote = conn.remoteAddr as Deno.NetAddr;
+    this.#served = serveOne(
+      conn,
+      this.#abort.signal,
+      (request, info) => this.#handle(request, info, handler),
+      (error) => options.onError(error),
+      () => {},
+    );
+    // A reset rejects `finished`; either way the connection is gone, and so is every request on it.
+    this.finished = this.#served.finished.then(
+      () => this.#gone(),
+      () => this.#gone(),
+    );
+    const { headersTimeoutMs, idleTimeoutMs } = options;
+    // The first head is due HEADERS_TIMEOUT after the connection opens; an idle connection is
+    // due to close at IDLE_TIMEOUT, whichever comes first.
+    if (headersTimeoutMs > 0 && (idleTimeoutMs === 0 || headersTimeoutMs < idleTimeoutMs)) {
+      this.#arm("headers_timeout", headersTimeoutMs);
+    } else if (idleTimeoutMs > 0) {
+      this.#arm("idle_timeout", idleTimeoutMs);
+    }
+  }
+
+  /** Closes gracefully: idle now, busy after the response in flight. */
+  close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    clearTimeout(this.#timer);
+    this.#served.shutdown().catch(() => {});
+  }
+
+  /** Closes at once, cutting any response in flight. */
+  abort(): void {
+    this.#closing = true;
+    clearTimeout(this.#timer);
+    // After shutdown() has begun, Deno's own abort listener closes a resource that is already
+    // closing and reports BadResource as an uncaught error, which would kill the process.
+    const swallow = (event: ErrorEvent) => {
+      if (event.error instanceof Deno.errors.BadResource) event.preventDefault();
+    };
+    globalThis.addEventListener("error", swallow);
+    try {
+      this.#abort.abort();
+    } finally {
+      globalThis.removeEventListener("error", swallow);
+    }
+  }
+
+  #arm(kind: "idle_timeout" | "headers_timeout", ms: number): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      if (this.#closing || this.inFlight > 0) return;
+      this.#options.onTimeout(kind, this.#remote);
+      this.close();
+    }, ms);
+  }
+
+  #handle(original: Request, info: ConnectionInfo, handler: Handler): Response | Promise<Response> {
+    clearTimeout(this.#timer);
+    // Deno keeps reading a body that missed its deadline after the 408 went out: close hard once
+    // the 408 has had time to reach the socket (`completed` settles when it is handed over, before
+    // it is written), as Node does after its own 408.
+    let expired = false;
+    const request = withBodyDeadline(original, this.#options.requestTimeoutMs, () => (expired = true));
+    this.inFlight += 1;
+    // Deno's own request.signal aborts after every successful response (legacy abort) and, with
+    // --unstable-no-legacy-abort, misses a reset during a streaming response. Replace it with one
+    // that aborts exactly when the client leaves before the response is done.
+    const controller = new AbortController();
+    this.#requests.add(controller);
+    const denoSignal = original.signal;
+    const onDenoAbort = () => controller.abort(denoSignal.reason);
+    denoSignal.addEventListener("abort", onDenoAbort, { once: true });
+    Object.defineProperty(request, "signal", { value: controller.signal });
+    const done = () => {
+      if (expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
+      denoSignal.removeEventListener("abort", onDenoAbort);
+      this.#requests.delete(controller);
+      this.inFlight -= 1;
+      if (this.inFlight === 0 && !this.#closing && this.#options.idleTimeoutMs > 0) {
+        this.#arm("idle_timeout", this.#options.idleTimeoutMs);
+      }
+    };
+    info.completed.then(done, done);
+    return handler(request, info);
+  }
+
+  #gone(): void {
+    this.#closing = true;
+    clearTimeout(this.#timer);
+    for (const controller of this.#requests) controller.abort(new Error("The client closed the connection"));
+    this.#requests.clear();
+  }
+}

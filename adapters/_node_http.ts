@@ -1,0 +1,94 @@
+import { createServer, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { getRequestListener } from "@hono/node-server";
+import type { Config } from "../src/config.ts";
+import { displayUrl, type Serve } from "./_types.ts";
+
+/**
+ * Node 20 closes an idle keep-alive socket at keepAliveTimeout + this fixed buffer
+ * (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER in lib/_http_server.js; newer Node makes it an option).
+ */
+const KEEP_ALIVE_BUFFER_MS = 1_000;
+/**
+ * How often Node checks headersTimeout and requestTimeout. Its default, 30 s, lets a 3 s deadline
+ * fire at 29.7 s; 250 ms keeps the deadlines within 0.5 s at the cost of a walk over the
+ * connection list four times a second.
+ */
+const CONNECTIONS_CHECKING_INTERVAL_MS = 250;
+
+/** Configurations node:http cannot honour, refused at startup rather than clamped. */
+export function checkNodeHttp(config: Config): string[] {
+  const idle = config.idleTimeoutMs;
+  if (idle > 0 && idle <= KEEP_ALIVE_BUFFER_MS) {
+    return [`IDLE_TIMEOUT "${idle}ms" is too short for Node, which always waits ${KEEP_ALIVE_BUFFER_MS}ms past keepAliveTimeout: use more than 1s, or 0 to disable`];
+  }
+  return [];
+}
+
+/**
+ * Serves `fetch` with node:http, mapping the connection policy onto its server options. Used by
+ * adapters/node.ts, and by adapters/deno.ts as its fallback engine (Deno's node:http compat
+ * enforces the same options with the same numbers).
+ */
+export const serveNodeHttp: Serve = (fetch, config, logger) => {
+  const listener = getRequestListener(fetch);
+  const inFlight = new Set<ServerResponse>();
+  let draining = false;
+
+  const server = createServer(
+    {
+      // 0 disables; otherwise subtract the buffer Node adds so the close lands at IDLE_TIMEOUT.
+      keepAliveTimeout: config.idleTimeoutMs === 0 ? 0 : config.idleTimeoutMs - KEEP_ALIVE_BUFFER_MS,
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.requestTimeoutMs,
+      connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
+    },
+    (req, res) => {
+      inFlight.add(res);
+      if (draining) res.shouldKeepAlive = false;
+      res.on("close", () => {
+        inFlight.delete(res);
+        // The socket is idle now that its response is done; during a drain, close it at once
+        // instead of letting it linger for keepAliveTimeout.
+        if (draining) server.closeIdleConnections();
+      });
+      void listener(req, res);
+    },
+  );
+  // Only the keep-alive timer sets a socket timeout here (server.timeout is 0), so a 'timeout'
+  // is an idle connection. Listening for it means closing it ourselves.
+  server.on("timeout", (socket: Socket) => {
+    logger.info("idle_timeout", { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
+    socket.destroy();
+  });
+
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : config.port;
+      resolve({
+        url: displayUrl(config.host, port),
+        engine: "node:http",
+        inFlight: () => inFlight.size,
+        drain() {
+          draining = true;
+          for (const res of inFlight) {
+            // Not started yet: answer with `Connection: close`. Started: closed by the 'close' hook.
+            if (!res.headersSent) res.shouldKeepAlive = false;
+          }
+          return new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeIdleConnections();
+          });
+        },
+        cut() {
+          const cut = inFlight.size;
+          server.closeAllConnections();
+          return cut;
+        },
+      });
+    });
+  });
+};
