@@ -18,6 +18,8 @@ export interface Capabilities {
   deadlineLateMs: number;
   /** Whether a head that misses HEADERS_TIMEOUT is answered with 408 before the close. */
   headersTimeoutSends408: boolean;
+  /** Behaviour the runtime itself breaks and the adapter cannot repair, with the reason. */
+  unsupported: Partial<Record<"pipelineBehindSlowResponse", string>>;
 }
 
 /** A started server, the same shape on every runtime. */

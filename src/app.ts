@@ -95,8 +95,7 @@ export function createApp(logger: Logger): Hono {
   // A handler that works for `ms` before it answers anything: the idle policy must not cut it.
   app.get("/delay", async (c) => {
     const { ms } = query(c, DelayQuerySchema);
-    const life = requestLifecycle(c);
-    await sleep(ms, life.signal);
+    await sleep(ms, c.req.raw.signal);
     return c.json({ delayedMs: ms });
   });
 

@@ -79,8 +79,21 @@ export function lifecycle(logger: Logger): MiddlewareHandler {
       return;
     }
     const res = c.res;
-    c.res = new Response(trackBody(body, (outcome) => outcome === "finished" ? state.settle(outcome) : onAbort()), res);
+    const tracked = trackBody(body, (outcome) => (outcome === "finished" ? state.settle(outcome) : onAbort()));
+    c.res = new Response(tracked, { status: res.status, statusText: res.statusText, headers: res.headers });
+    streamingResponses.add(c.res);
   };
+}
+
+const streamingResponses = new WeakSet<Response>();
+
+/**
+ * Whether `response` is a body tracked by the lifecycle helper, i.e. a response that streams.
+ * Adapters ask this instead of reading headers: touching `response.headers` makes Bun drop the
+ * content type it would infer for a string body.
+ */
+export function isTrackedStream(response: Response): boolean {
+  return streamingResponses.has(response);
 }
 
 /** The lifecycle of the current request; the response body is tracked to its last chunk. */

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { capabilities } from "../adapters/_capabilities.ts";
-import type { Runtime } from "../adapters/_types.ts";
+import type { Capabilities, Runtime } from "../adapters/_types.ts";
 import {
   completeResponses,
   connect,
@@ -23,7 +23,7 @@ const ABORT_NOTICE_MS = 100;
  * script. Every scenario runs on every runtime; bounds come from adapters/_capabilities.ts.
  */
 export function conformance(runtime: Runtime): void {
-  const caps = capabilities[runtime];
+  const caps: Capabilities = capabilities[runtime];
   // Bun's timers tick every 4 s: a multiple of 4 s gives the tightest window, as the README advises.
   const IDLE_MS = runtime === "bun" ? 4_000 : 2_000;
   const HEADERS_MS = 1_500;
@@ -36,7 +36,15 @@ export function conformance(runtime: Runtime): void {
     REQUEST_TIMEOUT: `${REQUEST_MS}ms`,
     SHUTDOWN_TIMEOUT: `${SHUTDOWN_MS}ms`,
   };
-  const headersWindow = caps.fixedHeadersTimeoutMs ?? { min: HEADERS_MS - EARLY_MS, max: HEADERS_MS + caps.deadlineLateMs };
+  const headersWindow = caps.fixedHeadersTimeoutMs
+    ? { min: caps.fixedHeadersTimeoutMs.min - EARLY_MS, max: caps.fixedHeadersTimeoutMs.max + caps.deadlineLateMs }
+    : { min: HEADERS_MS - EARLY_MS, max: HEADERS_MS + caps.deadlineLateMs };
+
+  /** A concurrent test, or a skipped one whose name states the runtime limit behind the skip. */
+  function scenario(name: string, unsupported: string | undefined, fn: () => Promise<void>, timeoutMs: number) {
+    if (unsupported) test.skip(`${name} (skipped: ${unsupported})`, fn);
+    else test.concurrent(name, fn, timeoutMs);
+  }
 
   /** Starts a server for one test and stops it afterwards, whatever happens. */
   function withServer(fn: (server: ServerProcess, defer: (cleanup: () => unknown) => void) => Promise<void>, extraEnv: Record<string, string> = {}) {
@@ -95,6 +103,20 @@ export function conformance(runtime: Runtime): void {
         defer(() => client.destroy());
         client.write(get("/") + get("/healthz") + get("/"));
         await client.waitFor((d) => completeResponses(d) === 3, 3_000, "three responses");
+        expect(client.data.indexOf("Hello World")).toBeLessThan(client.data.indexOf('{"status":"ok"}'));
+        expect(client.data).toMatch(/content-type: text\/plain/i);
+      }),
+      30_000,
+    );
+
+    scenario(
+      "requests pipelined behind a slow response are answered in order",
+      caps.unsupported.pipelineBehindSlowResponse,
+      withServer(async (server, defer) => {
+        const client = await connect(server.port);
+        defer(() => client.destroy());
+        client.write(get("/slow?ms=300") + get("/healthz"));
+        await client.waitFor((d) => completeResponses(d) === 2, 3_000, "two responses");
         expect(client.data.indexOf("Hello World")).toBeLessThan(client.data.indexOf('{"status":"ok"}'));
       }),
       30_000,
@@ -225,8 +247,11 @@ export function conformance(runtime: Runtime): void {
       withServer(async (server, defer) => {
         const client = await connect(server.port);
         defer(() => client.destroy());
-        client.write(get("/slow?ms=200") + get("/") + get("/healthz") + get("/stream?chunks=2&interval=50") + get("/delay?ms=50"));
-        await client.waitFor((d) => completeResponses(d) === 5, 3_000, "five responses");
+        const paths = ["/slow?ms=200", "/", "/healthz", "/stream?chunks=2&interval=50", "/delay?ms=50"];
+        for (const [i, path] of paths.entries()) {
+          client.write(get(path));
+          await client.waitFor((d) => completeResponses(d) === i + 1, 3_000, `the response to ${path}`);
+        }
         expect((await server.waitForEvent("slow_request", 1_000)).outcome).toBe("finished");
         expect((await server.waitForEvent("stream_request", 1_000)).outcome).toBe("finished");
         client.destroy();
@@ -254,9 +279,9 @@ export function conformance(runtime: Runtime): void {
         const signalledAt = Date.now();
         server.signal("SIGTERM");
         await server.waitForEvent("shutdown_started", 2_000);
-        expect(await tryConnect(server.port)).toBe("ECONNREFUSED");
         const idleClosedAt = await idle.waitForClose(1_000);
         expect(idleClosedAt - signalledAt).toBeLessThanOrEqual(500);
+        expect(await tryConnect(server.port)).toBe("ECONNREFUSED");
 
         const finishedAt = await busy.waitFor((d) => completeResponses(d) === 1, 3_000, "the in-flight response");
         expect(busy.data).toContain("Hello World");
