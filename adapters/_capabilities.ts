@@ -1,21 +1,25 @@
-import type { Capabilities, Runtime } from "./_types.ts";
+import type { Capabilities, Target } from "./_types.ts";
 
 /** Bun's timers fire on a global 4 s clock (runtime-facts.md). */
 export const BUN_TICK_MS = 4_000;
 
+/** node:http's own numbers, on Node and under Deno's node:http compatibility. */
+const nodeHttp: Capabilities = {
+  idleCloseLateMs: () => 1_000,
+  logsIdleTimeout: true,
+  fixedHeadersTimeoutMs: null,
+  deadlineLateMs: 1_000,
+  headersTimeoutSends408: true,
+  maxIdleTimeoutMs: null,
+  unsupported: {},
+};
+
 /**
- * Every adapter's declared precision and runtime-fixed limits, in one place: the README's table
+ * Every engine's declared precision and runtime-fixed limits, in one place: the README's table
  * and the conformance suite's bounds both come from here.
  */
-export const capabilities = {
-  node: {
-    idleCloseLateMs: () => 1_000,
-    logsIdleTimeout: true,
-    fixedHeadersTimeoutMs: null,
-    deadlineLateMs: 1_000,
-    headersTimeoutSends408: true,
-    unsupported: {},
-  },
+export const capabilities: Record<Target, Capabilities> = {
+  node: nodeHttp,
   bun: {
     // The close lands in (T, 4*ceil(T/4) + 4] s: see adapters/_bun_idle.ts.
     idleCloseLateMs: (idleTimeoutMs) => BUN_TICK_MS * Math.ceil(idleTimeoutMs / BUN_TICK_MS) + BUN_TICK_MS - idleTimeoutMs,
@@ -25,17 +29,28 @@ export const capabilities = {
     fixedHeadersTimeoutMs: { min: 8_000, max: 13_500 },
     deadlineLateMs: 1_000,
     headersTimeoutSends408: false,
+    // server.timeout() accepts more, and still closes at 255 s.
+    maxIdleTimeoutMs: 252_000,
     unsupported: {
       pipelineBehindSlowResponse:
-        "Bun 1.4.5 closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (measured; upstream Bun bug)",
+        "Bun.serve 1.4.5 closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (measured; upstream Bun bug; BUN_ENGINE=node-http answers them)",
     },
+  },
+  "bun-node-http": {
+    // The idle timer is the adapter's own (adapters/_idle_reaper.ts); Bun's node:http checks
+    // headersTimeout about once a second (a silent connection closed 1.0-1.1 s late, measured).
+    ...nodeHttp,
+    deadlineLateMs: 1_500,
   },
   deno: {
     idleCloseLateMs: () => 1_000,
     logsIdleTimeout: true,
     fixedHeadersTimeoutMs: null,
     deadlineLateMs: 1_000,
+    // The connection belongs to Deno's HTTP server: the adapter can close it, not write to it.
     headersTimeoutSends408: false,
+    maxIdleTimeoutMs: null,
     unsupported: {},
   },
-} as const satisfies Record<Runtime, Capabilities>;
+  "deno-node-http": nodeHttp,
+};

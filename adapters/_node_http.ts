@@ -2,7 +2,9 @@ import { createServer, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { getRequestListener } from "@hono/node-server";
 import type { Config } from "../src/config.ts";
-import { displayUrl, type Serve } from "./_types.ts";
+import { reapIdleConnections } from "./_idle_reaper.ts";
+import type { Logger } from "../src/log.ts";
+import { displayUrl, type FetchHandler, type ServerHandle } from "./_types.ts";
 
 /**
  * Node 20 closes an idle keep-alive socket at keepAliveTimeout + this fixed buffer
@@ -15,6 +17,14 @@ const KEEP_ALIVE_BUFFER_MS = 1_000;
  * connection list four times a second.
  */
 const CONNECTIONS_CHECKING_INTERVAL_MS = 250;
+
+export interface NodeHttpOptions {
+  /**
+   * Who closes idle connections: node:http's own `keepAliveTimeout` (`native`, the default), or a
+   * timer per connection in JavaScript (`reaper`), for runtimes whose node:http caps it.
+   */
+  idle?: "native" | "reaper";
+}
 
 /** Configurations node:http cannot honour, refused at startup rather than clamped. */
 export function checkNodeHttp(config: Config): string[] {
@@ -30,7 +40,13 @@ export function checkNodeHttp(config: Config): string[] {
  * adapters/node.ts, and by adapters/deno.ts as its fallback engine (Deno's node:http compat
  * enforces the same options with the same numbers).
  */
-export const serveNodeHttp: Serve = (fetch, config, logger) => {
+export function serveNodeHttp(
+  fetch: FetchHandler,
+  config: Config,
+  logger: Logger,
+  options: NodeHttpOptions = {},
+): Promise<ServerHandle> {
+  const reapInJs = options.idle === "reaper";
   const listener = getRequestListener(fetch);
   const inFlight = new Set<ServerResponse>();
   let draining = false;
@@ -38,7 +54,7 @@ export const serveNodeHttp: Serve = (fetch, config, logger) => {
   const server = createServer(
     {
       // 0 disables; otherwise subtract the buffer Node adds so the close lands at IDLE_TIMEOUT.
-      keepAliveTimeout: config.idleTimeoutMs === 0 ? 0 : config.idleTimeoutMs - KEEP_ALIVE_BUFFER_MS,
+      keepAliveTimeout: config.idleTimeoutMs === 0 || reapInJs ? 0 : config.idleTimeoutMs - KEEP_ALIVE_BUFFER_MS,
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
@@ -49,18 +65,27 @@ export const serveNodeHttp: Serve = (fetch, config, logger) => {
       res.on("close", () => {
         inFlight.delete(res);
         // The socket is idle now that its response is done; during a drain, close it at once
-        // instead of letting it linger for keepAliveTimeout.
-        if (draining) server.closeIdleConnections();
+        // instead of letting it linger for keepAliveTimeout (once every 'close' listener has run).
+        if (draining) setImmediate(closeIdle);
       });
       void listener(req, res);
     },
   );
-  // Only the keep-alive timer sets a socket timeout here (server.timeout is 0), so a 'timeout'
-  // is an idle connection. Listening for it means closing it ourselves.
-  server.on("timeout", (socket: Socket) => {
+  const logIdle = (socket: Socket) => {
     logger.info("idle_timeout", { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
-    socket.destroy();
-  });
+  };
+  let closeIdle = () => server.closeIdleConnections();
+  if (reapInJs) {
+    const reaper = reapIdleConnections(server, config.idleTimeoutMs, logIdle);
+    closeIdle = () => reaper.closeIdle();
+  } else {
+    // Only the keep-alive timer sets a socket timeout here (server.timeout is 0), so a 'timeout'
+    // is an idle connection. Listening for it means closing it ourselves.
+    server.on("timeout", (socket: Socket) => {
+      logIdle(socket);
+      socket.destroy();
+    });
+  }
 
   return new Promise((resolve, reject) => {
     server.once("error", reject);
@@ -80,7 +105,7 @@ export const serveNodeHttp: Serve = (fetch, config, logger) => {
           }
           return new Promise<void>((done) => {
             server.close(() => done());
-            server.closeIdleConnections();
+            closeIdle();
           });
         },
         cut() {

@@ -3,6 +3,9 @@ import type { Logger } from "../src/log.ts";
 
 export type Runtime = "node" | "bun" | "deno";
 
+/** A runtime and the engine serving it: the runtime alone names its default engine. */
+export type Target = Runtime | "bun-node-http" | "deno-node-http";
+
 /** Anything that answers a Request, such as a Hono app's `fetch`. */
 export type FetchHandler = (request: Request, env?: unknown) => Response | Promise<Response>;
 
@@ -18,6 +21,8 @@ export interface Capabilities {
   deadlineLateMs: number;
   /** Whether a head that misses HEADERS_TIMEOUT is answered with 408 before the close. */
   headersTimeoutSends408: boolean;
+  /** The longest IDLE_TIMEOUT this engine can honour; a longer one is refused at startup. */
+  maxIdleTimeoutMs: number | null;
   /** Behaviour the runtime itself breaks and the adapter cannot repair, with the reason. */
   unsupported: Partial<Record<"pipelineBehindSlowResponse", string>>;
 }

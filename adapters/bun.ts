@@ -1,12 +1,49 @@
 import { HTTPException } from "hono/http-exception";
+import process from "node:process";
+import { type Config, formatDuration } from "../src/config.ts";
 import { isTrackedStream } from "../src/lifecycle.ts";
-import { bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
+import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
+import { serveNodeHttp } from "./_node_http.ts";
 import { main } from "./_main.ts";
 import { withBodyDeadline } from "./_request_deadline.ts";
 import { displayUrl, type Serve } from "./_types.ts";
 
-/** Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work. */
+const ENGINES = ["auto", "bun-serve", "node-http"] as const;
+type Engine = (typeof ENGINES)[number];
+
+/**
+ * `BUN_ENGINE` picks what serves connections:
+ * - `bun-serve` (what `auto` picks for IDLE_TIMEOUT up to 252 s): Bun.serve, Bun's fast path.
+ * - `node-http` (what `auto` picks above that): Bun's node:http with the idle timer in JavaScript,
+ *   because Bun's own timer stops at 255 s (`server.timeout()` accepts more and still closes at
+ *   255 s, measured). About 0.63x of Bun.serve's throughput (runtime-facts.md).
+ */
+function engineFor(config: Config): Engine {
+  const engine = (process.env.BUN_ENGINE?.trim() || "auto") as Engine;
+  if (engine !== "auto") return engine;
+  return config.idleTimeoutMs > BUN_MAX_IDLE_MS ? "node-http" : "bun-serve";
+}
+
+function check(config: Config): string[] {
+  const engine = engineFor(config);
+  if (!ENGINES.includes(engine)) return [`BUN_ENGINE "${engine}" is not an engine: use auto, bun-serve or node-http`];
+  if (engine === "bun-serve" && config.idleTimeoutMs > BUN_MAX_IDLE_MS) {
+    return [`IDLE_TIMEOUT "${formatDuration(config.idleTimeoutMs)}" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or node-http`];
+  }
+  return [];
+}
+
+/** Serves the app on Bun with the engine `BUN_ENGINE` (or the IDLE_TIMEOUT) calls for. */
 export const serve: Serve = async (fetch, config, logger) => {
+  if (engineFor(config) === "node-http") {
+    const server = await serveNodeHttp(fetch, config, logger, { idle: "reaper" });
+    return { ...server, engine: "node:http (Bun compat)" };
+  }
+  return serveBun(fetch, config, logger);
+};
+
+/** Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work. */
+const serveBun: Serve = async (fetch, config, logger) => {
   const idleSeconds = bunIdleSeconds(config.idleTimeoutMs);
   const server = Bun.serve({
     hostname: config.host,
@@ -51,4 +88,4 @@ export const serve: Serve = async (fetch, config, logger) => {
   };
 };
 
-await main("bun", serve);
+await main("bun", serve, { check });

@@ -265,16 +265,27 @@ export function connect(port: number): Promise<RawClient> {
   });
 }
 
-/** What a connection attempt gets: "connected", or the error code (ECONNREFUSED when nothing listens). */
-export function tryConnect(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = netConnect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(`connected from port ${socket.localPort}`);
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
-  });
+/**
+ * What a new client gets when it tries a request: "refused" (nothing listens), "dropped" (the
+ * kernel completed the handshake from the backlog of a listener being closed, and the connection
+ * was then closed or reset without a byte), or "answered ..." when a server served it.
+ */
+export async function tryRequest(port: number, timeoutMs = 1_000): Promise<string> {
+  let client: RawClient;
+  try {
+    client = await connect(port);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "ECONNREFUSED" ? "refused" : String(error);
+  }
+  try {
+    client.write(get("/healthz"));
+    await client.waitForClose(timeoutMs);
+    return client.data === "" ? "dropped" : `answered ${JSON.stringify(client.data.slice(0, 40))}`;
+  } catch {
+    return `still open after ${timeoutMs}ms, read ${JSON.stringify(client.data.slice(0, 40))}`;
+  } finally {
+    client.destroy();
+  }
 }
 
 /** A keep-alive GET as raw bytes. */

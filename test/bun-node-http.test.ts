@@ -1,0 +1,3 @@
+import { conformance } from "./_conformance.ts";
+
+conformance("bun-node-http");
