@@ -87,8 +87,10 @@ export function conformance(target: Target): void {
         const client = await connect(server.port);
         defer(() => client.destroy());
         client.write(get("/"));
-        await client.waitFor((d) => completeResponses(d) === 1, 2_000, "the first response");
-        await expect(client.waitForClose(IDLE_MS / 2)).rejects.toThrow("still open");
+        const firstAt = await client.waitFor((d) => completeResponses(d) === 1, 2_000, "the first response");
+        await expect(client.waitForClose(IDLE_MS / 4)).rejects.toThrow("still open");
+        // Only meaningful if this process's own timers kept time (it shares 2 cores with servers).
+        expect(Date.now() - firstAt).toBeLessThan(IDLE_MS - EARLY_MS);
         client.write(get("/healthz"));
         const secondAt = await client.waitFor((d) => completeResponses(d) === 2, 2_000, "the second response");
         expect(client.data).toContain('{"status":"ok"}');

@@ -1,0 +1,166 @@
+import { describe, expect, test } from "bun:test";
+import { createServer } from "node:http";
+import { HTTPException } from "hono/http-exception";
+import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../adapters/_bun_idle.ts";
+import { BUN_TICK_MS, capabilities } from "../adapters/_capabilities.ts";
+import { reapIdleConnections } from "../adapters/_idle_reaper.ts";
+import { bodyWithDeadline } from "../adapters/_request_deadline.ts";
+import { completeResponses, connect, get, using } from "./_harness.ts";
+
+const encoder = new TextEncoder();
+
+function streamOf(chunks: string[], gapMs = 0): ReadableStream<Uint8Array> {
+  let i = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (i > 0 && gapMs > 0) await Bun.sleep(gapMs);
+      if (i === chunks.length) controller.close();
+      else controller.enqueue(encoder.encode(chunks[i++]));
+    },
+  });
+}
+
+describe("bunIdleSeconds (adapters/_bun_idle.ts)", () => {
+  test("0 disables", () => {
+    expect(bunIdleSeconds(0)).toBe(0);
+  });
+
+  test("the close window (4(k-1), 4k] s never opens before IDLE_TIMEOUT and ends by 4*ceil(T/4)+4 s", () => {
+    for (let ms = 1; ms <= BUN_MAX_IDLE_MS; ms += ms < 20_000 ? 250 : 997) {
+      const seconds = bunIdleSeconds(ms);
+      expect(seconds).toBeLessThanOrEqual(BUN_MAX_IDLE_SECONDS);
+      const k = Math.ceil((seconds * 1000) / BUN_TICK_MS);
+      expect(BUN_TICK_MS * (k - 1)).toBeGreaterThanOrEqual(ms);
+      expect(BUN_TICK_MS * k).toBeLessThanOrEqual(BUN_TICK_MS * Math.ceil(ms / BUN_TICK_MS) + BUN_TICK_MS);
+    }
+  });
+
+  test("examples", () => {
+    expect(bunIdleSeconds(2_000)).toBe(8);
+    expect(bunIdleSeconds(4_000)).toBe(8);
+    expect(bunIdleSeconds(4_001)).toBe(12);
+    expect(bunIdleSeconds(75_000)).toBe(80);
+    expect(bunIdleSeconds(252_000)).toBe(255);
+  });
+
+  test("the declared lateness matches the window", () => {
+    expect(capabilities.bun.idleCloseLateMs(4_000)).toBe(4_000);
+    expect(capabilities.bun.idleCloseLateMs(2_000)).toBe(6_000);
+    expect(capabilities.bun.idleCloseLateMs(75_000)).toBe(5_000);
+  });
+});
+
+describe("rearmBeforeEnd (adapters/_bun_idle.ts)", () => {
+  test("calls beforeEnd once, before the reader sees the end", async () => {
+    const calls: string[] = [];
+    const reader = rearmBeforeEnd(streamOf(["a", "b"]), () => calls.push("rearm")).getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      calls.push(done ? "done" : decoder.decode(value));
+      if (done) break;
+    }
+    expect(calls).toEqual(["a", "b", "rearm", "done"]);
+  });
+
+  test("a cancel reaches the source and does not re-arm", async () => {
+    let cancelled: unknown;
+    let rearmed = false;
+    const source = new ReadableStream<Uint8Array>({ cancel: (reason) => void (cancelled = reason) });
+    await rearmBeforeEnd(source, () => (rearmed = true)).cancel("gone");
+    expect(cancelled).toBe("gone");
+    expect(rearmed).toBe(false);
+  });
+});
+
+describe("bodyWithDeadline (adapters/_request_deadline.ts)", () => {
+  test("a body that ends in time passes through unchanged", async () => {
+    let expired = false;
+    const body = bodyWithDeadline(streamOf(["ab", "cd"], 20), 1_000, () => (expired = true));
+    expect(await new Response(body).text()).toBe("abcd");
+    expect(expired).toBe(false);
+  });
+
+  test("a body still arriving at the deadline fails with a 408 HTTPException, on time", async () => {
+    let expiredAt = 0;
+    const started = Date.now();
+    const body = bodyWithDeadline(streamOf(["a", "b", "c", "d"], 150), 300, () => (expiredAt = Date.now()));
+    const error = await new Response(body).text().then(() => null, (e: unknown) => e);
+    expect(error).toBeInstanceOf(HTTPException);
+    expect((error as HTTPException).status).toBe(408);
+    expect(expiredAt - started).toBeGreaterThanOrEqual(295);
+    expect(expiredAt - started).toBeLessThan(450);
+  });
+
+  test("cancelling the body stops the deadline", async () => {
+    let expired = false;
+    const body = bodyWithDeadline(streamOf(["a"], 10), 50, () => (expired = true));
+    await body.cancel();
+    await Bun.sleep(100);
+    expect(expired).toBe(false);
+  });
+});
+
+describe("reapIdleConnections (adapters/_idle_reaper.ts), on this runtime's node:http", () => {
+  async function withReapedServer(idleMs: number, fn: (port: number, reaped: number[], closeIdle: () => void, slowArrived: Promise<void>) => Promise<void>) {
+    let arrived = () => {};
+    const slowArrived = new Promise<void>((resolve) => (arrived = resolve));
+    const server = createServer((req, res) => {
+      if (req.url?.startsWith("/slow")) {
+        arrived();
+        setTimeout(() => res.end("slow"), idleMs + 500);
+      } else {
+        res.end("ok");
+      }
+    });
+    const reaped: number[] = [];
+    const reaper = reapIdleConnections(server, idleMs, (socket) => reaped.push(socket.remotePort ?? 0));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      await fn((server.address() as { port: number }).port, reaped, () => reaper.closeIdle(), slowArrived);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  }
+
+  test("an idle connection is closed after the timeout and reported", () =>
+    withReapedServer(500, (port, reaped) =>
+      using(async (defer) => {
+        const client = await connect(port);
+        defer(() => client.destroy());
+        const localPort = client.socket.localPort;
+        client.write(get("/"));
+        const answeredAt = await client.waitFor((d) => completeResponses(d) === 1, 1_000, "a response");
+        const closedAt = await client.waitForClose(2_000);
+        expect(closedAt - answeredAt).toBeGreaterThanOrEqual(400);
+        expect(closedAt - answeredAt).toBeLessThanOrEqual(1_000);
+        expect(reaped).toEqual([localPort!]);
+      })), 10_000);
+
+  test("a request in flight longer than the timeout is not reaped", () =>
+    withReapedServer(300, (port, reaped) =>
+      using(async (defer) => {
+        const client = await connect(port);
+        defer(() => client.destroy());
+        client.write(get("/slow"));
+        await client.waitFor((d) => d.includes("slow"), 2_000, "the slow response");
+        expect(reaped).toEqual([]);
+      })), 10_000);
+
+  test("closeIdle closes idle connections and leaves busy ones", () =>
+    withReapedServer(5_000, (port, _reaped, closeIdle, slowArrived) =>
+      using(async (defer) => {
+        const idle = await connect(port);
+        defer(() => idle.destroy());
+        idle.write(get("/"));
+        await idle.waitFor((d) => completeResponses(d) === 1, 1_000, "a response");
+        const busy = await connect(port);
+        defer(() => busy.destroy());
+        busy.write(get("/slow"));
+        await slowArrived;
+        closeIdle();
+        await idle.waitForClose(1_000);
+        await busy.waitFor((d) => d.includes("slow"), 7_000, "the busy response, uncut");
+      })), 15_000);
+});
