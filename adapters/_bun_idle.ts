@@ -1,3 +1,4 @@
+import { trackBody } from "../src/lifecycle.ts";
 import { BUN_TICK_MS } from "./_capabilities.ts";
 
 /** Bun's largest idle timeout: `server.timeout()` accepts more but closes at 255 s (measured). */
@@ -26,29 +27,7 @@ export function bunIdleSeconds(idleTimeoutMs: number): number {
  * works while the last chunk is still ours to hand over.
  */
 export function rearmBeforeEnd(body: ReadableStream<Uint8Array>, beforeEnd: () => void): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        let chunk: Awaited<ReturnType<typeof reader.read>>;
-        try {
-          chunk = await reader.read();
-        } catch (error) {
-          beforeEnd();
-          controller.error(error);
-          return;
-        }
-        if (chunk.done) {
-          beforeEnd();
-          controller.close();
-        } else {
-          controller.enqueue(chunk.value);
-        }
-      },
-      cancel(reason) {
-        return reader.cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
+  return trackBody(body, (outcome) => {
+    if (outcome === "finished") beforeEnd();
+  });
 }

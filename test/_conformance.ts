@@ -5,6 +5,7 @@ import {
   completeResponses,
   connect,
   get,
+  type RawClient,
   tryRequest,
   type ServerProcess,
   spawnServer,
@@ -17,6 +18,19 @@ import {
 const EARLY_MS = 100;
 /** Contract: a handler learns of a client that left within 100 ms. */
 const ABORT_NOTICE_MS = 100;
+
+/** Opens a raw connection that is destroyed when the test ends, whatever happens. */
+async function open(port: number, defer: (cleanup: () => unknown) => void): Promise<RawClient> {
+  const client = await connect(port);
+  defer(() => client.destroy());
+  return client;
+}
+
+/** Bounds a measurement on both sides: not earlier than `min`, not later than `max`. */
+function expectBetween(value: number, min: number, max: number): void {
+  expect(value).toBeGreaterThanOrEqual(min);
+  expect(value).toBeLessThanOrEqual(max);
+}
 
 /**
  * The connection policy, checked against a real server process started through the runtime's npm
@@ -64,15 +78,13 @@ export function conformance(target: Target): void {
     test.concurrent(
       "idle keep-alive connection is closed after IDLE_TIMEOUT",
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         const localPort = client.socket.localPort;
         client.write(get("/"));
         const answeredAt = await client.waitFor((d) => completeResponses(d) === 1, 2_000, "a response");
         const closedAt = await client.waitForClose(IDLE_MS + IDLE_LATE_MS + 1_000);
         const idleFor = closedAt - answeredAt;
-        expect(idleFor).toBeGreaterThanOrEqual(IDLE_MS - EARLY_MS);
-        expect(idleFor).toBeLessThanOrEqual(IDLE_MS + IDLE_LATE_MS);
+        expectBetween(idleFor, IDLE_MS - EARLY_MS, IDLE_MS + IDLE_LATE_MS);
         if (caps.logsIdleTimeout) {
           const event = await server.waitForEvent("idle_timeout", 1_000, (e) => e.remotePort === localPort);
           expect(event.remoteAddress).toContain("127.0.0.1");
@@ -84,8 +96,7 @@ export function conformance(target: Target): void {
     test.concurrent(
       "a request before IDLE_TIMEOUT reuses the connection and restarts the idle timer",
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         client.write(get("/"));
         const firstAt = await client.waitFor((d) => completeResponses(d) === 1, 2_000, "the first response");
         await expect(client.waitForClose(IDLE_MS / 4)).rejects.toThrow("still open");
@@ -95,8 +106,7 @@ export function conformance(target: Target): void {
         const secondAt = await client.waitFor((d) => completeResponses(d) === 2, 2_000, "the second response");
         expect(client.data).toContain('{"status":"ok"}');
         const closedAt = await client.waitForClose(IDLE_MS + IDLE_LATE_MS + 1_000);
-        expect(closedAt - secondAt).toBeGreaterThanOrEqual(IDLE_MS - EARLY_MS);
-        expect(closedAt - secondAt).toBeLessThanOrEqual(IDLE_MS + IDLE_LATE_MS);
+        expectBetween(closedAt - secondAt, IDLE_MS - EARLY_MS, IDLE_MS + IDLE_LATE_MS);
       }),
       30_000,
     );
@@ -104,8 +114,7 @@ export function conformance(target: Target): void {
     test.concurrent(
       "pipelined requests are all answered",
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         client.write(get("/") + get("/healthz") + get("/"));
         await client.waitFor((d) => completeResponses(d) === 3, 3_000, "three responses");
         expect(client.data.indexOf("Hello World")).toBeLessThan(client.data.indexOf('{"status":"ok"}'));
@@ -118,8 +127,7 @@ export function conformance(target: Target): void {
       "requests pipelined behind a slow response are answered in order",
       caps.unsupported.pipelineBehindSlowResponse,
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         client.write(get("/slow?ms=300") + get("/healthz"));
         await client.waitFor((d) => completeResponses(d) === 2, 3_000, "two responses");
         expect(client.data.indexOf("Hello World")).toBeLessThan(client.data.indexOf('{"status":"ok"}'));
@@ -134,11 +142,9 @@ export function conformance(target: Target): void {
     test.concurrent(
       `a silent new connection is closed by ${headersLabel}`,
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         const closedAt = await client.waitForClose(headersWindow.max + 1_000);
-        expect(closedAt - client.openedAt).toBeGreaterThanOrEqual(headersWindow.min);
-        expect(closedAt - client.openedAt).toBeLessThanOrEqual(headersWindow.max);
+        expectBetween(closedAt - client.openedAt, headersWindow.min, headersWindow.max);
         if (caps.headersTimeoutSends408 && !caps.fixedHeadersTimeoutMs) expect(client.data).toStartWith("HTTP/1.1 408");
       }),
       30_000,
@@ -147,13 +153,11 @@ export function conformance(target: Target): void {
     test.concurrent(
       `a slowloris trickle is closed by ${headersLabel} however many bytes it sends`,
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         const stop = trickle(client, `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ${"a".repeat(200)}\r\n`, 100);
         defer(stop);
         const closedAt = await client.waitForClose(headersWindow.max + 1_000);
-        expect(closedAt - client.openedAt).toBeGreaterThanOrEqual(headersWindow.min);
-        expect(closedAt - client.openedAt).toBeLessThanOrEqual(headersWindow.max);
+        expectBetween(closedAt - client.openedAt, headersWindow.min, headersWindow.max);
         if (caps.headersTimeoutSends408 && !caps.fixedHeadersTimeoutMs) expect(client.data).toStartWith("HTTP/1.1 408");
       }),
       30_000,
@@ -162,14 +166,12 @@ export function conformance(target: Target): void {
     test.concurrent(
       "a slowly sent body is answered 408 and closed by REQUEST_TIMEOUT",
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         client.write("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n");
         const stop = trickle(client, "x".repeat(100), 100);
         defer(stop);
         const closedAt = await client.waitForClose(REQUEST_MS + caps.deadlineLateMs + 1_000);
-        expect(closedAt - client.openedAt).toBeGreaterThanOrEqual(REQUEST_MS - EARLY_MS);
-        expect(closedAt - client.openedAt).toBeLessThanOrEqual(REQUEST_MS + caps.deadlineLateMs);
+        expectBetween(closedAt - client.openedAt, REQUEST_MS - EARLY_MS, REQUEST_MS + caps.deadlineLateMs);
         expect(client.data).toStartWith("HTTP/1.1 408");
       }),
       30_000,
@@ -178,8 +180,7 @@ export function conformance(target: Target): void {
     test.concurrent(
       "a body sent in time is read whole",
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         client.write("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\n01234");
         await Bun.sleep(200);
         client.write("56789");
@@ -195,8 +196,7 @@ export function conformance(target: Target): void {
     test.concurrent(
       "a handler slower than IDLE_TIMEOUT completes",
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         const ms = IDLE_MS + 1_500;
         client.write(get(`/delay?ms=${ms}`));
         await client.waitFor((d) => completeResponses(d) === 1, ms + 2_000, "the delayed response");
@@ -209,8 +209,7 @@ export function conformance(target: Target): void {
     test.concurrent(
       "a stream that writes less often than IDLE_TIMEOUT completes",
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         const interval = IDLE_MS + 1_000;
         client.write(get(`/stream?chunks=3&interval=${interval}`));
         await client.waitFor((d) => completeResponses(d) === 1, 2 * interval + 2_000, "the whole stream");
@@ -250,8 +249,7 @@ export function conformance(target: Target): void {
     test.concurrent(
       "completed responses are never reported as aborted",
       withServer(async (server, defer) => {
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         const paths = ["/slow?ms=200", "/", "/healthz", "/stream?chunks=2&interval=50", "/delay?ms=50"];
         for (const [i, path] of paths.entries()) {
           client.write(get(path));
@@ -272,12 +270,10 @@ export function conformance(target: Target): void {
     test.concurrent(
       "SIGTERM to npm start closes idle connections at once, finishes the in-flight request, refuses new ones and exits 0",
       withServer(async (server, defer) => {
-        const idle = await connect(server.port);
-        defer(() => idle.destroy());
+        const idle = await open(server.port, defer);
         idle.write(get("/"));
         await idle.waitFor((d) => completeResponses(d) === 1, 2_000, "a response");
-        const busy = await connect(server.port);
-        defer(() => busy.destroy());
+        const busy = await open(server.port, defer);
         busy.write(get("/slow?ms=1500"));
         await busy.waitFor((d) => d.includes("Hello World"), 2_000, "the first chunk");
 
@@ -309,15 +305,13 @@ export function conformance(target: Target): void {
     test.concurrent(
       "a request still running at SHUTDOWN_TIMEOUT is cut and counted",
       withServer(async (server, defer) => {
-        const busy = await connect(server.port);
-        defer(() => busy.destroy());
+        const busy = await open(server.port, defer);
         busy.write(get("/slow?ms=20000"));
         await busy.waitFor((d) => d.includes("Hello World"), 2_000, "the first chunk");
         const signalledAt = Date.now();
         server.signal("SIGTERM");
         const closedAt = await busy.waitForClose(SHUTDOWN_MS + 2_000);
-        expect(closedAt - signalledAt).toBeGreaterThanOrEqual(SHUTDOWN_MS - EARLY_MS);
-        expect(closedAt - signalledAt).toBeLessThanOrEqual(SHUTDOWN_MS + 1_000);
+        expectBetween(closedAt - signalledAt, SHUTDOWN_MS - EARLY_MS, SHUTDOWN_MS + 1_000);
         expect(completeResponses(busy.data)).toBe(0);
         expect(await server.exited).toBe(0);
         const complete = await server.waitForEvent("shutdown_complete", 1_000);
@@ -385,8 +379,7 @@ export function conformance(target: Target): void {
         expect(listening.idleTimeoutMs).toBe(900_000);
         expect(listening.runtime).toBe(runtime);
         expect(listening.pid).toBeNumber();
-        const client = await connect(server.port);
-        defer(() => client.destroy());
+        const client = await open(server.port, defer);
         client.write(get("/"));
         await client.waitFor((d) => completeResponses(d) === 1, 2_000, "a response");
         // Longer than every runtime's default (Node 5+1 s, Bun 10 s ticking to 12 s): a clamp or
