@@ -52,7 +52,7 @@ export interface ConnectionsOptions {
   /** A request body must have arrived this long after its head; 0 disables. */
   requestTimeoutMs: number;
   /** Called when a connection is closed for being idle, or for a head that missed its deadline. */
-  onTimeout(kind: "idle_timeout" | "headers_timeout", remote: Deno.NetAddr): void;
+  onTimeout(kind: "idle_timeout" | "headers_timeout" | "request_timeout", remote: Deno.NetAddr): void;
   /** Called with an error the handler threw past the app's own error handling; returns the response. */
   onError(error: unknown): Response;
 }
@@ -61,6 +61,8 @@ export interface ConnectionsOptions {
 export interface ConnectionsServer {
   /** Requests whose response is not done yet. */
   inFlight(): number;
+  /** Open connections. */
+  openConnections(): number;
   /** Stops accepting, closes idle connections now and busy ones after their response; resolves when all are closed. */
   drain(): Promise<void>;
   /** Closes every connection at once; returns how many requests were in flight. */
@@ -100,6 +102,7 @@ export function serveConnections(
       for (const connection of open) n += connection.inFlight;
       return n;
     },
+    openConnections: () => open.size,
     drain() {
       listener.close();
       const done = new Promise<void>((resolve) => (closed = resolve));
@@ -195,7 +198,10 @@ class Connection {
     // the 408 has had time to reach the socket (`completed` settles when it is handed over, before
     // it is written), as Node does after its own 408.
     let expired = false;
-    const request = withBodyDeadline(original, this.#options.requestTimeoutMs, () => (expired = true));
+    const request = withBodyDeadline(original, this.#options.requestTimeoutMs, () => {
+      expired = true;
+      this.#options.onTimeout("request_timeout", this.#remote);
+    });
     this.inFlight += 1;
     // Deno's own request.signal aborts after every successful response (legacy abort) and, with
     // --unstable-no-legacy-abort, misses a reset during a streaming response. Replace it with one

@@ -1,7 +1,11 @@
 import process from "node:process";
 import { createApp } from "../src/app.ts";
-import { type Config, loadConfig } from "../src/config.ts";
-import { createLogger } from "../src/log.ts";
+import { type Config, loadConfig, type WebSubConfig } from "../src/config.ts";
+import { handleContent } from "../src/content.ts";
+import type { Logger } from "../src/log.ts";
+import { createTelemetry } from "../src/telemetry.ts";
+import { memoryStore, requestSubscription, type SubscriptionStore } from "../src/websub.ts";
+import { registerProcessMetrics } from "./_process_metrics.ts";
 import type { Runtime, Serve, ServerHandle } from "./_types.ts";
 
 /** Exit code for invalid configuration, before anything is bound. */
@@ -26,8 +30,15 @@ export async function main(runtime: Runtime, serve: Serve, options: MainOptions 
   const config = result.config;
   // A closed stdout (the log collector went away) must not take the server down with EPIPE.
   process.stdout.on("error", () => {});
-  const logger = createLogger((line) => console.log(line), { runtime });
-  const app = createApp(logger);
+  const { logger, registry } = createTelemetry((line) => console.log(line), { runtime });
+  registerProcessMetrics(registry);
+  const subscriptions = memoryStore();
+  const app = createApp({
+    logger,
+    registry,
+    bodyLimitBytes: config.bodyLimitBytes,
+    websub: { store: subscriptions, onDelivery: (delivery) => handleContent(delivery, logger) },
+  });
   let server: ServerHandle;
   try {
     server = await serve(app.fetch, config, logger);
@@ -35,6 +46,10 @@ export async function main(runtime: Runtime, serve: Serve, options: MainOptions 
     process.stderr.write(`Cannot listen on ${config.host}:${config.port}: ${(error as Error).message}\n`);
     process.exit(1);
   }
+  registry.collect("connections_open", "Open client connections.", "gauge", () => {
+    const open = server.openConnections?.();
+    return open === undefined ? [] : [{ value: open }];
+  });
   logger.info("listening", {
     url: server.url,
     pid: process.pid,
@@ -44,6 +59,8 @@ export async function main(runtime: Runtime, serve: Serve, options: MainOptions 
     requestTimeoutMs: config.requestTimeoutMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
   });
+
+  if (config.websub) void subscribe(config.websub, server.url, subscriptions, logger);
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -61,4 +78,16 @@ export async function main(runtime: Runtime, serve: Serve, options: MainOptions 
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+/** Asks the configured hub for the subscription, with a fresh, unguessable callback id. */
+async function subscribe(websub: WebSubConfig, serverUrl: string, store: SubscriptionStore, logger: Logger): Promise<void> {
+  const id = crypto.randomUUID();
+  const callbackUrl = `${(websub.callbackUrl ?? serverUrl).replace(/\/$/, "")}/websub/${id}`;
+  try {
+    const { status } = await requestSubscription({ ...websub, store, id, callbackUrl });
+    logger.info("websub_subscribe_requested", { hub: websub.hub, topic: websub.topic, callbackUrl, status });
+  } catch (error) {
+    logger.error("websub_subscribe_failed", { hub: websub.hub, topic: websub.topic, error });
+  }
 }

@@ -18,6 +18,14 @@ const KEEP_ALIVE_BUFFER_MS = 1_000;
  */
 const CONNECTIONS_CHECKING_INTERVAL_MS = 250;
 
+/** What Node itself answers on a client error before closing (lib/_http_server.js). */
+const CLIENT_ERROR_RESPONSES: Record<string, string> = {
+  ERR_HTTP_REQUEST_TIMEOUT: "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n",
+  HPE_HEADER_OVERFLOW: "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\r\n",
+  default: "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n",
+};
+
 export interface NodeHttpOptions {
   /**
    * Who closes idle connections: node:http's own `keepAliveTimeout` (`native`, the default), or a
@@ -71,6 +79,24 @@ export function serveNodeHttp(
       void listener(req, res);
     },
   );
+  let open = 0;
+  server.on("connection", (socket: Socket) => {
+    open += 1;
+    socket.once("close", () => (open -= 1));
+  });
+  // Listening for clientError replaces Node's default answer, so give the same one (408, 431 or
+  // 400, then close; lib/_http_server.js socketOnError) and log the deadlines that closed it.
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
+    if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      // A head that completed has a response attached: then it was the body that was late.
+      const deadline = (socket as Socket & { _httpMessage?: unknown })._httpMessage ? "request_timeout" : "headers_timeout";
+      logger.info(deadline, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
+    }
+    if (socket.writable && socket.bytesWritten === 0) {
+      socket.write(CLIENT_ERROR_RESPONSES[error.code ?? ""] ?? CLIENT_ERROR_RESPONSES.default);
+    }
+    socket.destroy(error);
+  });
   const logIdle = (socket: Socket) => {
     logger.info("idle_timeout", { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
   };
@@ -97,6 +123,7 @@ export function serveNodeHttp(
         url: displayUrl(config.host, port),
         engine: "node:http",
         inFlight: () => inFlight.size,
+        openConnections: () => open,
         drain() {
           draining = true;
           for (const res of inFlight) {

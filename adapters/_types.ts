@@ -35,6 +35,8 @@ export interface ServerHandle {
   readonly engine: string;
   /** Requests whose response is not complete yet. */
   inFlight(): number;
+  /** Open client connections, where the engine can know them (Bun.serve cannot). */
+  openConnections?(): number;
   /** Stops accepting, closes idle connections now and each busy one right after its response; resolves when none is left. */
   drain(): Promise<void>;
   /** Closes every remaining connection at once; returns how many requests it cut. */

@@ -53,7 +53,10 @@ const serveBun: Serve = async (fetch, config, logger) => {
     fetch(raw, server) {
       // Bun's idle timer also kills slow handlers and silent streams: off while we work.
       server.timeout(raw, 0);
-      const request = withBodyDeadline(raw, config.requestTimeoutMs, () => {});
+      const request = withBodyDeadline(raw, config.requestTimeoutMs, () => {
+        const address = server.requestIP(raw);
+        logger.info("request_timeout", { remoteAddress: address?.address, remotePort: address?.port });
+      });
       const rearm = () => server.timeout(raw, idleSeconds);
       const answer = (response: Response) => {
         // Only streams that go through the lifecycle helper can be told apart: reading

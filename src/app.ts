@@ -2,8 +2,11 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
+import { bodyLimit } from "hono/body-limit";
 import { lifecycle, requestLifecycle } from "./lifecycle.ts";
 import type { Logger } from "./log.ts";
+import { METRICS_CONTENT_TYPE, type Registry } from "./metrics.ts";
+import { type WebSubOptions, websubRoutes } from "./websub.ts";
 
 const encoder = new TextEncoder();
 
@@ -32,6 +35,10 @@ function query<S extends v.GenericSchema>(c: Context, schema: S): v.InferOutput<
   throw new HTTPException(400, { res });
 }
 
+function tooLarge(c: Context, limitBytes: number): Response {
+  return c.json({ error: "payload_too_large", message: `The request body is larger than BODY_LIMIT (${limitBytes} bytes)` }, 413);
+}
+
 /** Resolves after `ms`, or as soon as `signal` aborts. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -46,10 +53,38 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+export interface AppOptions {
+  logger: Logger;
+  /** Serves GET /metrics and counts requests and their outcomes; none given, no /metrics. */
+  registry?: Registry;
+  /** The largest request body POST /echo reads; larger gets 413. @default 1 MiB */
+  bodyLimitBytes?: number;
+  /** Mounts the WebSub callback at /websub/:id. */
+  websub?: Omit<WebSubOptions, "logger" | "maxBodyBytes">;
+}
+
 /** The example app: routes only, no sockets. Adapters hand `app.fetch` to their runtime. */
-export function createApp(logger: Logger): Hono {
+export function createApp(options: AppOptions): Hono {
+  const { logger, registry, bodyLimitBytes = 1_048_576 } = options;
   const app = new Hono();
-  app.use(lifecycle(logger));
+  if (registry) {
+    const requests = registry.counter("http_requests_total", "Requests answered, by status class.", ["class"]);
+    const outcomes = registry.counter(
+      "http_responses_total",
+      "Responses by outcome: finished, or aborted because the client left first (notifyFinish).",
+      ["outcome"],
+    );
+    outcomes.inc({ outcome: "finished" }, 0);
+    outcomes.inc({ outcome: "aborted" }, 0);
+    app.use(async (c, next) => {
+      await next();
+      requests.inc({ class: `${Math.floor(c.res.status / 100)}xx` });
+    });
+    app.use(lifecycle({ logger, onOutcome: (outcome) => outcomes.inc({ outcome }) }));
+    app.get("/metrics", (c) => c.body(registry.render(), 200, { "content-type": METRICS_CONTENT_TYPE }));
+  } else {
+    app.use(lifecycle({ logger }));
+  }
 
   app.get("/", (c) => c.text("Hello World"));
 
@@ -100,10 +135,12 @@ export function createApp(logger: Logger): Hono {
   });
 
   // Reads the whole request body, so slow uploads meet REQUEST_TIMEOUT; answers its size.
-  app.post("/echo", async (c) => {
+  app.post("/echo", bodyLimit({ maxSize: bodyLimitBytes, onError: (c) => tooLarge(c, bodyLimitBytes) }), async (c) => {
     const body = new Uint8Array(await c.req.arrayBuffer());
     return c.json({ bytes: body.byteLength });
   });
+
+  if (options.websub) app.route("/websub", websubRoutes({ ...options.websub, logger, maxBodyBytes: bodyLimitBytes }));
 
   app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
 

@@ -30,22 +30,40 @@ export function formatDuration(ms: number): string {
   return `${ms}ms`;
 }
 
-function Duration(fallback: string) {
-  return v.optional(
-    v.pipe(
-      v.string(),
-      v.rawTransform(({ dataset, addIssue, NEVER }) => {
-        try {
-          return parseDurationMs(dataset.value);
-        } catch (error) {
-          addIssue({ message: (error as Error).message });
-          return NEVER;
-        }
-      }),
-    ),
-    fallback,
-  );
+/** A string turned into a value by `parse`, whose error message becomes the issue. */
+function fromParser<T>(parse: (value: string) => T) {
+  return v.rawTransform<string, T>(({ dataset, addIssue, NEVER }) => {
+    try {
+      return parse(dataset.value);
+    } catch (error) {
+      addIssue({ message: (error as Error).message });
+      return NEVER;
+    }
+  });
 }
+
+function Duration(fallback: string) {
+  return v.optional(v.pipe(v.string(), fromParser(parseDurationMs)), fallback);
+}
+
+const SIZE = /^(\d+)(b|kb|mb)$/;
+const UNIT_BYTES = { b: 1, kb: 1_024, mb: 1_048_576 } as const;
+
+/** Parses `512kb`, `1mb` or `100b` into bytes; throws a sentence naming what is allowed. */
+export function parseSizeBytes(value: string): number {
+  const match = SIZE.exec(value.trim().toLowerCase());
+  if (!match) throw new Error(`"${value}" is not a size: use an integer with a unit b, kb or mb, e.g. 512kb or 1mb`);
+  const bytes = Number(match[1]) * UNIT_BYTES[match[2] as keyof typeof UNIT_BYTES];
+  if (bytes < 1 || bytes > 100 * UNIT_BYTES.mb) throw new Error(`"${value}" is out of range: use from 1b to 100mb`);
+  return bytes;
+}
+
+const HttpUrl = v.optional(
+  v.pipe(
+    v.string(),
+    v.check((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), (issue) => `"${issue.input}" is not an http(s) URL`),
+  ),
+);
 
 const Port = v.optional(
   v.pipe(
@@ -74,7 +92,33 @@ export const EnvSchema = v.pipe(
     HEADERS_TIMEOUT: Duration("20s"),
     REQUEST_TIMEOUT: Duration("60s"),
     SHUTDOWN_TIMEOUT: Duration("10s"),
+    BODY_LIMIT: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
+    WEBSUB_HUB: HttpUrl,
+    WEBSUB_TOPIC: HttpUrl,
+    WEBSUB_SECRET: v.optional(
+      v.pipe(
+        v.string(),
+        v.check(
+          (value) => new TextEncoder().encode(value).byteLength < 200,
+          (issue) => `"${issue.input}" is too long: a hub secret must be under 200 bytes (WebSub 5.1)`,
+        ),
+      ),
+    ),
+    WEBSUB_LEASE: v.optional(v.pipe(v.string(), fromParser(parseDurationMs))),
+    WEBSUB_CALLBACK_URL: HttpUrl,
   }),
+  v.forward(
+    v.check(
+      (env) => (env.WEBSUB_HUB === undefined) === (env.WEBSUB_TOPIC === undefined),
+      (issue) => {
+        const env = issue.input as { WEBSUB_HUB?: string; WEBSUB_TOPIC?: string };
+        return env.WEBSUB_HUB
+          ? `"" is missing: WEBSUB_HUB "${env.WEBSUB_HUB}" needs a topic to subscribe to`
+          : `"${env.WEBSUB_TOPIC}" has no hub: set WEBSUB_HUB too`;
+      },
+    ),
+    ["WEBSUB_TOPIC"],
+  ),
   v.forward(
     v.check(
       (env) => env.HEADERS_TIMEOUT === 0 || env.REQUEST_TIMEOUT === 0 || env.HEADERS_TIMEOUT <= env.REQUEST_TIMEOUT,
@@ -122,6 +166,24 @@ export interface Config {
   readonly requestTimeoutMs: number;
   /** On SIGTERM or SIGINT, how long in-flight requests may take to finish. @default 10_000 */
   readonly shutdownTimeoutMs: number;
+  /** The largest request body the example routes and the WebSub callback accept; larger gets 413. @default 1_048_576 */
+  readonly bodyLimitBytes: number;
+  /** The WebSub subscription to request at startup, or null. */
+  readonly websub: WebSubConfig | null;
+}
+
+/** What the subscriber asks a hub for at startup (W3C WebSub 5.1). */
+export interface WebSubConfig {
+  /** The hub's URL, where the subscription request is POSTed. */
+  readonly hub: string;
+  /** The topic URL to subscribe to. */
+  readonly topic: string;
+  /** Shared secret for `X-Hub-Signature`; content without a valid signature is dropped. */
+  readonly secret?: string;
+  /** The lease to ask for, in seconds; the hub decides. */
+  readonly leaseSeconds?: number;
+  /** Base URL the hub can reach this server at; defaults to the listening URL. */
+  readonly callbackUrl?: string;
 }
 
 export type ConfigResult = { ok: true; config: Config } | { ok: false; problems: string[] };
@@ -146,6 +208,16 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
       headersTimeoutMs: out.HEADERS_TIMEOUT,
       requestTimeoutMs: out.REQUEST_TIMEOUT,
       shutdownTimeoutMs: out.SHUTDOWN_TIMEOUT,
+      bodyLimitBytes: out.BODY_LIMIT,
+      websub: out.WEBSUB_HUB && out.WEBSUB_TOPIC
+        ? {
+          hub: out.WEBSUB_HUB,
+          topic: out.WEBSUB_TOPIC,
+          secret: out.WEBSUB_SECRET,
+          leaseSeconds: out.WEBSUB_LEASE === undefined ? undefined : Math.ceil(out.WEBSUB_LEASE / 1_000),
+          callbackUrl: out.WEBSUB_CALLBACK_URL,
+        }
+        : null,
     },
   };
 }

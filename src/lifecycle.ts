@@ -25,6 +25,11 @@ class RequestState implements Lifecycle {
   #resolve: ((outcome: Outcome) => void) | undefined;
   /** True once a handler asked for the lifecycle, so its response body is tracked to the end. */
   tracked = false;
+  #onOutcome: ((outcome: Outcome) => void) | undefined;
+
+  constructor(onOutcome?: (outcome: Outcome) => void) {
+    this.#onOutcome = onOutcome;
+  }
 
   get signal(): AbortSignal {
     this.#controller ??= new AbortController();
@@ -49,18 +54,27 @@ class RequestState implements Lifecycle {
     this.#outcome = outcome;
     if (outcome === "aborted") this.#controller?.abort();
     this.#resolve?.(outcome);
+    this.#onOutcome?.(outcome);
     return true;
   }
+}
+
+export interface LifecycleOptions {
+  logger: Logger;
+  /** Called once per request with its outcome (for metrics). */
+  onOutcome?(outcome: Outcome): void;
 }
 
 /**
  * Tracks every request's end and logs `request_aborted` when a client leaves before its response
  * is complete. Adapters guarantee that `c.req.raw.signal` aborts only in that case (Deno's legacy
- * abort-after-success is neutralised in adapters/deno.ts).
+ * abort-after-success is neutralised in adapters/deno.ts). A response counts as finished when its
+ * last byte is handed to the runtime: when the handler returns, or, for a body tracked through
+ * `requestLifecycle(c)`, when its last chunk is read.
  */
-export function lifecycle(logger: Logger): MiddlewareHandler {
+export function lifecycle({ logger, onOutcome }: LifecycleOptions): MiddlewareHandler {
   return async function lifecycleMiddleware(c, next) {
-    const state = new RequestState();
+    const state = new RequestState(onOutcome);
     c.set("lifecycle", state);
     const raw = c.req.raw;
     const onAbort = () => {
@@ -72,8 +86,9 @@ export function lifecycle(logger: Logger): MiddlewareHandler {
     if (rawSignal.aborted) onAbort();
     else rawSignal.addEventListener("abort", onAbort, { once: true });
     await next();
-    if (!state.tracked || state.outcome) return;
-    const body = c.res.body;
+    if (state.outcome) return;
+    // Not reading `c.res.body` unless asked to: on Bun that drops a string body's content type.
+    const body = state.tracked ? c.res.body : null;
     if (body === null) {
       state.settle("finished");
       return;

@@ -11,9 +11,13 @@ export interface Logger {
   error(event: string, fields?: Fields): void;
 }
 
-/** Creates a JSON-lines logger over `write`, which receives one line without its newline. */
-export function createLogger(write: (line: string) => void, base: Fields = {}): Logger {
+/**
+ * Creates a JSON-lines logger over `write`, which receives one line without its newline; `tap`
+ * sees every event too (metrics count them).
+ */
+export function createLogger(write: (line: string) => void, base: Fields = {}, tap?: (event: string) => void): Logger {
   const emit = (level: Level, event: string, fields?: Fields) => {
+    tap?.(event);
     write(JSON.stringify({ time: new Date().toISOString(), level, event, ...base, ...fields }, replacer));
   };
   return {

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import { capabilities } from "../adapters/_capabilities.ts";
 import type { Capabilities, Runtime, Target } from "../adapters/_types.ts";
 import {
@@ -13,11 +14,33 @@ import {
   trickle,
   using,
 } from "./_harness.ts";
+import { HUB_TOPIC, startHub } from "./_hub.ts";
 
 /** Slack for the lower bounds: the contract allows a close up to 100 ms early. */
 const EARLY_MS = 100;
 /** Contract: a handler learns of a client that left within 100 ms. */
 const ABORT_NOTICE_MS = 100;
+
+/** Open file descriptors of process `pid` (Linux). */
+function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** The value of one sample line of a Prometheus exposition; fails the test when it is missing. */
+function metric(exposition: string, series: string): number {
+  const line = exposition.split("\n").find((l) => l.startsWith(`${series} `));
+  if (line === undefined) throw new Error(`no ${series} in /metrics:\n${exposition}`);
+  return Number(line.slice(series.length + 1));
+}
+
+/** Resolves like `promise`, or rejects naming `what` after `timeoutMs`. */
+function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs}ms`)), timeoutMs);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
 
 /** Opens a raw connection that is destroyed when the test ends, whatever happens. */
 async function open(port: number, defer: (cleanup: () => unknown) => void): Promise<RawClient> {
@@ -319,6 +342,62 @@ export function conformance(target: Target): void {
       }),
       30_000,
     );
+  });
+
+  describe(`${target}: incident replay`, () => {
+    const CONNECTIONS = 200;
+    const SECRET = "replay-secret";
+
+    for (const policy of ["on", "off"] as const) {
+      const name = policy === "on"
+        ? `a hub's ${CONNECTIONS} idle keep-alive connections are reaped and open fds return to baseline`
+        : `with IDLE_TIMEOUT=0 the hub's ${CONNECTIONS} idle connections stay open, as in the incident`;
+      test.concurrent(
+        name,
+        () =>
+          using(async (defer) => {
+            const hub = await startHub({ secret: SECRET });
+            defer(() => hub.close());
+            const server = await startServer(runtime, {
+              ...env,
+              ...(policy === "off" ? { IDLE_TIMEOUT: "0" } : {}),
+              WEBSUB_HUB: hub.url,
+              WEBSUB_TOPIC: HUB_TOPIC,
+              WEBSUB_SECRET: SECRET,
+            });
+            defer(() => server.kill());
+            await within(hub.verified, 5_000, "verification of intent");
+            const pid = Number(server.named("listening")[0]!.pid);
+            const baseline = openFds(pid);
+            const startedAt = Date.now();
+            const delivered = await hub.deliver(CONNECTIONS);
+            const deliveredAt = Date.now();
+            expect(new Set(delivered.statuses)).toEqual(new Set([202]));
+            expect(openFds(pid)).toBeGreaterThanOrEqual(baseline + CONNECTIONS - 5);
+
+            if (policy === "off") {
+              await expect(delivered.allClosed(IDLE_MS + IDLE_LATE_MS + 1_000)).rejects.toThrow("still open");
+              expect(delivered.open()).toBe(CONNECTIONS);
+              expect(openFds(pid)).toBeGreaterThanOrEqual(baseline + CONNECTIONS - 5);
+              return;
+            }
+            await delivered.allClosed(deliveredAt - startedAt + IDLE_MS + IDLE_LATE_MS + 1_000);
+            expect(Math.min(...delivered.closedAt) - startedAt).toBeGreaterThanOrEqual(IDLE_MS - EARLY_MS);
+            expect(Math.max(...delivered.closedAt) - deliveredAt).toBeLessThanOrEqual(IDLE_MS + IDLE_LATE_MS);
+            expect(openFds(pid)).toBeLessThanOrEqual(baseline + 5);
+
+            const metrics = await (await fetch(`${server.url}/metrics`, { headers: { connection: "close" } })).text();
+            expect(metric(metrics, 'websub_deliveries_total{result="accepted"}')).toBe(CONNECTIONS);
+            const fdsScraped = metric(metrics, "process_open_fds");
+            expect(fdsScraped).toBeLessThanOrEqual(baseline + 5);
+            if (caps.logsIdleTimeout) {
+              expect(server.named("idle_timeout").length).toBeGreaterThanOrEqual(CONNECTIONS);
+              expect(metric(metrics, "connections_idle_closed_total")).toBeGreaterThanOrEqual(CONNECTIONS);
+            }
+          }),
+        60_000,
+      );
+    }
   });
 
   describe(`${target}: configuration`, () => {

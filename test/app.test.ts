@@ -5,7 +5,7 @@ import { createLogger } from "../src/log.ts";
 function setup() {
   const lines: Array<Record<string, unknown>> = [];
   const logger = createLogger((line) => lines.push(JSON.parse(line)), { runtime: "test" });
-  return { app: createApp(logger), lines, named: (event: string) => lines.filter((l) => l.event === event) };
+  return { app: createApp({ logger }), lines, named: (event: string) => lines.filter((l) => l.event === event) };
 }
 
 describe("routes", () => {

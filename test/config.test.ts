@@ -43,6 +43,8 @@ describe("loadConfig", () => {
         headersTimeoutMs: 20_000,
         requestTimeoutMs: 60_000,
         shutdownTimeoutMs: 10_000,
+        bodyLimitBytes: 1_048_576,
+        websub: null,
       },
     });
   });
@@ -64,7 +66,16 @@ describe("loadConfig", () => {
     });
     expect(result).toEqual({
       ok: true,
-      config: { port: 0, host: "127.0.0.1", idleTimeoutMs: 900_000, headersTimeoutMs: 0, requestTimeoutMs: 2_000, shutdownTimeoutMs: 500 },
+      config: {
+        port: 0,
+        host: "127.0.0.1",
+        idleTimeoutMs: 900_000,
+        headersTimeoutMs: 0,
+        requestTimeoutMs: 2_000,
+        shutdownTimeoutMs: 500,
+        bodyLimitBytes: 1_048_576,
+        websub: null,
+      },
     });
   });
 
@@ -97,6 +108,46 @@ describe("loadConfig", () => {
   test("either deadline at 0 disables the cross-field rule", () => {
     expect(loadConfig({ HEADERS_TIMEOUT: "30s", REQUEST_TIMEOUT: "0" }).ok).toBe(true);
     expect(loadConfig({ HEADERS_TIMEOUT: "0", REQUEST_TIMEOUT: "10s" }).ok).toBe(true);
+  });
+
+  test("BODY_LIMIT takes a size with a unit", () => {
+    const result = loadConfig({ BODY_LIMIT: "512kb" });
+    expect(result.ok && result.config.bodyLimitBytes).toBe(524_288);
+    expect(loadConfig({ BODY_LIMIT: "1048576" })).toEqual({
+      ok: false,
+      problems: ['BODY_LIMIT "1048576" is not a size: use an integer with a unit b, kb or mb, e.g. 512kb or 1mb'],
+    });
+    expect(loadConfig({ BODY_LIMIT: "101mb" })).toEqual({ ok: false, problems: ['BODY_LIMIT "101mb" is out of range: use from 1b to 100mb'] });
+  });
+
+  test("a WebSub subscription needs a hub and a topic, both http(s) URLs", () => {
+    const result = loadConfig({
+      WEBSUB_HUB: "http://127.0.0.1:9/hub",
+      WEBSUB_TOPIC: "https://example.com/feed",
+      WEBSUB_SECRET: "s3cret",
+      WEBSUB_LEASE: "1h",
+    });
+    expect(result.ok && result.config.websub).toEqual({
+      hub: "http://127.0.0.1:9/hub",
+      topic: "https://example.com/feed",
+      secret: "s3cret",
+      leaseSeconds: 3_600,
+      callbackUrl: undefined,
+    });
+    expect(loadConfig({ WEBSUB_HUB: "http://hub.example/" })).toEqual({
+      ok: false,
+      problems: ['WEBSUB_TOPIC "" is missing: WEBSUB_HUB "http://hub.example/" needs a topic to subscribe to'],
+    });
+    expect(loadConfig({ WEBSUB_TOPIC: "https://example.com/feed" })).toEqual({
+      ok: false,
+      problems: ['WEBSUB_TOPIC "https://example.com/feed" has no hub: set WEBSUB_HUB too'],
+    });
+    expect(loadConfig({ WEBSUB_HUB: "ftp://hub.example/", WEBSUB_TOPIC: "https://example.com/feed" })).toEqual({
+      ok: false,
+      problems: ['WEBSUB_HUB "ftp://hub.example/" is not an http(s) URL'],
+    });
+    const long = loadConfig({ WEBSUB_HUB: "http://h.example/", WEBSUB_TOPIC: "http://t.example/", WEBSUB_SECRET: "x".repeat(200) });
+    expect(long.ok ? [] : long.problems[0]).toContain("WEBSUB_SECRET");
   });
 
   test("unrelated variables are ignored", () => {

@@ -1,0 +1,39 @@
+import { createLogger, type Fields, type Logger } from "./log.ts";
+import { createRegistry, type Registry } from "./metrics.ts";
+
+/** Events that count something on /metrics: every number there has log lines behind it. */
+const COUNTED_EVENTS = {
+  idle_timeout: ["connections_idle_closed_total", "Connections closed after IDLE_TIMEOUT without a request.", {}],
+  headers_timeout: ["connections_deadline_closed_total", "Connections closed for a head or body that missed its deadline.", { deadline: "headers" }],
+  request_timeout: ["connections_deadline_closed_total", "Connections closed for a head or body that missed its deadline.", { deadline: "request" }],
+  websub_delivery: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "accepted" }],
+  websub_signature_rejected: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "signature_rejected" }],
+  websub_gone: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "gone" }],
+  websub_too_large: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "too_large" }],
+} as const satisfies Record<string, readonly [string, string, Record<string, string>]>;
+
+/** A logger and the metrics registry fed by its events. */
+export interface Telemetry {
+  readonly logger: Logger;
+  readonly registry: Registry;
+}
+
+/** Creates the JSON-lines logger over `write` and a registry whose event counters it feeds. */
+export function createTelemetry(write: (line: string) => void, base: Fields = {}): Telemetry {
+  const registry = createRegistry();
+  const counters = new Map<string, { labels: Record<string, string>; inc: () => void }>();
+  const families = new Map<string, ReturnType<Registry["counter"]>>();
+  for (const [event, [name, help, labels]] of Object.entries(COUNTED_EVENTS)) {
+    let family = families.get(name);
+    if (!family) {
+      family = registry.counter(name, help, Object.keys(labels));
+      families.set(name, family);
+    }
+    const counter = family;
+    // Start every series at 0, so a scrape shows what has not happened yet too.
+    counter.inc(labels, 0);
+    counters.set(event, { labels, inc: () => counter.inc(labels) });
+  }
+  const logger = createLogger(write, base, (event) => counters.get(event)?.inc());
+  return { logger, registry };
+}
