@@ -34,8 +34,7 @@ export class ServerProcess {
 
   constructor(proc: Subprocess<"ignore", "pipe", "pipe">) {
     this.proc = proc;
-    this.exited = proc.exited;
-    void this.#readLines(proc.stdout, (line) => {
+    const stdoutRead = this.#readLines(proc.stdout, (line) => {
       let parsed: Event;
       try {
         parsed = { ...JSON.parse(line), readAt: Date.now() };
@@ -46,9 +45,11 @@ export class ServerProcess {
       this.events.push(parsed);
       for (const wake of this.#waiters) wake();
     });
-    void this.#readLines(proc.stderr, (line) => {
+    const stderrRead = this.#readLines(proc.stderr, (line) => {
       this.stderr += `${line}\n`;
     });
+    // The exit code, once everything the process wrote has been read.
+    this.exited = Promise.all([proc.exited, stdoutRead, stderrRead]).then(([code]) => code);
   }
 
   async #readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { createApp } from "../src/app.ts";
 import { createLogger } from "../src/log.ts";
+import { createTelemetry } from "../src/telemetry.ts";
 
 function setup() {
   const lines: Array<Record<string, unknown>> = [];
@@ -139,6 +140,59 @@ describe("invalid query parameters answer 400 with a JSON error naming the param
     const { app } = setup();
     expect((await app.request("/slow?ms=0")).status).toBe(200);
     expect((await app.request("/stream?chunks=1&interval=0")).status).toBe(200);
+  });
+});
+
+describe("metrics", () => {
+  function withMetrics(bodyLimitBytes?: number) {
+    const lines: Array<Record<string, unknown>> = [];
+    const { logger, registry } = createTelemetry((line) => lines.push(JSON.parse(line)));
+    return { app: createApp({ logger, registry, bodyLimitBytes }), logger, lines };
+  }
+
+  test("GET /metrics is a Prometheus text exposition", async () => {
+    const res = await withMetrics().app.request("/metrics");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+    const text = await res.text();
+    expect(text).toContain("# TYPE http_responses_total counter");
+    expect(text).toContain('http_responses_total{outcome="aborted"} 0');
+    expect(text).toContain("connections_idle_closed_total 0");
+  });
+
+  test("requests are counted by status class and responses by outcome", async () => {
+    const { app } = withMetrics();
+    await app.request("/");
+    await app.request("/nope");
+    const controller = new AbortController();
+    const res = await app.request(new Request("http://localhost/slow?ms=5000", { signal: controller.signal }));
+    await res.body!.getReader().read();
+    controller.abort();
+    const text = await (await app.request("/metrics")).text();
+    expect(text).toContain('http_requests_total{class="2xx"} 2');
+    expect(text).toContain('http_requests_total{class="4xx"} 1');
+    expect(text).toContain('http_responses_total{outcome="finished"} 2');
+    expect(text).toContain('http_responses_total{outcome="aborted"} 1');
+  });
+
+  test("events count on the metrics they name", async () => {
+    const { app, logger } = withMetrics();
+    logger.info("idle_timeout", { remoteAddress: "127.0.0.1", remotePort: 1 });
+    logger.info("idle_timeout", { remoteAddress: "127.0.0.1", remotePort: 2 });
+    logger.info("headers_timeout", {});
+    const text = await (await app.request("/metrics")).text();
+    expect(text).toContain("connections_idle_closed_total 2");
+    expect(text).toContain('connections_deadline_closed_total{deadline="headers"} 1');
+    expect(text).toContain('connections_deadline_closed_total{deadline="request"} 0');
+  });
+
+  test("POST /echo answers 413 with a JSON error past BODY_LIMIT", async () => {
+    const { app } = withMetrics(8);
+    const ok = await app.request("/echo", { method: "POST", body: "12345678" });
+    expect(await ok.json()).toEqual({ bytes: 8 });
+    const tooLarge = await app.request("/echo", { method: "POST", body: "123456789" });
+    expect(tooLarge.status).toBe(413);
+    expect(await tooLarge.json()).toEqual({ error: "payload_too_large", message: "The request body is larger than BODY_LIMIT (8 bytes)" });
   });
 });
 
