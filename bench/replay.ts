@@ -20,7 +20,7 @@ interface Series {
   runtime: Runtime;
   policy: "on" | "off";
   engine: string;
-  /** [ms since the deliveries were made, hub connections still open, server fds above baseline] */
+  /** [ms since the hub started delivering, hub connections still open, server fds above baseline] */
   samples: Array<[number, number, number]>;
 }
 
@@ -38,8 +38,8 @@ async function replay(runtime: Runtime, policy: "on" | "off"): Promise<Series> {
     const pid = Number(listening.pid);
     const fds = () => readdirSync(`/proc/${pid}/fd`).length;
     const baseline = fds();
-    const delivered = await hub.deliver(CONNECTIONS);
     const start = Date.now();
+    const delivered = await hub.deliver(CONNECTIONS);
     const samples: Series["samples"] = [];
     while (Date.now() - start <= OBSERVE_MS) {
       samples.push([Date.now() - start, delivered.open(), Math.max(0, fds() - baseline)]);
@@ -56,13 +56,13 @@ const COLORS: Record<Runtime, string> = { node: "#3c873a", bun: "#c2410c", deno:
 
 /** A line chart of hub connections still open over time, one line per runtime and policy. */
 function chart(series: Series[]): string {
-  const [w, h, left, right, top, bottom] = [720, 360, 56, 170, 40, 44];
+  const [w, h, left, right, top, bottom] = [760, 380, 56, 150, 58, 44];
   const x = (ms: number) => left + (ms / OBSERVE_MS) * (w - left - right);
   const y = (n: number) => top + (1 - n / CONNECTIONS) * (h - top - bottom);
   const lines = series.map((s, i) => {
     const points = s.samples.map(([ms, open]) => `${x(ms).toFixed(1)},${y(open).toFixed(1)}`).join(" ");
     const dash = s.policy === "off" ? ' stroke-dasharray="6 4"' : "";
-    const label = `${s.runtime} (${s.engine}), policy ${s.policy}`;
+    const label = `${s.runtime}, policy ${s.policy}`;
     return `<polyline fill="none" stroke="${COLORS[s.runtime]}" stroke-width="2"${dash} points="${points}"/>` +
       `<line x1="${w - right + 12}" x2="${w - right + 36}" y1="${top + 14 + i * 20}" y2="${top + 14 + i * 20}" stroke="${COLORS[s.runtime]}" stroke-width="2"${dash}/>` +
       `<text x="${w - right + 42}" y="${top + 18 + i * 20}" font-size="11">${escape(label)}</text>`;
@@ -77,9 +77,11 @@ function chart(series: Series[]): string {
     `<text x="${x(IDLE_TIMEOUT_MS) + 4}" y="${top + 12}" font-size="11" fill="#666">IDLE_TIMEOUT</text>`;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif">` +
     `<rect width="${w}" height="${h}" fill="white"/>` +
-    `<text x="${left}" y="22" font-size="14">A hub's ${CONNECTIONS} idle keep-alive connections, still open after delivery</text>` +
+    `<text x="${left}" y="22" font-size="14">A WebSub hub's ${CONNECTIONS} keep-alive connections, left idle after one delivery each</text>` +
+    `<text x="${left}" y="40" font-size="11" fill="#555">Open connections. Policy on: IDLE_TIMEOUT=${IDLE_TIMEOUT_MS / 1000}s; ` +
+    `off: IDLE_TIMEOUT=0, as in the incident.</text>` +
     [...xTicks, ...yTicks, idle, ...lines].join("") +
-    `<text x="${(left + w - right) / 2}" y="${h - 8}" font-size="11" text-anchor="middle">time since the last delivery</text>` +
+    `<text x="${(left + w - right) / 2}" y="${h - 8}" font-size="11" text-anchor="middle">time since the hub started delivering</text>` +
     `</svg>\n`;
 }
 
