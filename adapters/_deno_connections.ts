@@ -6,6 +6,7 @@
  * Internal API, measured on Deno 2.9.6 (runtime-facts.md); upstream has no public idle timeout
  * (denoland/deno#32497). It is feature-detected and adapters/deno.ts falls back to node:http.
  */
+import { reportClientGone } from "../src/lifecycle.ts";
 import { withBodyDeadline } from "./_request_deadline.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
@@ -129,7 +130,7 @@ class Connection {
   #abort = new AbortController();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closing = false;
-  #requests = new Set<AbortController>();
+  #requests = new Set<InFlightRequest>();
   #remote: Deno.NetAddr;
   #options: ConnectionsOptions;
 
@@ -203,19 +204,12 @@ class Connection {
       this.#options.onTimeout("request_timeout", this.#remote);
     });
     this.inFlight += 1;
-    // Deno's own request.signal aborts after every successful response (legacy abort) and, with
-    // --unstable-no-legacy-abort, misses a reset during a streaming response. Replace it with one
-    // that aborts exactly when the client leaves before the response is done.
-    const controller = new AbortController();
-    this.#requests.add(controller);
-    const denoSignal = original.signal;
-    const onDenoAbort = () => controller.abort(denoSignal.reason);
-    denoSignal.addEventListener("abort", onDenoAbort, { once: true });
-    Object.defineProperty(request, "signal", { value: controller.signal });
+    const inFlight = new InFlightRequest(request, original);
+    this.#requests.add(inFlight);
     const done = () => {
       if (expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
-      denoSignal.removeEventListener("abort", onDenoAbort);
-      this.#requests.delete(controller);
+      inFlight.complete();
+      this.#requests.delete(inFlight);
       this.inFlight -= 1;
       if (this.inFlight === 0 && !this.#closing && this.#options.idleTimeoutMs > 0) {
         this.#arm("idle_timeout", this.#options.idleTimeoutMs);
@@ -228,7 +222,58 @@ class Connection {
   #gone(): void {
     this.#closing = true;
     clearTimeout(this.#timer);
-    for (const controller of this.#requests) controller.abort(new Error("The client closed the connection"));
+    for (const request of this.#requests) request.clientGone();
     this.#requests.clear();
+  }
+}
+
+/**
+ * A request whose response is not done yet, and its `signal`. Deno's own request.signal aborts
+ * after every successful response (legacy abort) and, with --unstable-no-legacy-abort, misses a
+ * reset during a streaming response; this one aborts exactly when the client leaves before the
+ * response is done. It is made only when someone reads it: an AbortController and a listener
+ * per request cost a noticeable share of throughput.
+ */
+/** Request.prototype's own `signal` getter, from before any request's is replaced. */
+const DENO_SIGNAL = Object.getOwnPropertyDescriptor(Request.prototype, "signal")!.get as (this: Request) => AbortSignal;
+
+class InFlightRequest {
+  #request: Request;
+  #controller: AbortController | undefined;
+  #done = false;
+  #gone = false;
+
+  constructor(request: Request, original: Request) {
+    this.#request = request;
+    Object.defineProperty(request, "signal", { get: () => this.#signal(original) });
+  }
+
+  #signal(original: Request): AbortSignal {
+    if (this.#controller) return this.#controller.signal;
+    this.#controller = new AbortController();
+    if (this.#gone) {
+      this.#controller.abort(new Error("The client closed the connection"));
+    } else if (!this.#done) {
+      // Deno's own signal, without legacy abort, is the quickest word of a FIN while a handler
+      // works. Read through the prototype: `original` may be the very object whose `signal` this is.
+      const denoSignal = DENO_SIGNAL.call(original);
+      if (denoSignal.aborted) this.clientGone();
+      else denoSignal.addEventListener("abort", () => this.clientGone(), { once: true });
+    }
+    return this.#controller.signal;
+  }
+
+  /** The response is done, delivered or not: from now on nothing aborts. */
+  complete(): void {
+    this.#done = true;
+  }
+
+  /** The client left before the response was done. */
+  clientGone(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#gone = true;
+    this.#controller?.abort(new Error("The client closed the connection"));
+    reportClientGone(this.#request);
   }
 }

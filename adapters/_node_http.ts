@@ -1,6 +1,7 @@
 import { createServer, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
-import { getRequestListener } from "@hono/node-server";
+import { getRequestListener, type HttpBindings } from "@hono/node-server";
+import { reportClientGone } from "../src/lifecycle.ts";
 import type { Config } from "../src/config.ts";
 import { reapIdleConnections } from "./_idle_reaper.ts";
 import type { Logger } from "../src/log.ts";
@@ -55,7 +56,21 @@ export function serveNodeHttp(
   options: NodeHttpOptions = {},
 ): Promise<ServerHandle> {
   const reapInJs = options.idle === "reaper";
-  const listener = getRequestListener(fetch);
+  const listener = getRequestListener((request, env) => {
+    const res = (env as HttpBindings).outgoing;
+    inFlight.add(res);
+    if (draining) res.shouldKeepAlive = false;
+    res.on("close", () => {
+      inFlight.delete(res);
+      // 'close' before 'finish' is a client that left early: tell the lifecycle, without the cost
+      // of an AbortSignal listener on every request.
+      if (!res.writableFinished) reportClientGone(request);
+      // The socket is idle now that its response is done; during a drain, close it at once
+      // instead of letting it linger for keepAliveTimeout (once every 'close' listener has run).
+      if (draining) setImmediate(closeIdle);
+    });
+    return fetch(request, env);
+  });
   const inFlight = new Set<ServerResponse>();
   let draining = false;
 
@@ -67,17 +82,7 @@ export function serveNodeHttp(
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
     },
-    (req, res) => {
-      inFlight.add(res);
-      if (draining) res.shouldKeepAlive = false;
-      res.on("close", () => {
-        inFlight.delete(res);
-        // The socket is idle now that its response is done; during a drain, close it at once
-        // instead of letting it linger for keepAliveTimeout (once every 'close' listener has run).
-        if (draining) setImmediate(closeIdle);
-      });
-      void listener(req, res);
-    },
+    (req, res) => void listener(req, res),
   );
   let open = 0;
   server.on("connection", (socket: Socket) => {

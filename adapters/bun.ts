@@ -2,6 +2,7 @@ import { HTTPException } from "hono/http-exception";
 import process from "node:process";
 import { type Config, formatDuration } from "../src/config.ts";
 import { isTrackedStream } from "../src/lifecycle.ts";
+import { watchDisconnects } from "./_bun_disconnect.ts";
 import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
 import { serveNodeHttp } from "./_node_http.ts";
 import { main } from "./_main.ts";
@@ -45,6 +46,7 @@ export const serve: Serve = async (fetch, config, logger) => {
 /** Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work. */
 const serveBun: Serve = async (fetch, config, logger) => {
   const idleSeconds = bunIdleSeconds(config.idleTimeoutMs);
+  const disconnects = watchDisconnects();
   const server = Bun.serve({
     hostname: config.host,
     port: config.port,
@@ -69,8 +71,22 @@ const serveBun: Serve = async (fetch, config, logger) => {
         rearm();
         return response;
       };
+      const stopWatching = disconnects.start(request, raw);
       const result = fetch(request, server);
-      return result instanceof Promise ? result.then(answer) : answer(result);
+      if (!(result instanceof Promise)) {
+        stopWatching();
+        return answer(result);
+      }
+      return result.then(
+        (response) => {
+          stopWatching();
+          return answer(response);
+        },
+        (error: unknown) => {
+          stopWatching();
+          throw error;
+        },
+      );
     },
     error(error) {
       if (error instanceof HTTPException) return error.getResponse();

@@ -87,6 +87,8 @@ function createSeries(name: string, labelNames: readonly string[]) {
   const values = new Map<string, { labelValues: string[]; value: number }>();
   // An unlabelled series always exists so it is scraped as 0 before its first update.
   if (labelNames.length === 0) values.set("[]", { labelValues: [], value: 0 });
+  // Label objects seen before, to their series: callers must not mutate a label object they reuse.
+  const byIdentity = new WeakMap<Labels, { labelValues: string[]; value: number }>();
 
   /** Label values in declared order; throws on undeclared or missing label names. */
   function labelValuesOf(labels: Labels = {}): string[] {
@@ -104,11 +106,18 @@ function createSeries(name: string, labelNames: readonly string[]) {
       return values.get(JSON.stringify(labelValuesOf(labels)))?.value ?? 0;
     },
     update(labels: Labels | undefined, change: (old: number) => number): void {
+      // Hot paths pass the same label object every time: skip the checks and the key for it.
+      const known = labels && byIdentity.get(labels);
+      if (known) {
+        known.value = change(known.value);
+        return;
+      }
       const labelValues = labelValuesOf(labels);
       const key = JSON.stringify(labelValues);
-      const entry = values.get(key);
+      let entry = values.get(key);
       if (entry) entry.value = change(entry.value);
-      else values.set(key, { labelValues, value: change(0) });
+      else values.set(key, (entry = { labelValues, value: change(0) }));
+      if (labels) byIdentity.set(labels, entry);
     },
     read(): Sample[] {
       return [...values.values()].map(({ labelValues, value }) => ({

@@ -270,6 +270,23 @@ export function conformance(target: Target): void {
     }
 
     test.concurrent(
+      "a client that leaves while a handler works produces one request_aborted within 100 ms",
+      withServer(async (server, defer) => {
+        const client = await open(server.port, defer);
+        client.write(get("/delay?ms=3000"));
+        // The handler is at work once the request has been read; leave a moment into it.
+        await expect(client.waitForClose(300)).rejects.toThrow("still open");
+        const leftAt = Date.now();
+        client.destroy();
+        const aborted = await server.waitForEvent("request_aborted", 2_000);
+        expect(aborted.path).toBe("/delay");
+        expect(Date.parse(aborted.time) - leftAt).toBeLessThanOrEqual(ABORT_NOTICE_MS);
+        expect(server.named("request_aborted")).toHaveLength(1);
+      }),
+      30_000,
+    );
+
+    test.concurrent(
       "completed responses are never reported as aborted",
       withServer(async (server, defer) => {
         const client = await open(server.port, defer);
