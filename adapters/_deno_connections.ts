@@ -7,6 +7,7 @@
  * (denoland/deno#32497). It is feature-detected and adapters/deno.ts falls back to node:http.
  */
 import { reportClientGone } from "../src/lifecycle.ts";
+import type { DisconnectWatch } from "./_disconnect_watch.ts";
 import { withBodyDeadline } from "./_request_deadline.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
@@ -52,6 +53,8 @@ export interface ConnectionsOptions {
   headersTimeoutMs: number;
   /** A request body must have arrived this long after its head; 0 disables. */
   requestTimeoutMs: number;
+  /** Watches the signals of requests still at work, for a client that leaves. */
+  disconnects: DisconnectWatch;
   /** Called when a connection is closed for being idle, or for a head that missed its deadline. */
   onTimeout(kind: "idle_timeout" | "headers_timeout" | "request_timeout", remote: Deno.NetAddr): void;
   /** Called with an error the handler threw past the app's own error handling; returns the response. */
@@ -129,8 +132,11 @@ class Connection {
   #served: ServedConnection;
   #abort = new AbortController();
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the last response was done (Date.now()), for the idle timer. */
+  #idleSince = 0;
+  #requestsSeen = 0;
   #closing = false;
-  #requests = new Set<InFlightRequest>();
+  #requests = new Set<Request>();
   #remote: Deno.NetAddr;
   #options: ConnectionsOptions;
 
@@ -184,17 +190,29 @@ class Connection {
     }
   }
 
+  /**
+   * One timer per connection, not one per request: a request only notes when the connection went
+   * idle (#idleSince), and the timer, when it fires early, waits out the rest. Timers per request
+   * cost a visible share of throughput on a busy keep-alive connection.
+   */
   #arm(kind: "idle_timeout" | "headers_timeout", ms: number): void {
-    clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
-      if (this.#closing || this.inFlight > 0) return;
+      this.#timer = undefined;
+      if (this.#closing || this.inFlight > 0) return; // the last response will arm it again
+      if (this.#requestsSeen > 0) {
+        // The head arrived in time; from here only the idle policy may close the connection.
+        if (this.#options.idleTimeoutMs === 0) return;
+        const left = this.#options.idleTimeoutMs - (Date.now() - this.#idleSince);
+        if (left > 0) return this.#arm("idle_timeout", left);
+        kind = "idle_timeout";
+      }
       this.#options.onTimeout(kind, this.#remote);
       this.close();
     }, ms);
   }
 
   #handle(original: Request, info: ConnectionInfo, handler: Handler): Response | Promise<Response> {
-    clearTimeout(this.#timer);
+    this.#requestsSeen += 1;
     // Deno keeps reading a body that missed its deadline after the 408 went out: close hard once
     // the 408 has had time to reach the socket (`completed` settles when it is handed over, before
     // it is written), as Node does after its own 408.
@@ -204,15 +222,19 @@ class Connection {
       this.#options.onTimeout("request_timeout", this.#remote);
     });
     this.inFlight += 1;
-    const inFlight = new InFlightRequest(request, original);
-    this.#requests.add(inFlight);
+    // Deno's request.signal (legacy abort off in deno.json) aborts when the client leaves while a
+    // handler works, but not for a reset during a streaming response: the connection's end covers
+    // that, and the lifecycle's tracked body (cancel()) does too.
+    this.#requests.add(request);
+    const stopWatching = this.#options.disconnects.start(request, original);
     const done = () => {
       if (expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
-      inFlight.complete();
-      this.#requests.delete(inFlight);
+      stopWatching();
+      this.#requests.delete(request);
       this.inFlight -= 1;
       if (this.inFlight === 0 && !this.#closing && this.#options.idleTimeoutMs > 0) {
-        this.#arm("idle_timeout", this.#options.idleTimeoutMs);
+        this.#idleSince = Date.now();
+        if (this.#timer === undefined) this.#arm("idle_timeout", this.#options.idleTimeoutMs);
       }
     };
     info.completed.then(done, done);
@@ -222,7 +244,7 @@ class Connection {
   #gone(): void {
     this.#closing = true;
     clearTimeout(this.#timer);
-    for (const request of this.#requests) request.clientGone();
+    for (const request of this.#requests) reportClientGone(request);
     this.#requests.clear();
   }
 }
@@ -234,46 +256,3 @@ class Connection {
  * response is done. It is made only when someone reads it: an AbortController and a listener
  * per request cost a noticeable share of throughput.
  */
-/** Request.prototype's own `signal` getter, from before any request's is replaced. */
-const DENO_SIGNAL = Object.getOwnPropertyDescriptor(Request.prototype, "signal")!.get as (this: Request) => AbortSignal;
-
-class InFlightRequest {
-  #request: Request;
-  #controller: AbortController | undefined;
-  #done = false;
-  #gone = false;
-
-  constructor(request: Request, original: Request) {
-    this.#request = request;
-    Object.defineProperty(request, "signal", { get: () => this.#signal(original) });
-  }
-
-  #signal(original: Request): AbortSignal {
-    if (this.#controller) return this.#controller.signal;
-    this.#controller = new AbortController();
-    if (this.#gone) {
-      this.#controller.abort(new Error("The client closed the connection"));
-    } else if (!this.#done) {
-      // Deno's own signal, without legacy abort, is the quickest word of a FIN while a handler
-      // works. Read through the prototype: `original` may be the very object whose `signal` this is.
-      const denoSignal = DENO_SIGNAL.call(original);
-      if (denoSignal.aborted) this.clientGone();
-      else denoSignal.addEventListener("abort", () => this.clientGone(), { once: true });
-    }
-    return this.#controller.signal;
-  }
-
-  /** The response is done, delivered or not: from now on nothing aborts. */
-  complete(): void {
-    this.#done = true;
-  }
-
-  /** The client left before the response was done. */
-  clientGone(): void {
-    if (this.#done) return;
-    this.#done = true;
-    this.#gone = true;
-    this.#controller?.abort(new Error("The client closed the connection"));
-    reportClientGone(this.#request);
-  }
-}

@@ -2,7 +2,7 @@ import { HTTPException } from "hono/http-exception";
 import process from "node:process";
 import { type Config, formatDuration } from "../src/config.ts";
 import { isTrackedStream } from "../src/lifecycle.ts";
-import { watchDisconnects } from "./_bun_disconnect.ts";
+import { watchDisconnects } from "./_disconnect_watch.ts";
 import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
 import { serveNodeHttp } from "./_node_http.ts";
 import { main } from "./_main.ts";

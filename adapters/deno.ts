@@ -1,6 +1,7 @@
 import process from "node:process";
 import type { Config } from "../src/config.ts";
 import { findServeHttpOnConnection, serveConnections } from "./_deno_connections.ts";
+import { watchDisconnects } from "./_disconnect_watch.ts";
 import { main } from "./_main.ts";
 import { checkNodeHttp, serveNodeHttp } from "./_node_http.ts";
 import { displayUrl, type Serve } from "./_types.ts";
@@ -44,6 +45,7 @@ export const serve: Serve = async (fetch, config, logger) => {
     idleTimeoutMs: config.idleTimeoutMs,
     headersTimeoutMs: config.headersTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
+    disconnects: watchDisconnects(),
     onTimeout: (kind, remote) => logger.info(kind, { remoteAddress: remote.hostname, remotePort: remote.port }),
     onError(error) {
       logger.error("handler_error", { error });

@@ -4,14 +4,21 @@ import { reportClientGone } from "../src/lifecycle.ts";
 export const WATCH_AFTER_MS = 25;
 
 /**
- * Tells the lifecycle when a Bun client leaves before its response is done. Bun.serve has no
- * per-connection close hook, only each request's AbortSignal, and a listener on every request's
- * signal costs ~14% of Bun's throughput (measured). Most requests are answered before anyone
- * could leave, so a request's signal is watched only once it has run for WATCH_AFTER_MS: a sweep
- * attaches the listener then (or reports at once if the signal has already aborted). A handler
- * that reads `c.req.raw.signal` itself learns at once.
+ * Tells the lifecycle when a client leaves before its response is done, for runtimes whose only
+ * per-request word of it is the request's AbortSignal (Bun.serve; Deno while a handler works). A
+ * listener on every request's signal costs ~14% of Bun's throughput and more on Deno (measured),
+ * and most requests are answered before anyone could leave, so a request's signal is watched
+ * only once it has run for WATCH_AFTER_MS: a sweep attaches the listener then (or reports at once
+ * if the signal has already aborted). A handler that reads `c.req.raw.signal` itself learns at
+ * once.
  */
-export function watchDisconnects(): { start(request: Request, raw: Request): () => void } {
+export interface DisconnectWatch {
+  /** Starts watching `request` (the one the app sees) through `raw` (the runtime's); returns the stop. */
+  start(request: Request, raw: Request): () => void;
+}
+
+/** Starts the sweep; one per server. */
+export function watchDisconnects(): DisconnectWatch {
   const pending = new Map<Request, { raw: Request; since: number; watched: boolean }>();
   const sweep = setInterval(() => {
     const now = Date.now();
@@ -25,7 +32,6 @@ export function watchDisconnects(): { start(request: Request, raw: Request): () 
   }, WATCH_AFTER_MS);
   sweep.unref?.();
   return {
-    /** Starts watching `request` (the one the app sees) through `raw` (Bun's); returns the stop. */
     start(request, raw) {
       pending.set(request, { raw, since: Date.now(), watched: false });
       return () => pending.delete(request);
