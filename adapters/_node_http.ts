@@ -85,9 +85,11 @@ export function serveNodeHttp(
     (req, res) => void listener(req, res),
   );
   let open = 0;
+  // One shared listener, not a closure per socket: idle connections are what this server holds most of.
+  const closed = () => (open -= 1);
   server.on("connection", (socket: Socket) => {
     open += 1;
-    socket.once("close", () => (open -= 1));
+    socket.on("close", closed);
   });
   // Listening for clientError replaces Node's default answer, so give the same one (408, 431 or
   // 400, then close; lib/_http_server.js socketOnError) and log the deadlines that closed it.

@@ -91,7 +91,7 @@ export interface LifecycleOptions {
  * Tracks every request's end and logs `request_aborted` when a client leaves before its response
  * is complete, as the adapter reports it (`reportClientGone`) or, for a handler that asked for
  * its lifecycle, as `c.req.raw.signal` says. Adapters guarantee that signal aborts only in that
- * case (Deno's legacy abort-after-success is neutralised in adapters/_deno_connections.ts). A
+ * case (Deno's legacy abort-after-success is turned off in deno.json). A
  * response counts as finished when its last byte is handed to the runtime: when the handler
  * returns, or, for a body tracked through `requestLifecycle(c)`, when its last chunk is read.
  */
