@@ -20,6 +20,7 @@
 import { type Subprocess, spawn, spawnSync } from "bun";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
+import { readLines } from "../test/_harness.ts";
 
 type Runtime = "node" | "bun" | "deno";
 type Kind = "raw" | "hono" | "template";
@@ -136,7 +137,7 @@ class Child {
     this.proc = spawn(cmd, { cwd: ROOT, env: env as Record<string, string>, stdin, stdout: "pipe", stderr: "pipe", detached: true });
     children.add(this.proc);
     this.done = Promise.all([
-      this.#lines(this.proc.stdout, (line) => {
+      readLines(this.proc.stdout, (line) => {
         if (this.stdout.length < 1_000_000) this.stdout += `${line}\n`;
         try {
           this.events.push(JSON.parse(line));
@@ -145,7 +146,7 @@ class Child {
         }
         for (const wake of this.#waiters) wake();
       }),
-      this.#lines(this.proc.stderr, (line) => {
+      readLines(this.proc.stderr, (line) => {
         if (this.stderr.length < 20_000) this.stderr += `${line}\n`;
       }),
     ]);
@@ -154,22 +155,7 @@ class Child {
     });
   }
 
-  async #lines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
-    const decoder = new TextDecoder();
-    let buffer = "";
-    const reader = stream.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let newline: number;
-      while ((newline = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, newline).trim();
-        buffer = buffer.slice(newline + 1);
-        if (line) onLine(line);
-      }
-    }
-  }
+
 
   count(name: string): number {
     return this.events.filter((e) => e.event === name).length;

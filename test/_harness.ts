@@ -20,6 +20,24 @@ export interface Event {
   [field: string]: unknown;
 }
 
+/** Calls `onLine` with every non-empty, trimmed line of `stream`; resolves at its end. */
+export async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let newline: number;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
+      if (line) onLine(line);
+    }
+  }
+}
+
 /** A server process started through its npm script, with its JSON-lines events. */
 export class ServerProcess {
   readonly events: Event[] = [];
@@ -34,7 +52,7 @@ export class ServerProcess {
 
   constructor(proc: Subprocess<"ignore", "pipe", "pipe">) {
     this.proc = proc;
-    const stdoutRead = this.#readLines(proc.stdout, (line) => {
+    const stdoutRead = readLines(proc.stdout, (line) => {
       let parsed: Event;
       try {
         parsed = { ...JSON.parse(line), readAt: Date.now() };
@@ -45,29 +63,14 @@ export class ServerProcess {
       this.events.push(parsed);
       for (const wake of this.#waiters) wake();
     });
-    const stderrRead = this.#readLines(proc.stderr, (line) => {
+    const stderrRead = readLines(proc.stderr, (line) => {
       this.stderr += `${line}\n`;
     });
     // The exit code, once everything the process wrote has been read.
     this.exited = Promise.all([proc.exited, stdoutRead, stderrRead]).then(([code]) => code);
   }
 
-  async #readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
-    const decoder = new TextDecoder();
-    let buffer = "";
-    const reader = stream.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let newline: number;
-      while ((newline = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, newline).trim();
-        buffer = buffer.slice(newline + 1);
-        if (line) onLine(line);
-      }
-    }
-  }
+
 
   /** Waits for the first event named `name` (already seen or future) that matches `match`. */
   waitForEvent(name: string, timeoutMs: number, match: (event: Event) => boolean = () => true): Promise<Event> {
