@@ -56,6 +56,8 @@ export function serveNodeHttp(
   options: NodeHttpOptions = {},
 ): Promise<ServerHandle> {
   const reapInJs = options.idle === "reaper";
+  const inFlight = new Set<ServerResponse>();
+  let draining = false;
   const listener = getRequestListener((request, env) => {
     const res = (env as HttpBindings).outgoing;
     inFlight.add(res);
@@ -71,8 +73,6 @@ export function serveNodeHttp(
     });
     return fetch(request, env);
   });
-  const inFlight = new Set<ServerResponse>();
-  let draining = false;
 
   const server = createServer(
     {
@@ -82,7 +82,7 @@ export function serveNodeHttp(
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
     },
-    (req, res) => void listener(req, res),
+    listener,
   );
   let open = 0;
   // One shared listener, not a closure per socket: idle connections are what this server holds most of.

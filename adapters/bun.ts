@@ -1,5 +1,6 @@
 import { HTTPException } from "hono/http-exception";
 import process from "node:process";
+import { internalError } from "../src/app.ts";
 import { type Config, formatDuration } from "../src/config.ts";
 import { isTrackedStream } from "../src/lifecycle.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
@@ -77,21 +78,12 @@ const serveBun: Serve = async (fetch, config, logger) => {
         stopWatching();
         return answer(result);
       }
-      return result.then(
-        (response) => {
-          stopWatching();
-          return answer(response);
-        },
-        (error: unknown) => {
-          stopWatching();
-          throw error;
-        },
-      );
+      return result.finally(stopWatching).then(answer);
     },
     error(error) {
       if (error instanceof HTTPException) return error.getResponse();
       logger.error("handler_error", { error });
-      return Response.json({ error: "internal_error", message: "The server failed to handle this request" }, { status: 500 });
+      return internalError();
     },
   });
   return {

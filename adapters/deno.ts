@@ -1,4 +1,5 @@
 import process from "node:process";
+import { internalError } from "../src/app.ts";
 import type { Config } from "../src/config.ts";
 import { findServeHttpOnConnection, serveConnections } from "./_deno_connections.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
@@ -49,7 +50,7 @@ export const serve: Serve = async (fetch, config, logger) => {
     onTimeout: (kind, remote) => logger.info(kind, { remoteAddress: remote.hostname, remotePort: remote.port }),
     onError(error) {
       logger.error("handler_error", { error });
-      return Response.json({ error: "internal_error", message: "The server failed to handle this request" }, { status: 500 });
+      return internalError();
     },
   });
   return {

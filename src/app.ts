@@ -63,6 +63,11 @@ export interface AppOptions {
   websub?: Omit<WebSubOptions, "logger" | "maxBodyBytes">;
 }
 
+/** The 500 every engine answers for an error no handler dealt with. */
+export function internalError(): Response {
+  return Response.json({ error: "internal_error", message: "The server failed to handle this request" }, { status: 500 });
+}
+
 /** The example app: routes only, no sockets. Adapters hand `app.fetch` to their runtime. */
 export function createApp(options: AppOptions): Hono {
   const { logger, registry, bodyLimitBytes = 1_048_576 } = options;
@@ -155,7 +160,7 @@ export function createApp(options: AppOptions): Hono {
       return c.json({ error: error.status === 408 ? "request_timeout" : "http_error", message: error.message }, error.status, headers);
     }
     logger.error("handler_error", { method: c.req.method, path: c.req.path, error });
-    return c.json({ error: "internal_error", message: "The server failed to handle this request" }, 500);
+    return internalError();
   });
 
   return app;
