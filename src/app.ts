@@ -3,7 +3,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
 import { bodyLimit } from "hono/body-limit";
-import { lifecycle, requestLifecycle } from "./lifecycle.ts";
+import { type LifecycleOptions, requestLifecycle, withLifecycle } from "./lifecycle.ts";
 import type { Logger } from "./log.ts";
 import { METRICS_CONTENT_TYPE, type Registry } from "./metrics.ts";
 import { type WebSubOptions, websubRoutes } from "./websub.ts";
@@ -72,6 +72,7 @@ export function internalError(): Response {
 export function createApp(options: AppOptions): Hono {
   const { logger, registry, bodyLimitBytes = 1_048_576 } = options;
   const app = new Hono();
+  let tracked: LifecycleOptions = { logger };
   if (registry) {
     const requests = registry.counter("http_requests_total", "Requests answered, by status class.", ["class"]);
     const outcomes = registry.counter(
@@ -85,14 +86,12 @@ export function createApp(options: AppOptions): Hono {
     outcomes.inc(outcomeLabels.aborted, 0);
     const classes = ["1xx", "2xx", "3xx", "4xx", "5xx"].map((name) => ({ class: name }));
     const otherClass = { class: "other" };
-    app.use(lifecycle({
+    tracked = {
       logger,
       onOutcome: (outcome) => outcomes.inc(outcomeLabels[outcome]),
       onResponse: (status) => requests.inc(classes[Math.floor(status / 100) - 1] ?? otherClass),
-    }));
+    };
     app.get("/metrics", (c) => c.body(registry.render(), 200, { "content-type": METRICS_CONTENT_TYPE }));
-  } else {
-    app.use(lifecycle({ logger }));
   }
 
   app.get("/", (c) => c.text("Hello World"));
@@ -163,5 +162,8 @@ export function createApp(options: AppOptions): Hono {
     return internalError();
   });
 
+  // Every entry (adapters, app.request() in tests) goes through app.fetch, so the lifecycle wraps
+  // it there, outside Hono's middleware chain (see withLifecycle).
+  app.fetch = withLifecycle(app.fetch, tracked);
   return app;
 }
