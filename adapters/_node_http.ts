@@ -27,6 +27,12 @@ const CLIENT_ERROR_RESPONSES: Record<string, string> = {
   default: "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n",
 };
 
+/** Where a response keeps its request, for the connection's 'close' listener. */
+const REQUEST = Symbol("request");
+type Response_ = ServerResponse & { [REQUEST]?: Request };
+/** node:http's (and Bun's node:http's) own link from a socket to the response it is writing. */
+type Socket_ = Socket & { _httpMessage?: Response_ | null };
+
 export interface NodeHttpOptions {
   /**
    * Who closes idle connections: node:http's own `keepAliveTimeout` (`native`, the default), or a
@@ -56,21 +62,11 @@ export function serveNodeHttp(
   options: NodeHttpOptions = {},
 ): Promise<ServerHandle> {
   const reapInJs = options.idle === "reaper";
-  const inFlight = new Set<ServerResponse>();
   let draining = false;
   const listener = getRequestListener((request, env) => {
-    const res = (env as HttpBindings).outgoing;
-    inFlight.add(res);
+    const res = (env as HttpBindings).outgoing as Response_;
+    res[REQUEST] = request;
     if (draining) res.shouldKeepAlive = false;
-    res.on("close", () => {
-      inFlight.delete(res);
-      // 'close' before 'finish' is a client that left early: tell the lifecycle, without the cost
-      // of an AbortSignal listener on every request.
-      if (!res.writableFinished) reportClientGone(request);
-      // The socket is idle now that its response is done; during a drain, close it at once
-      // instead of letting it linger for keepAliveTimeout (once every 'close' listener has run).
-      if (draining) setImmediate(closeIdle);
-    });
     return fetch(request, env);
   });
 
@@ -84,19 +80,32 @@ export function serveNodeHttp(
     },
     listener,
   );
-  let open = 0;
-  // One shared listener, not a closure per socket: idle connections are what this server holds most of.
-  const closed = () => (open -= 1);
-  server.on("connection", (socket: Socket) => {
-    open += 1;
-    socket.on("close", closed);
+  // Everything per connection, nothing per request: a response's end and its client's departure
+  // are read off the socket (node:http keeps the response in flight as socket._httpMessage until
+  // it finishes), which spares every request a 'close' listener of its own.
+  const sockets = new Set<Socket_>();
+  function socketClosed(this: Socket_) {
+    sockets.delete(this);
+    const res = this._httpMessage;
+    // Closed while a response was unfinished: the client left early. Tell the lifecycle, without
+    // the cost of an AbortSignal listener on every request.
+    if (res && !res.writableFinished && res[REQUEST]) reportClientGone(res[REQUEST]);
+  }
+  server.on("connection", (socket: Socket_) => {
+    sockets.add(socket);
+    socket.on("close", socketClosed);
   });
+  const inFlight = () => {
+    let n = 0;
+    for (const socket of sockets) if (socket._httpMessage) n += 1;
+    return n;
+  };
   // Listening for clientError replaces Node's default answer, so give the same one (408, 431 or
   // 400, then close; lib/_http_server.js socketOnError) and log the deadlines that closed it.
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
     if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") {
       // A head that completed has a response attached: then it was the body that was late.
-      const deadline = (socket as Socket & { _httpMessage?: unknown })._httpMessage ? "request_timeout" : "headers_timeout";
+      const deadline = (socket as Socket_)._httpMessage ? "request_timeout" : "headers_timeout";
       logger.info(deadline, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
     }
     if (socket.writable && socket.bytesWritten === 0) {
@@ -129,13 +138,19 @@ export function serveNodeHttp(
       resolve({
         url: displayUrl(config.host, port),
         engine: "node:http",
-        inFlight: () => inFlight.size,
-        openConnections: () => open,
+        inFlight,
+        openConnections: () => sockets.size,
         drain() {
           draining = true;
-          for (const res of inFlight) {
-            // Not started yet: answer with `Connection: close`. Started: closed by the 'close' hook.
+          // Once a response in flight is done, its socket is idle: close it at once instead of
+          // letting it linger for keepAliveTimeout (once every 'close' listener has run).
+          const closeWhenDone = () => setImmediate(closeIdle);
+          for (const socket of sockets) {
+            const res = socket._httpMessage;
+            if (!res) continue;
+            // Not started yet: answer with `Connection: close`. Started: closed once it ends.
             if (!res.headersSent) res.shouldKeepAlive = false;
+            else res.once("close", closeWhenDone);
           }
           return new Promise<void>((done) => {
             server.close(() => done());
@@ -143,7 +158,7 @@ export function serveNodeHttp(
           });
         },
         cut() {
-          const cut = inFlight.size;
+          const cut = inFlight();
           server.closeAllConnections();
           return cut;
         },
