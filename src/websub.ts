@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
+import { readBody } from "./body.ts";
 import type { Logger } from "./log.ts";
 
 /** HMAC hashes a hub may sign content with (WebSub §8). */
@@ -103,34 +104,6 @@ function goneReason(sub: Subscription | undefined, nowMs: number): string | unde
   return undefined;
 }
 
-/** The raw body, or undefined once it exceeds `limit` by its Content-Length or by the bytes actually read. */
-async function readLimited(request: Request, limit: number): Promise<Uint8Array | undefined> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > limit) return undefined;
-  if (request.body === null) return new Uint8Array(0);
-  // Count while reading: a missing or lying Content-Length must not let the body grow past the limit.
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => undefined);
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return body;
-}
-
 // A rejected signature gets the same answer as accepted content, so the sender learns nothing from it.
 function accepted(c: Context): Response {
   return c.json({ status: "accepted" }, 202);
@@ -191,7 +164,7 @@ export function websubRoutes(options: WebSubOptions): Hono {
       logger.info("websub_gone", { id, reason });
       return c.json({ error: "subscription_gone", message: "This callback has no active subscription." }, 410);
     }
-    const body = await readLimited(c.req.raw, maxBodyBytes);
+    const body = await readBody(c.req.raw, maxBodyBytes);
     if (body === undefined) {
       logger.warn("websub_too_large", { id, maxBodyBytes, contentLength: c.req.header("content-length") ?? null });
       return c.json({ error: "payload_too_large", message: `The body exceeds ${maxBodyBytes} bytes.` }, 413);
