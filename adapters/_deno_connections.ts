@@ -59,7 +59,16 @@ export interface ConnectionsOptions {
   onTimeout(kind: "idle_timeout" | "headers_timeout" | "request_timeout", remote: Deno.NetAddr): void;
   /** Called with an error the handler threw past the app's own error handling; returns the response. */
   onError(error: unknown): Response;
+  /** The most connections open at once; more are closed as soon as they are accepted. */
+  maxConnections: number | null;
+  /** Called for each connection closed at the limit. */
+  onRefused(): void;
+  /** Called when accepting fails (EMFILE when out of descriptors); the loop waits a little and goes on. */
+  onAcceptError(error: unknown): void;
 }
+
+/** How long to wait after a failed accept before the next: at EMFILE, a retry at once fails again. */
+const ACCEPT_RETRY_MS = 100;
 
 /** A listener served connection by connection. */
 export interface ConnectionsServer {
@@ -85,18 +94,29 @@ export function serveConnections(
   let closed: (() => void) | undefined;
 
   void (async () => {
-    try {
-      for await (const conn of listener) {
-        const connection = new Connection(conn, serveOne, handler, options);
-        open.add(connection);
-        void connection.finished.then(() => {
-          open.delete(connection);
-          if (open.size === 0) closed?.();
-        });
+    while (true) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        // listener.close() ends the loop with BadResource. Anything else (EMFILE when the process
+        // is out of descriptors) used to end the loop and the process with it: the incident.
+        if (error instanceof Deno.errors.BadResource) return;
+        options.onAcceptError(error);
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        continue;
       }
-    } catch (error) {
-      // listener.close() ends the loop with BadResource; anything else is real.
-      if (!(error instanceof Deno.errors.BadResource)) throw error;
+      if (options.maxConnections !== null && open.size >= options.maxConnections) {
+        conn.close();
+        options.onRefused();
+        continue;
+      }
+      const connection = new Connection(conn, serveOne, handler, options);
+      open.add(connection);
+      void connection.finished.then(() => {
+        open.delete(connection);
+        if (open.size === 0) closed?.();
+      });
     }
   })();
 

@@ -5,6 +5,7 @@ import { handleContent } from "../src/content.ts";
 import type { Logger } from "../src/log.ts";
 import { createTelemetry } from "../src/telemetry.ts";
 import { memoryStore, requestSubscription, type SubscriptionStore } from "../src/websub.ts";
+import { checkConnectionLimit, watchFds } from "./_connection_limit.ts";
 import { registerProcessMetrics } from "./_process_metrics.ts";
 import type { Runtime, Serve, ServerHandle } from "./_types.ts";
 
@@ -22,7 +23,9 @@ export interface MainOptions {
  */
 export async function main(runtime: Runtime, serve: Serve, options: MainOptions = {}): Promise<void> {
   const result = loadConfig(process.env);
-  const problems = result.ok ? (options.check?.(result.config) ?? []) : result.problems;
+  const problems = result.ok
+    ? [...checkConnectionLimit(result.config), ...(options.check?.(result.config) ?? [])]
+    : result.problems;
   if (!result.ok || problems.length > 0) {
     for (const problem of problems) process.stderr.write(`${problem}\n`);
     process.exit(EXIT_CONFIG);
@@ -58,7 +61,10 @@ export async function main(runtime: Runtime, serve: Serve, options: MainOptions 
     headersTimeoutMs: config.headersTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
+    maxConnections: server.limit?.max ?? null,
+    maxConnectionsFrom: server.limit?.source ?? null,
   });
+  watchFds(logger);
 
   if (config.websub) void subscribe(config.websub, server.url, subscriptions, logger);
 

@@ -3,6 +3,7 @@ import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { reportClientGone } from "../src/lifecycle.ts";
 import type { Config } from "../src/config.ts";
+import { acceptFailures, connectionLimit, refusals } from "./_connection_limit.ts";
 import { reapIdleConnections } from "./_idle_reaper.ts";
 import type { Logger } from "../src/log.ts";
 import { displayUrl, type FetchHandler, type ServerHandle } from "./_types.ts";
@@ -91,7 +92,17 @@ export function serveNodeHttp(
     // the cost of an AbortSignal listener on every request.
     if (res && !res.writableFinished && res[REQUEST]) reportClientGone(res[REQUEST]);
   }
+  // Past the limit a connection is closed as soon as it is accepted, before it costs more than a
+  // descriptor for a moment. node:http's own maxConnections does the same, but Deno's node:http
+  // emits no 'drop' to count and log it by (measured), so the adapter counts on every runtime.
+  const limit = connectionLimit(config);
+  const refused = limit ? refusals(logger, limit) : undefined;
   server.on("connection", (socket: Socket_) => {
+    if (limit && sockets.size >= limit.max) {
+      socket.destroy();
+      refused?.();
+      return;
+    }
     sockets.add(socket);
     socket.on("close", socketClosed);
   });
@@ -133,11 +144,15 @@ export function serveNodeHttp(
     server.once("error", reject);
     server.listen(config.port, config.host, () => {
       server.off("error", reject);
+      // Once listening, an 'error' is a failed accept (EMFILE when out of descriptors, if libuv
+      // could not shed the connection itself): log it and keep serving; unheard, it would crash.
+      server.on("error", acceptFailures(logger));
       const address = server.address();
       const port = typeof address === "object" && address ? address.port : config.port;
       resolve({
         url: displayUrl(config.host, port),
         engine: "node:http",
+        limit,
         inFlight,
         openConnections: () => sockets.size,
         drain() {

@@ -1,5 +1,6 @@
 import type { Config } from "../src/config.ts";
 import type { Logger } from "../src/log.ts";
+import type { ConnectionLimit } from "./_connection_limit.ts";
 
 export type Runtime = "node" | "bun" | "deno";
 
@@ -35,6 +36,8 @@ export interface ServerHandle {
   readonly engine: string;
   /** Requests whose response is not complete yet. */
   inFlight(): number;
+  /** The connection limit this engine enforces, or null when it has none (Bun.serve cannot count). */
+  readonly limit: ConnectionLimit | null;
   /** Open client connections, where the engine can know them (Bun.serve cannot). */
   openConnections?(): number;
   /** Stops accepting, closes idle connections now and each busy one right after its response; resolves when none is left. */

@@ -1,6 +1,6 @@
 import { HTTPException } from "hono/http-exception";
 import process from "node:process";
-import { internalError } from "../src/app.ts";
+import { internalError, invalidUrl } from "../src/app.ts";
 import { type Config, formatDuration } from "../src/config.ts";
 import { isTrackedStream } from "../src/lifecycle.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
@@ -16,14 +16,15 @@ type Engine = (typeof ENGINES)[number];
 /**
  * `BUN_ENGINE` picks what serves connections:
  * - `bun-serve` (what `auto` picks for IDLE_TIMEOUT up to 252 s): Bun.serve, Bun's fast path.
- * - `node-http` (what `auto` picks above that): Bun's node:http with the idle timer in JavaScript,
- *   because Bun's own timer stops at 255 s (`server.timeout()` accepts more and still closes at
- *   255 s, measured). About 0.63x of Bun.serve's throughput (runtime-facts.md).
+ * - `node-http` (what `auto` picks above that, or when MAX_CONNECTIONS is set): Bun's node:http
+ *   with the idle timer in JavaScript, because Bun's own timer stops at 255 s (`server.timeout()`
+ *   accepts more and still closes at 255 s, measured), and because Bun.serve does not expose its
+ *   connections, so it cannot count them. About 0.63x of Bun.serve's throughput (runtime-facts.md).
  */
 function engineFor(config: Config): Engine {
   const engine = (process.env.BUN_ENGINE?.trim() || "auto") as Engine;
   if (engine !== "auto") return engine;
-  return config.idleTimeoutMs > BUN_MAX_IDLE_MS ? "node-http" : "bun-serve";
+  return config.idleTimeoutMs > BUN_MAX_IDLE_MS || config.maxConnections ? "node-http" : "bun-serve";
 }
 
 function check(config: Config): string[] {
@@ -31,6 +32,9 @@ function check(config: Config): string[] {
   if (!ENGINES.includes(engine)) return [`BUN_ENGINE "${engine}" is not an engine: use auto, bun-serve or node-http`];
   if (engine === "bun-serve" && config.idleTimeoutMs > BUN_MAX_IDLE_MS) {
     return [`IDLE_TIMEOUT "${formatDuration(config.idleTimeoutMs)}" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or node-http`];
+  }
+  if (engine === "bun-serve" && config.maxConnections) {
+    return [`MAX_CONNECTIONS "${config.maxConnections}" cannot be enforced by Bun.serve, which does not expose its connections: use BUN_ENGINE=auto or node-http`];
   }
   return [];
 }
@@ -82,6 +86,8 @@ const serveBun: Serve = async (fetch, config, logger) => {
     },
     error(error) {
       if (error instanceof HTTPException) return error.getResponse();
+      const invalid = invalidUrl(error);
+      if (invalid) return invalid;
       logger.error("handler_error", { error });
       return internalError();
     },
@@ -89,6 +95,9 @@ const serveBun: Serve = async (fetch, config, logger) => {
   return {
     url: displayUrl(config.host, server.port ?? config.port),
     engine: "Bun.serve",
+    // Bun.serve stops accepting at the descriptor limit and resumes once some close (measured);
+    // the descriptor watchdog in _main.ts logs it.
+    limit: null,
     inFlight: () => server.pendingRequests,
     drain: () => server.stop(),
     cut() {

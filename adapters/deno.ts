@@ -1,6 +1,7 @@
 import process from "node:process";
 import { internalError } from "../src/app.ts";
 import type { Config } from "../src/config.ts";
+import { acceptFailures, connectionLimit, refusals } from "./_connection_limit.ts";
 import { findServeHttpOnConnection, serveConnections } from "./_deno_connections.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
 import { main } from "./_main.ts";
@@ -42,7 +43,11 @@ export const serve: Serve = async (fetch, config, logger) => {
     return { ...server, engine: "node:http (Deno compat)" };
   }
   const listener = Deno.listen({ hostname: config.host, port: config.port });
+  const limit = connectionLimit(config);
   const server = serveConnections(listener, fetch, {
+    maxConnections: limit?.max ?? null,
+    onRefused: limit ? refusals(logger, limit) : () => {},
+    onAcceptError: acceptFailures(logger),
     idleTimeoutMs: config.idleTimeoutMs,
     headersTimeoutMs: config.headersTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
@@ -56,6 +61,7 @@ export const serve: Serve = async (fetch, config, logger) => {
   return {
     url: displayUrl(config.host, (listener.addr as Deno.NetAddr).port),
     engine: "Deno HTTP, per connection",
+    limit,
     ...server,
   };
 };

@@ -83,6 +83,15 @@ const Host = v.optional(
   "0.0.0.0",
 );
 
+const MaxConnections = v.optional(
+  v.pipe(
+    v.string(),
+    v.regex(/^\d{1,7}$/, (issue) => `"${issue.input}" is not a connection count: use an integer from 1 to 1000000, or 0 for no limit`),
+    v.transform(Number),
+    v.maxValue(1_000_000, (issue) => `"${issue.input}" is too large: use at most 1000000, or 0 for no limit`),
+  ),
+);
+
 /** The environment variables this template reads, with their defaults. */
 export const EnvSchema = v.pipe(
   v.object({
@@ -93,6 +102,7 @@ export const EnvSchema = v.pipe(
     REQUEST_TIMEOUT: Duration("60s"),
     SHUTDOWN_TIMEOUT: Duration("10s"),
     BODY_LIMIT: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
+    MAX_CONNECTIONS: MaxConnections,
     WEBSUB_HUB: HttpUrl,
     WEBSUB_TOPIC: HttpUrl,
     WEBSUB_SECRET: v.optional(
@@ -168,6 +178,14 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** The largest request body the example routes and the WebSub callback accept; larger gets 413. @default 1_048_576 */
   readonly bodyLimitBytes: number;
+  /**
+   * The most client connections open at once; more are accepted and closed at once. `null`
+   * (unset): as many as the file-descriptor limit leaves room for, where the engine can count
+   * connections. `0`: no limit.
+   * - Node, Deno and Bun's node:http engine: the adapter counts connections and closes the extra.
+   * - Bun.serve cannot count its connections: an explicit limit selects the node:http engine.
+   */
+  readonly maxConnections: number | null;
   /** The WebSub subscription to request at startup, or null. */
   readonly websub: WebSubConfig | null;
 }
@@ -209,6 +227,7 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
       requestTimeoutMs: out.REQUEST_TIMEOUT,
       shutdownTimeoutMs: out.SHUTDOWN_TIMEOUT,
       bodyLimitBytes: out.BODY_LIMIT,
+      maxConnections: out.MAX_CONNECTIONS ?? null,
       websub: out.WEBSUB_HUB && out.WEBSUB_TOPIC
         ? {
           hub: out.WEBSUB_HUB,

@@ -15,9 +15,9 @@ export interface Logger {
  * Creates a JSON-lines logger over `write`, which receives one line without its newline; `tap`
  * sees every event too (metrics count them).
  */
-export function createLogger(write: (line: string) => void, base: Fields = {}, tap?: (event: string) => void): Logger {
+export function createLogger(write: (line: string) => void, base: Fields = {}, tap?: (event: string, fields?: Fields) => void): Logger {
   const emit = (level: Level, event: string, fields?: Fields) => {
-    tap?.(event);
+    tap?.(event, fields);
     write(JSON.stringify({ time: new Date().toISOString(), level, event, ...base, ...fields }, replacer));
   };
   return {

@@ -1,7 +1,10 @@
 import { createLogger, type Fields, type Logger } from "./log.ts";
 import { createRegistry, type Registry } from "./metrics.ts";
 
-/** Events that count something on /metrics: every number there has log lines behind it. */
+/**
+ * Events that count something on /metrics: every number there has log lines behind it. An event
+ * that summarises several occurrences carries their number in `count`.
+ */
 const COUNTED_EVENTS = {
   idle_timeout: ["connections_idle_closed_total", "Connections closed after IDLE_TIMEOUT without a request.", {}],
   headers_timeout: ["connections_deadline_closed_total", "Connections closed for a head or body that missed its deadline.", { deadline: "headers" }],
@@ -10,6 +13,9 @@ const COUNTED_EVENTS = {
   websub_signature_rejected: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "signature_rejected" }],
   websub_gone: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "gone" }],
   websub_too_large: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "too_large" }],
+  connections_refused: ["connections_refused_total", "Connections closed at once because MAX_CONNECTIONS (or the fd limit) was reached.", {}],
+  accept_failed: ["accept_failures_total", "Connections the server failed to accept (e.g. EMFILE: out of file descriptors).", {}],
+  fd_exhausted: ["fd_exhausted_total", "Times the process ran out of file descriptors.", {}],
 } as const satisfies Record<string, readonly [string, string, Record<string, string>]>;
 
 /** A logger and the metrics registry fed by its events. */
@@ -21,7 +27,7 @@ export interface Telemetry {
 /** Creates the JSON-lines logger over `write` and a registry whose event counters it feeds. */
 export function createTelemetry(write: (line: string) => void, base: Fields = {}): Telemetry {
   const registry = createRegistry();
-  const counters = new Map<string, { labels: Record<string, string>; inc: () => void }>();
+  const counters = new Map<string, (by: number) => void>();
   const families = new Map<string, ReturnType<Registry["counter"]>>();
   for (const [event, [name, help, labels]] of Object.entries(COUNTED_EVENTS)) {
     let family = families.get(name);
@@ -32,8 +38,11 @@ export function createTelemetry(write: (line: string) => void, base: Fields = {}
     const counter = family;
     // Start every series at 0, so a scrape shows what has not happened yet too.
     counter.inc(labels, 0);
-    counters.set(event, { labels, inc: () => counter.inc(labels) });
+    counters.set(event, (by) => counter.inc(labels, by));
   }
-  const logger = createLogger(write, base, (event) => counters.get(event)?.inc());
+  const logger = createLogger(write, base, (event, fields) => {
+    const count = fields?.count;
+    counters.get(event)?.(typeof count === "number" ? count : 1);
+  });
   return { logger, registry };
 }

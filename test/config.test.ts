@@ -44,6 +44,7 @@ describe("loadConfig", () => {
         requestTimeoutMs: 60_000,
         shutdownTimeoutMs: 10_000,
         bodyLimitBytes: 1_048_576,
+        maxConnections: null,
         websub: null,
       },
     });
@@ -63,6 +64,7 @@ describe("loadConfig", () => {
       HEADERS_TIMEOUT: "0",
       REQUEST_TIMEOUT: "2s",
       SHUTDOWN_TIMEOUT: "500ms",
+      MAX_CONNECTIONS: "500",
     });
     expect(result).toEqual({
       ok: true,
@@ -74,6 +76,7 @@ describe("loadConfig", () => {
         requestTimeoutMs: 2_000,
         shutdownTimeoutMs: 500,
         bodyLimitBytes: 1_048_576,
+        maxConnections: 500,
         websub: null,
       },
     });
@@ -118,6 +121,21 @@ describe("loadConfig", () => {
       problems: ['BODY_LIMIT "1048576" is not a size: use an integer with a unit b, kb or mb, e.g. 512kb or 1mb'],
     });
     expect(loadConfig({ BODY_LIMIT: "101mb" })).toEqual({ ok: false, problems: ['BODY_LIMIT "101mb" is out of range: use from 1b to 100mb'] });
+  });
+
+  test("MAX_CONNECTIONS is a plain count; 0 turns the limit off", () => {
+    expect(loadConfig({ MAX_CONNECTIONS: "0" })).toMatchObject({ ok: true, config: { maxConnections: 0 } });
+    expect(loadConfig({ MAX_CONNECTIONS: "1000000" })).toMatchObject({ ok: true, config: { maxConnections: 1_000_000 } });
+    for (const value of ["-1", "1.5", "10k", "many"]) {
+      expect(loadConfig({ MAX_CONNECTIONS: value })).toEqual({
+        ok: false,
+        problems: [`MAX_CONNECTIONS "${value}" is not a connection count: use an integer from 1 to 1000000, or 0 for no limit`],
+      });
+    }
+    expect(loadConfig({ MAX_CONNECTIONS: "1000001" })).toEqual({
+      ok: false,
+      problems: ['MAX_CONNECTIONS "1000001" is too large: use at most 1000000, or 0 for no limit'],
+    });
   });
 
   test("a WebSub subscription needs a hub and a topic, both http(s) URLs", () => {

@@ -1,0 +1,131 @@
+import { readdirSync } from "node:fs";
+import type { Config } from "../src/config.ts";
+import type { Logger } from "../src/log.ts";
+import { maxFds, openFds } from "./_process_metrics.ts";
+
+/**
+ * File descriptors kept free for everything but client connections: the log, /proc reads, a
+ * WebSub subscription request, DNS. Without a limit the process that runs out of descriptors is
+ * the one the incident describes: accept() fails, and Deno's listener throws.
+ */
+export const FD_RESERVE = 32;
+
+/** How often refusals and accept failures are summarised in the log, at most. */
+const REPORT_EVERY_MS = 1_000;
+
+/** How often the descriptor watchdog looks at /proc/self/fd. */
+const FD_WATCH_EVERY_MS = 1_000;
+
+/** The most connections an engine that counts them keeps open at once, and where that number comes from. */
+export interface ConnectionLimit {
+  readonly max: number;
+  readonly source: "MAX_CONNECTIONS" | "fd limit";
+}
+
+/** Descriptors left for connections under the soft limit, or undefined where it cannot be read. */
+export function fdBudget(): { budget: number; limit: number; open: number } | undefined {
+  const limit = maxFds();
+  const open = openFds();
+  if (limit === undefined || open === undefined || !Number.isFinite(limit)) return undefined;
+  return { budget: Math.max(1, limit - open - FD_RESERVE), limit, open };
+}
+
+/** MAX_CONNECTIONS, or (unset) what the descriptor limit leaves room for; null for no limit. */
+export function connectionLimit(config: Config): ConnectionLimit | null {
+  if (config.maxConnections === 0) return null;
+  if (config.maxConnections !== null) return { max: config.maxConnections, source: "MAX_CONNECTIONS" };
+  const fds = fdBudget();
+  return fds === undefined ? null : { max: fds.budget, source: "fd limit" };
+}
+
+/** A MAX_CONNECTIONS the descriptor limit cannot hold is refused at startup, not clamped. */
+export function checkConnectionLimit(config: Config): string[] {
+  const fds = fdBudget();
+  if (!config.maxConnections || fds === undefined || config.maxConnections <= fds.budget) return [];
+  return [
+    `MAX_CONNECTIONS "${config.maxConnections}" is more than this process can open: its file-descriptor limit is ${fds.limit} (ulimit -n), ${fds.open} are in use and ${FD_RESERVE} are kept in reserve; use at most ${fds.budget}, or raise the limit`,
+  ];
+}
+
+/**
+ * Counts connections refused at the limit and logs them as `connections_refused`: the first at
+ * once, then at most one summary a second with how many, so a flood cannot flood the log too.
+ */
+export function refusals(logger: Logger, limit: ConnectionLimit): () => void {
+  const why = limit.source === "fd limit" ? "what the file-descriptor limit leaves room for" : "MAX_CONNECTIONS";
+  return summarised((count) =>
+    logger.warn("connections_refused", {
+      count,
+      max: limit.max,
+      source: limit.source,
+      message: `${count} new connection(s) closed at once: ${limit.max} are open, ${why}`,
+    })
+  );
+}
+
+/** Accept errors (EMFILE and the like) logged as `accept_failed`, summarised like refusals. */
+export function acceptFailures(logger: Logger): (error: unknown) => void {
+  let last: unknown;
+  const report = summarised((count) => logger.error("accept_failed", { count, code: codeOf(last), error: last }));
+  return (error) => {
+    last = error;
+    report();
+  };
+}
+
+function summarised(log: (count: number) => void): () => void {
+  let pending = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const flush = () => {
+    timer = undefined;
+    if (pending === 0) return;
+    log(pending);
+    pending = 0;
+    timer = setTimeout(flush, REPORT_EVERY_MS);
+    unref(timer);
+  };
+  return () => {
+    pending += 1;
+    if (timer === undefined) flush();
+  };
+}
+
+/**
+ * Logs `fd_exhausted` when the process has (nearly) no descriptor left, and `fd_recovered` once it
+ * is back under 90% of the limit. Works for every engine, including Bun.serve, which stops
+ * accepting at the limit without a word (measured) and cannot be capped by the adapter.
+ */
+export function watchFds(logger: Logger): void {
+  const limit = maxFds();
+  if (limit === undefined || !Number.isFinite(limit)) return;
+  let exhausted = false;
+  const timer = setInterval(() => {
+    let open: number;
+    try {
+      open = readdirSync("/proc/self/fd").length;
+    } catch (error) {
+      // Reading the directory needs a descriptor too: failing for want of one is the answer.
+      if (codeOf(error) !== "EMFILE" && codeOf(error) !== "ENFILE") return;
+      open = limit;
+    }
+    if (!exhausted && open >= limit - 2) {
+      exhausted = true;
+      logger.error("fd_exhausted", { openFds: open, limit, message: "The process is out of file descriptors: new connections wait or fail until some close" });
+    } else if (exhausted && open < limit * 0.9) {
+      exhausted = false;
+      logger.info("fd_recovered", { openFds: open, limit });
+    }
+  }, FD_WATCH_EVERY_MS);
+  unref(timer);
+}
+
+function codeOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === "string") return code;
+  // Deno's errors carry the OS error in the message: "Too many open files (os error 24)".
+  return error instanceof Error && /os error 24\b/.test(error.message) ? "EMFILE" : undefined;
+}
+
+function unref(timer: unknown): void {
+  (timer as { unref?: () => void }).unref?.();
+}
