@@ -1,11 +1,13 @@
 import { describe, expect, test } from "bun:test";
-import { readdirSync } from "node:fs";
 import { capabilities } from "../adapters/_capabilities.ts";
 import type { Capabilities, Runtime, Target } from "../adapters/_types.ts";
 import {
   completeResponses,
   connect,
+  expectBetween,
   get,
+  metric,
+  openFds,
   type RawClient,
   tryRequest,
   type ServerProcess,
@@ -13,6 +15,7 @@ import {
   startServer,
   trickle,
   using,
+  within,
 } from "./_harness.ts";
 import { HUB_TOPIC, startHub } from "./_hub.ts";
 
@@ -21,38 +24,11 @@ const EARLY_MS = 100;
 /** Contract: a handler learns of a client that left within 100 ms. */
 const ABORT_NOTICE_MS = 100;
 
-/** Open file descriptors of process `pid` (Linux). */
-function openFds(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
-
-/** The value of one sample line of a Prometheus exposition; fails the test when it is missing. */
-function metric(exposition: string, series: string): number {
-  const line = exposition.split("\n").find((l) => l.startsWith(`${series} `));
-  if (line === undefined) throw new Error(`no ${series} in /metrics:\n${exposition}`);
-  return Number(line.slice(series.length + 1));
-}
-
-/** Resolves like `promise`, or rejects naming `what` after `timeoutMs`. */
-function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs}ms`)), timeoutMs);
-  });
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
-}
-
 /** Opens a raw connection that is destroyed when the test ends, whatever happens. */
 async function open(port: number, defer: (cleanup: () => unknown) => void): Promise<RawClient> {
   const client = await connect(port);
   defer(() => client.destroy());
   return client;
-}
-
-/** Bounds a measurement on both sides: not earlier than `min`, not later than `max`. */
-function expectBetween(value: number, min: number, max: number): void {
-  expect(value).toBeGreaterThanOrEqual(min);
-  expect(value).toBeLessThanOrEqual(max);
 }
 
 /**

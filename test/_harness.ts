@@ -1,4 +1,6 @@
+import { expect } from "bun:test";
 import { type Subprocess, spawn } from "bun";
+import { readdirSync, readFileSync } from "node:fs";
 import { connect as netConnect, type Socket } from "node:net";
 import type { Runtime } from "../adapters/_types.ts";
 
@@ -124,9 +126,17 @@ export class ServerProcess {
   }
 }
 
+export interface SpawnOptions {
+  /** A lower limit on open file descriptors for the server (`ulimit -n`). */
+  nofile?: number;
+}
+
 /** Spawns a runtime's npm start script; does not wait for it to listen. */
-export function spawnServer(runtime: Runtime, env: Record<string, string>): ServerProcess {
-  const proc = spawn(SCRIPTS[runtime], {
+export function spawnServer(runtime: Runtime, env: Record<string, string>, options: SpawnOptions = {}): ServerProcess {
+  const cmd = options.nofile === undefined
+    ? SCRIPTS[runtime]
+    : ["sh", "-c", `ulimit -n ${options.nofile} && exec "$@"`, "sh", ...SCRIPTS[runtime]];
+  const proc = spawn(cmd, {
     cwd: ROOT,
     env: { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env },
     stdin: "ignore",
@@ -156,9 +166,14 @@ async function startSlot(): Promise<() => void> {
 }
 
 /** Spawns a server and resolves once its `listening` event names the URL. */
-export async function startServer(runtime: Runtime, env: Record<string, string>, timeoutMs = 15_000): Promise<ServerProcess> {
+export async function startServer(
+  runtime: Runtime,
+  env: Record<string, string>,
+  timeoutMs = 15_000,
+  options: SpawnOptions = {},
+): Promise<ServerProcess> {
   const release = await startSlot();
-  const server = spawnServer(runtime, env);
+  const server = spawnServer(runtime, env, options);
   try {
     const listening = await server.waitForEvent("listening", timeoutMs);
     server.url = String(listening.url);
@@ -351,6 +366,39 @@ export function trickle(client: RawClient, text: string, intervalMs: number): ()
     i += 1;
   }, intervalMs);
   return () => clearInterval(timer);
+}
+
+/** Resident memory of process `pid` in bytes (Linux). */
+export function rss(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"));
+  return Number(/(\d+)/.exec(line ?? "")?.[1]) * 1_024;
+}
+
+/** Open file descriptors of process `pid` (Linux). */
+export function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** The value of one sample line of a Prometheus exposition; fails the test when it is missing. */
+export function metric(exposition: string, series: string): number {
+  const line = exposition.split("\n").find((l) => l.startsWith(`${series} `));
+  if (line === undefined) throw new Error(`no ${series} in /metrics:\n${exposition}`);
+  return Number(line.slice(series.length + 1));
+}
+
+/** Resolves like `promise`, or rejects naming `what` after `timeoutMs`. */
+export function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no ${what} within ${timeoutMs}ms`)), timeoutMs);
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
+/** Bounds a measurement on both sides: not earlier than `min`, not later than `max`. */
+export function expectBetween(value: number, min: number, max: number): void {
+  expect(value).toBeGreaterThanOrEqual(min);
+  expect(value).toBeLessThanOrEqual(max);
 }
 
 export { ROOT };
