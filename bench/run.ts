@@ -9,17 +9,23 @@
  *    and whether its fds return to baseline.
  * 3. Reap precision: 1,000 idle connections, IDLE_TIMEOUT=4s, close time minus response time
  *    minus IDLE_TIMEOUT.
+ * 4. Slowloris flood: latency of well-behaved clients alone and while 1,000 connections trickle
+ *    header bytes; every trickler closed within the head deadline's window.
+ * 5. Connection churn: 50,000 cycles of connect, request, close; fds back to baseline, RSS flat.
  *
  * Writes bench/results/bench.{md,json}, bench/results/throughput.svg, and copies the markdown
  * and the chart to bench/RESULTS.md and bench/throughput.svg. The machine is small and shared:
  * only ratios measured side by side in one run are compared, and every figure is a median.
  *
  * Environment: BENCH_LOAD=wrk|autocannon, BENCH_ROUNDS (default 5), BENCH_DURATION_S (5),
- * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_ONLY=throughput,idle,reap.
+ * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_SLOWLORIS_CONNECTIONS (1000),
+ * BENCH_CHURN_CYCLES (50000), BENCH_ONLY=throughput,idle,reap,slowloris,churn (a subset runs only
+ * those phases and leaves the committed results alone).
  */
 import { type Subprocess, spawn, spawnSync } from "bun";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
+import { capabilities } from "../adapters/_capabilities.ts";
 import { readLines } from "../test/_harness.ts";
 
 type Runtime = "node" | "bun" | "deno";
@@ -44,7 +50,15 @@ const SETTLE_MS = 3_000;
 const REAP_CONNECTIONS = intEnv("BENCH_REAP_CONNECTIONS", 1_000);
 const REAP_TIMEOUT_MS = 4_000;
 const WANTED_NOFILE = 65_536;
-const ONLY = new Set((process.env.BENCH_ONLY ?? "throughput,idle,reap").split(",").map((s) => s.trim()));
+const SLOWLORIS_CONNECTIONS = intEnv("BENCH_SLOWLORIS_CONNECTIONS", 1_000);
+const SLOWLORIS_HEADERS_TIMEOUT_MS = 5_000;
+const SLOWLORIS_MEASURE_S = 3;
+const CHURN_CYCLES = intEnv("BENCH_CHURN_CYCLES", 50_000);
+const CHURN_PARALLEL = 16;
+/** Churn leaves memory flat when the RSS samples of the run's second half spread less than this. */
+const CHURN_FLAT_MIB = 16;
+const PHASES = ["throughput", "idle", "reap", "slowloris", "churn"];
+const ONLY = new Set((process.env.BENCH_ONLY ?? PHASES.join(",")).split(",").map((s) => s.trim()));
 
 /** Targets: template throughput vs bare Hono, idle memory vs raw, reap lateness bounds. */
 const TARGETS = {
@@ -369,6 +383,15 @@ function nofileLimit(): { limit: number; note: string } {
   return { limit: hard, note: `${hard} (the hard limit; ${WANTED_NOFILE} refused: ${wanted.stderr.toString().trim().replace(/^prlimit: /, "")})` };
 }
 
+/** The raised limit for servers that hold many connections, or none when it cannot be raised. */
+function raisedNofile(): number | undefined {
+  try {
+    return nofileLimit().limit;
+  } catch {
+    return undefined;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Throughput and latency.
 
@@ -558,6 +581,75 @@ async function reapPrecision(runtime: Runtime): Promise<ReapRow> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 4. Slowloris flood and 5. connection churn: both drive bench/_hostile_client.ts.
+
+interface LatencyStats {
+  requests: number;
+  errors: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+interface SlowlorisRow {
+  runtime: Runtime;
+  engine: string;
+  baseline: LatencyStats;
+  flood: LatencyStats;
+  tricklers: { opened: number; failedToOpen: number; closed: number; answered408: number; minLifetimeMs: number; maxLifetimeMs: number };
+  /** Where the head deadline may close a trickler on this engine (Bun's is fixed by Bun). */
+  windowMs: { min: number; max: number };
+}
+
+interface ChurnRow {
+  runtime: Runtime;
+  engine: string;
+  cycles: number;
+  errors: number;
+  cyclesPerSecond: number;
+  samples: Array<{ cycles: number; fds: number; rssKb: number }>;
+  fdsAfterSettle: number;
+}
+
+function hostileClient(args: string[]): string[] {
+  return [...LOAD_CPU, BUN, "bench/_hostile_client.ts", ...args];
+}
+
+async function slowlorisFlood(runtime: Runtime): Promise<SlowlorisRow> {
+  const fixed = capabilities[runtime].fixedHeadersTimeoutMs;
+  const windowMs = fixed
+    ? { min: fixed.min, max: fixed.max + capabilities[runtime].deadlineLateMs }
+    : { min: SLOWLORIS_HEADERS_TIMEOUT_MS, max: SLOWLORIS_HEADERS_TIMEOUT_MS + capabilities[runtime].deadlineLateMs };
+  const server = await startServer(runtime, "template", {
+    HEADERS_TIMEOUT: `${SLOWLORIS_HEADERS_TIMEOUT_MS}ms`,
+    REQUEST_TIMEOUT: "10s",
+    IDLE_TIMEOUT: "8s",
+  }, raisedNofile());
+  try {
+    const port = new URL(server.url).port;
+    const waitMs = windowMs.max + 2_000;
+    const out = await run(hostileClient(["slowloris", port, String(SLOWLORIS_CONNECTIONS), String(SLOWLORIS_MEASURE_S), String(waitMs)]), 2 * SLOWLORIS_MEASURE_S * 1_000 + waitMs + 30_000);
+    const done = JSON.parse(out.trim().split("\n").at(-1)!) as Omit<SlowlorisRow, "runtime" | "engine" | "windowMs">;
+    return { runtime, engine: server.engine, ...done, windowMs };
+  } finally {
+    await server.child.stop();
+  }
+}
+
+async function connectionChurn(runtime: Runtime): Promise<ChurnRow> {
+  const server = await startServer(runtime, "template", { IDLE_TIMEOUT: "8s" }, raisedNofile());
+  try {
+    const port = new URL(server.url).port;
+    const out = await run(hostileClient(["churn", port, String(server.pid), String(CHURN_CYCLES), String(CHURN_PARALLEL)]), 300_000);
+    const done = JSON.parse(out.trim().split("\n").at(-1)!) as Omit<ChurnRow, "runtime" | "engine" | "fdsAfterSettle">;
+    const fdsAfterSettle = await fdsSettle(server.pid, done.samples[0]!.fds, 3_000);
+    return { runtime, engine: server.engine, ...done, fdsAfterSettle };
+  } finally {
+    await server.child.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Output.
 
 const COLORS: Record<Kind, string> = { raw: "#9ca3af", hono: "#f59e0b", template: "#2563eb" };
@@ -611,6 +703,8 @@ interface Results {
   throughput: ThroughputRow[];
   idle: IdleRow[];
   reap: ReapRow[];
+  slowloris: SlowlorisRow[];
+  churn: ChurnRow[];
   errors: string[];
 }
 
@@ -667,6 +761,33 @@ function markdown(r: Results): string {
     }
     out.push("");
   }
+  if (r.slowloris.length > 0) {
+    out.push(`## Slowloris flood`, "");
+    out.push(`Template with HEADERS_TIMEOUT=${SLOWLORIS_HEADERS_TIMEOUT_MS / 1000}s. Four well-behaved keep-alive clients send \`GET /\` back to back for ${SLOWLORIS_MEASURE_S} s alone, then for ${SLOWLORIS_MEASURE_S} s while ${fmt(SLOWLORIS_CONNECTIONS)} connections each trickle one byte of a never-ending head every 500 ms. The trickling connections must all be closed within the head deadline's window (Bun's is its own fixed one).`, "");
+    out.push(`| runtime | engine | p50 ms alone | p50 ms in flood | p99 ms alone | p99 ms in flood | p99 ratio | errors | trickling closed | closed after (ms) | window (ms) | 408 sent | |`, `|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|`);
+    for (const row of r.slowloris) {
+      const t = row.tricklers;
+      const ok = t.closed === t.opened && t.failedToOpen === 0 && t.minLifetimeMs >= row.windowMs.min - 100 && t.maxLifetimeMs <= row.windowMs.max && row.flood.errors === 0;
+      out.push(`| ${row.runtime} | ${row.engine} | ${fmt(row.baseline.p50Ms, 2)} | ${fmt(row.flood.p50Ms, 2)} | ${fmt(row.baseline.p99Ms, 2)} | ${fmt(row.flood.p99Ms, 2)} | ${ratio(row.flood.p99Ms / row.baseline.p99Ms)} | ${row.baseline.errors + row.flood.errors} | ${fmt(t.closed)} / ${fmt(t.opened)} | ${fmt(t.minLifetimeMs)} to ${fmt(t.maxLifetimeMs)} | ${fmt(row.windowMs.min)} to ${fmt(row.windowMs.max)} | ${fmt(t.answered408)} | ${verdict(ok)} |`);
+    }
+    out.push("");
+  }
+  if (r.churn.length > 0) {
+    out.push(`## Connection churn`, "");
+    out.push(`Template; ${fmt(CHURN_CYCLES)} cycles of connect, \`GET /healthz\`, close (client half-closes, server closes), ${CHURN_PARALLEL} at a time, after 1,000 warm-up cycles. Server fds and RSS sampled every 10,000 cycles; "fds after" is read once the last connection has closed (back to baseline means within 5). ` +
+      `RSS grows while the heaps size themselves to the load, then stays flat: "second half" is the spread of the samples over the second half of the run, and it must stay under ${CHURN_FLAT_MIB} MiB.`, "");
+    out.push(`| runtime | engine | cycles/s | errors | fds before | fds after | RSS MiB per 10,000 cycles | growth MiB | second half MiB | |`, `|---|---|---:|---:|---:|---:|---|---:|---:|---|`);
+    for (const row of r.churn) {
+      const first = row.samples[0]!;
+      const mib = row.samples.map((x) => x.rssKb / 1024);
+      const growth = Math.max(...mib) - mib[0]!;
+      const secondHalf = mib.slice(Math.floor(mib.length / 2));
+      const spread = Math.max(...secondHalf) - Math.min(...secondHalf);
+      const ok = row.errors === 0 && row.fdsAfterSettle <= first.fds + 5 && spread <= CHURN_FLAT_MIB;
+      out.push(`| ${row.runtime} | ${row.engine} | ${fmt(row.cyclesPerSecond)} | ${row.errors} | ${first.fds} | ${row.fdsAfterSettle} | ${mib.map((x) => fmt(x, 1)).join(", ")} | ${fmt(growth, 1)} | ${fmt(spread, 1)} | ${verdict(ok)} |`);
+    }
+    out.push("");
+  }
   if (r.errors.length > 0) out.push(`## Errors`, "", ...r.errors.map((e) => `- ${e.split("\n")[0]}`), "");
   if (m.totalSeconds !== undefined) out.push(`Benchmark took ${m.totalSeconds} s. Reproduce with \`bun bench/run.ts\` (BENCH_LOAD=autocannon forces the fallback generator).`, "");
   return out.join("\n");
@@ -682,6 +803,8 @@ async function main(): Promise<void> {
     throughput: [],
     idle: [],
     reap: [],
+    slowloris: [],
+    churn: [],
     errors: [],
   };
   log(`generator: ${meta.generator}; ${meta.nproc} cores, ${meta.cpuModel}; node ${meta.node}, bun ${meta.bun}, ${meta.deno}`);
@@ -727,6 +850,26 @@ async function main(): Promise<void> {
         }
       }
     }
+    if (ONLY.has("slowloris")) {
+      for (const runtime of RUNTIMES) {
+        log(`slowloris flood: ${runtime}`);
+        const row = await attempt(`slowloris ${runtime}`, () => slowlorisFlood(runtime));
+        if (row) {
+          results.slowloris.push(row);
+          log(`  p99 ${fmt(row.baseline.p99Ms, 2)} ms -> ${fmt(row.flood.p99Ms, 2)} ms; ${row.tricklers.closed}/${row.tricklers.opened} closed in ${fmt(row.tricklers.minLifetimeMs)}-${fmt(row.tricklers.maxLifetimeMs)} ms`);
+        }
+      }
+    }
+    if (ONLY.has("churn")) {
+      for (const runtime of RUNTIMES) {
+        log(`connection churn: ${runtime}`);
+        const row = await attempt(`churn ${runtime}`, () => connectionChurn(runtime));
+        if (row) {
+          results.churn.push(row);
+          log(`  ${fmt(row.cycles)} cycles at ${fmt(row.cyclesPerSecond)}/s, ${row.errors} errors; fds ${row.samples[0]!.fds} -> ${row.fdsAfterSettle}; RSS ${fmt(row.samples[0]!.rssKb / 1024, 1)} -> ${fmt(row.samples.at(-1)!.rssKb / 1024, 1)} MiB`);
+        }
+      }
+    }
   } finally {
     killAll();
   }
@@ -739,7 +882,7 @@ async function main(): Promise<void> {
   console.log(md);
   log(`wrote ${RESULTS}bench.md, bench.json and throughput.svg`);
   // Only a complete run replaces the committed copies.
-  const complete = ["throughput", "idle", "reap"].every((phase) => ONLY.has(phase)) && results.throughput.length > 0;
+  const complete = PHASES.every((phase) => ONLY.has(phase)) && results.throughput.length > 0;
   if (complete) {
     copyFileSync(`${RESULTS}bench.md`, `${BENCH}RESULTS.md`);
     copyFileSync(`${RESULTS}throughput.svg`, `${BENCH}throughput.svg`);
