@@ -13,6 +13,8 @@ const nodeHttp: Capabilities = {
   deadlineLateMs: 1_000,
   headersTimeoutSends408: true,
   maxIdleTimeoutMs: null,
+  malformedStatuses: [400],
+  headTooLargeStatus: 431,
   unsupported: {},
 };
 
@@ -35,6 +37,10 @@ export const capabilities: Record<Target, Capabilities> = {
     headersTimeoutSends408: false,
     // server.timeout() accepts more, and still closes at 255 s.
     maxIdleTimeoutMs: 252_000,
+    // Bun answers 505 to a request line it cannot read: a control byte in the target, bare LF line
+    // ends, a version other than HTTP/1.0 or 1.1 (measured).
+    malformedStatuses: [400, 505],
+    headTooLargeStatus: 431,
     unsupported: {
       pipelineBehindSlowResponse:
         "Bun.serve 1.4.5 closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (measured; upstream Bun bug; BUN_ENGINE=node-http answers them)",
@@ -54,7 +60,14 @@ export const capabilities: Record<Target, Capabilities> = {
     // The connection belongs to Deno's HTTP server: the adapter can close it, not write to it.
     headersTimeoutSends408: false,
     maxIdleTimeoutMs: null,
-    unsupported: {},
+    // Deno closes a connection whose chunked framing is broken without answering (measured).
+    malformedStatuses: [400, 0],
+    // Deno's parser accepts heads up to about 64 KiB and answers a larger one with a bare 400.
+    headTooLargeStatus: 400,
+    unsupported: {
+      unfinishedGetBody:
+        "Deno 2.9.6 gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (measured; MAX_CONNECTIONS bounds how many; DENO_ENGINE=node-http closes it at REQUEST_TIMEOUT)",
+    },
   },
   "deno-node-http": nodeHttp,
 };

@@ -8,7 +8,7 @@
  */
 import { reportClientGone } from "../src/lifecycle.ts";
 import type { DisconnectWatch } from "./_disconnect_watch.ts";
-import { withBodyDeadline } from "./_request_deadline.ts";
+import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
 export interface ConnectionInfo {
@@ -172,8 +172,8 @@ class Connection {
     );
     // A reset rejects `finished`; either way the connection is gone, and so is every request on it.
     this.finished = this.#served.finished.then(
-      () => this.#gone(),
-      () => this.#gone(),
+      () => this.#goneNow(),
+      () => this.#goneNow(),
     );
     const { headersTimeoutMs, idleTimeoutMs } = options;
     // The first head is due HEADERS_TIMEOUT after the connection opens; an idle connection is
@@ -228,6 +228,11 @@ class Connection {
       }
       this.#options.onTimeout(kind, this.#remote);
       this.close();
+      // shutdown() lets Deno finish what it is reading first; a connection closed for idleness or
+      // a late head has nothing worth waiting for, so it does not get to linger.
+      setTimeout(() => {
+        if (!this.#gone) this.abort();
+      }, FLUSH_BEFORE_ABORT_MS);
     }, ms);
   }
 
@@ -248,7 +253,10 @@ class Connection {
     this.#requests.add(request);
     const stopWatching = this.#options.disconnects.start(request, original);
     const done = () => {
-      if (expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
+      // A body that missed its deadline, or one the app answered without reading (a 413 from
+      // Content-Length): Deno's server would wait for the rest before it closes or reads the next
+      // request, holding the connection until the deadline, or forever without one (measured).
+      if (releaseBody(request) || expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
       stopWatching();
       this.#requests.delete(request);
       this.inFlight -= 1;
@@ -261,7 +269,10 @@ class Connection {
     return handler(request, info);
   }
 
-  #gone(): void {
+  #gone = false;
+
+  #goneNow(): void {
+    this.#gone = true;
     this.#closing = true;
     clearTimeout(this.#timer);
     for (const request of this.#requests) reportClientGone(request);

@@ -1,4 +1,4 @@
-import { createServer, type ServerResponse } from "node:http";
+import { createServer, maxHeaderSize, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { reportClientGone } from "../src/lifecycle.ts";
@@ -20,13 +20,28 @@ const KEEP_ALIVE_BUFFER_MS = 1_000;
  */
 const CONNECTIONS_CHECKING_INTERVAL_MS = 250;
 
-/** What Node itself answers on a client error before closing (lib/_http_server.js). */
-const CLIENT_ERROR_RESPONSES: Record<string, string> = {
-  ERR_HTTP_REQUEST_TIMEOUT: "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n",
-  HPE_HEADER_OVERFLOW: "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n",
-  HPE_CHUNK_EXTENSIONS_OVERFLOW: "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\r\n",
-  default: "HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n",
-};
+/** A complete response that closes the connection, with a JSON body saying what was wrong. */
+function clientErrorResponse(status: number, reason: string, error: string, message: string): string {
+  const body = JSON.stringify({ error, message });
+  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
+/**
+ * What the adapter answers when node:http's parser rejects a request, before closing: Node's own
+ * statuses (lib/_http_server.js socketOnError), with a JSON body like the app's errors.
+ */
+function clientErrorFor(code: string | undefined): string {
+  switch (code) {
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return clientErrorResponse(408, "Request Timeout", "request_timeout", "The request did not arrive within HEADERS_TIMEOUT or REQUEST_TIMEOUT");
+    case "HPE_HEADER_OVERFLOW":
+      return clientErrorResponse(431, "Request Header Fields Too Large", "headers_too_large", `The request head is larger than ${maxHeaderSize ?? 16_384} bytes`);
+    case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
+      return clientErrorResponse(413, "Payload Too Large", "payload_too_large", "The chunk extensions are too large");
+    default:
+      return clientErrorResponse(400, "Bad Request", "bad_request", `The request is not valid HTTP/1.1 (${code ?? "unknown error"})`);
+  }
+}
 
 /** Where a response keeps its request, for the connection's 'close' listener. */
 const REQUEST = Symbol("request");
@@ -111,16 +126,18 @@ export function serveNodeHttp(
     for (const socket of sockets) if (socket._httpMessage) n += 1;
     return n;
   };
-  // Listening for clientError replaces Node's default answer, so give the same one (408, 431 or
-  // 400, then close; lib/_http_server.js socketOnError) and log the deadlines that closed it.
+  // Listening for clientError replaces Node's default answer, so give the same status (408, 431,
+  // 413 or 400, then close), with a JSON body, and log the deadlines that closed it.
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
     if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") {
-      // A head that completed has a response attached: then it was the body that was late.
-      const deadline = (socket as Socket_)._httpMessage ? "request_timeout" : "headers_timeout";
+      // A head that completed left an unfinished message on the parser (or, on Deno's node:http, a
+      // response on the socket): then it was the body that was late, even if it was answered.
+      const parsing = (socket as Socket_ & { parser?: { incoming?: { complete: boolean } | null } }).parser?.incoming;
+      const deadline = (parsing && !parsing.complete) || (socket as Socket_)._httpMessage ? "request_timeout" : "headers_timeout";
       logger.info(deadline, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
     }
     if (socket.writable && socket.bytesWritten === 0) {
-      socket.write(CLIENT_ERROR_RESPONSES[error.code ?? ""] ?? CLIENT_ERROR_RESPONSES.default);
+      socket.write(clientErrorFor(error.code));
     }
     socket.destroy(error);
   });

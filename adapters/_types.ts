@@ -24,8 +24,15 @@ export interface Capabilities {
   headersTimeoutSends408: boolean;
   /** The longest IDLE_TIMEOUT this engine can honour; a longer one is refused at startup. */
   maxIdleTimeoutMs: number | null;
+  /**
+   * What the runtime's parser answers to a malformed request, which the app never sees: 400, and
+   * on some runtimes 505 for a request line it cannot read, or 0 for a close without an answer.
+   */
+  malformedStatuses: number[];
+  /** What the runtime's parser answers to a request head too large for it (the app never sees it). */
+  headTooLargeStatus: 431 | 400;
   /** Behaviour the runtime itself breaks and the adapter cannot repair, with the reason. */
-  unsupported: Partial<Record<"pipelineBehindSlowResponse", string>>;
+  unsupported: Partial<Record<"pipelineBehindSlowResponse" | "unfinishedGetBody", string>>;
 }
 
 /** A started server, the same shape on every runtime. */

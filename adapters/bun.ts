@@ -7,7 +7,7 @@ import { watchDisconnects } from "./_disconnect_watch.ts";
 import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
 import { serveNodeHttp } from "./_node_http.ts";
 import { main } from "./_main.ts";
-import { withBodyDeadline } from "./_request_deadline.ts";
+import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
 import { displayUrl, type Serve } from "./_types.ts";
 
 const ENGINES = ["auto", "bun-serve", "node-http"] as const;
@@ -64,7 +64,11 @@ const serveBun: Serve = async (fetch, config, logger) => {
         const address = server.requestIP(raw);
         logger.info("request_timeout", { remoteAddress: address?.address, remotePort: address?.port });
       });
-      const rearm = () => server.timeout(raw, idleSeconds);
+      const rearm = () => {
+        // The response is complete: a body the app did not read to its end no longer has a deadline.
+        releaseBody(request);
+        server.timeout(raw, idleSeconds);
+      };
       const answer = (response: Response) => {
         // Only streams that go through the lifecycle helper can be told apart: reading
         // `response.body` or `response.headers` of a string body makes Bun drop the content type

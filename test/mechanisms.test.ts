@@ -4,7 +4,7 @@ import { HTTPException } from "hono/http-exception";
 import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../adapters/_bun_idle.ts";
 import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../adapters/_capabilities.ts";
 import { reapIdleConnections } from "../adapters/_idle_reaper.ts";
-import { bodyWithDeadline } from "../adapters/_request_deadline.ts";
+import { bodyWithDeadline, releaseBody, withBodyDeadline } from "../adapters/_request_deadline.ts";
 import { completeResponses, connect, get, using } from "./_harness.ts";
 
 const encoder = new TextEncoder();
@@ -76,7 +76,7 @@ describe("rearmBeforeEnd (adapters/_bun_idle.ts)", () => {
 describe("bodyWithDeadline (adapters/_request_deadline.ts)", () => {
   test("a body that ends in time passes through unchanged", async () => {
     let expired = false;
-    const body = bodyWithDeadline(streamOf(["ab", "cd"], 20), 1_000, () => (expired = true));
+    const body = bodyWithDeadline(streamOf(["ab", "cd"], 20), 1_000, () => (expired = true)).body;
     expect(await new Response(body).text()).toBe("abcd");
     expect(expired).toBe(false);
   });
@@ -84,7 +84,7 @@ describe("bodyWithDeadline (adapters/_request_deadline.ts)", () => {
   test("a body still arriving at the deadline fails with a 408 HTTPException, on time", async () => {
     let expiredAt = 0;
     const started = Date.now();
-    const body = bodyWithDeadline(streamOf(["a", "b", "c", "d"], 150), 300, () => (expiredAt = Date.now()));
+    const body = bodyWithDeadline(streamOf(["a", "b", "c", "d"], 150), 300, () => (expiredAt = Date.now())).body;
     const error = await new Response(body).text().then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(HTTPException);
     expect((error as HTTPException).status).toBe(408);
@@ -94,9 +94,38 @@ describe("bodyWithDeadline (adapters/_request_deadline.ts)", () => {
 
   test("cancelling the body stops the deadline", async () => {
     let expired = false;
-    const body = bodyWithDeadline(streamOf(["a"], 10), 50, () => (expired = true));
+    const body = bodyWithDeadline(streamOf(["a"], 10), 50, () => (expired = true)).body;
     await body.cancel();
     await Bun.sleep(100);
+    expect(expired).toBe(false);
+  });
+});
+
+describe("releaseBody (adapters/_request_deadline.ts)", () => {
+  const post = (body: ReadableStream<Uint8Array>) =>
+    new Request("http://127.0.0.1/echo", { method: "POST", body, duplex: "half" } as RequestInit);
+
+  test("a body the app did not read to its end is reported once and its deadline stops", async () => {
+    let expired = false;
+    const request = withBodyDeadline(post(streamOf(["a", "b"], 40)), 60, () => (expired = true));
+    expect(releaseBody(request)).toBe(true);
+    expect(releaseBody(request)).toBe(false);
+    await Bun.sleep(120);
+    expect(expired).toBe(false);
+  });
+
+  test("a body read to its end, or no body at all, is nothing to release", async () => {
+    const request = withBodyDeadline(post(streamOf(["ab"], 5)), 1_000, () => {});
+    expect(await request.text()).toBe("ab");
+    expect(releaseBody(request)).toBe(false);
+    expect(releaseBody(withBodyDeadline(new Request("http://127.0.0.1/"), 1_000, () => {}))).toBe(false);
+  });
+
+  test("with REQUEST_TIMEOUT=0 a body is still tracked, with no deadline", async () => {
+    let expired = false;
+    const request = withBodyDeadline(post(streamOf(["a"], 10)), 0, () => (expired = true));
+    await Bun.sleep(30);
+    expect(releaseBody(request)).toBe(true);
     expect(expired).toBe(false);
   });
 });
