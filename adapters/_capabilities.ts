@@ -69,5 +69,11 @@ export const capabilities: Record<Target, Capabilities> = {
         "Deno 2.9.6 gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (measured; MAX_CONNECTIONS bounds how many; DENO_ENGINE=node-http closes it at REQUEST_TIMEOUT)",
     },
   },
-  "deno-node-http": nodeHttp,
+  "deno-node-http": {
+    ...nodeHttp,
+    unsupported: {
+      fdExhaustionRecovery:
+        "Deno 2.9.6's node:http stops accepting for good at its first EMFILE (measured with a bare node:http server at ulimit -n 256: 231 connections accepted, then none, even once all had closed); the connection limit keeps it below the fd limit in steady state, but a burst of new connections can still reach it. The default per-connection engine recovers",
+    },
+  },
 };

@@ -3,7 +3,7 @@ import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { reportClientGone } from "../src/lifecycle.ts";
 import type { Config } from "../src/config.ts";
-import { acceptFailures, connectionLimit, refusals } from "./_connection_limit.ts";
+import { acceptFailures, connectionLimit, FD_RESERVE, refusals } from "./_connection_limit.ts";
 import { reapIdleConnections } from "./_idle_reaper.ts";
 import type { Logger } from "../src/log.ts";
 import { displayUrl, type FetchHandler, type ServerHandle } from "./_types.ts";
@@ -42,6 +42,9 @@ function clientErrorFor(code: string | undefined): string {
       return clientErrorResponse(400, "Bad Request", "bad_request", `The request is not valid HTTP/1.1 (${code ?? "unknown error"})`);
   }
 }
+
+/** How far above MAX_CONNECTIONS node:http's own guard sits (within the descriptor reserve). */
+const NATIVE_LIMIT_HEADROOM = 16;
 
 /** Where a response keeps its request, for the connection's 'close' listener. */
 const REQUEST = Symbol("request");
@@ -108,14 +111,20 @@ export function serveNodeHttp(
     if (res && !res.writableFinished && res[REQUEST]) reportClientGone(res[REQUEST]);
   }
   // Past the limit a connection is closed as soon as it is accepted, before it costs more than a
-  // descriptor for a moment. node:http's own maxConnections does the same, but Deno's node:http
-  // emits no 'drop' to count and log it by (measured), so the adapter counts on every runtime.
+  // descriptor for a moment, and counted. node:http's own maxConnections, a little higher, closes
+  // the rest of a burst before JavaScript sees it, so sockets still closing cannot run the process
+  // out of descriptors; it says so with 'drop' on Node and Bun (Deno's node:http closes them
+  // without a word).
   const limit = connectionLimit(config);
   const refused = limit ? refusals(logger, limit) : undefined;
+  if (limit) {
+    server.maxConnections = limit.max + Math.min(NATIVE_LIMIT_HEADROOM, FD_RESERVE / 2);
+    server.on("drop", () => refused?.());
+  }
   server.on("connection", (socket: Socket_) => {
     if (limit && sockets.size >= limit.max) {
-      socket.destroy();
       refused?.();
+      socket.destroy();
       return;
     }
     sockets.add(socket);

@@ -171,27 +171,31 @@ export function hardening(target: Target): void {
           }
         };
         const indices = (n: number) => Array.from({ length: n }, (_, i) => i);
-        // Warm up first: the first few hundred requests compile code and grow pools.
-        await pool(indices(300), 8, cycle);
+        // Warm up first: the first thousand cycles compile code and size the heaps to the load.
+        await pool(indices(1_000), 8, cycle);
         const fdsBefore = await fdsSettle(pid, Infinity, 0);
-        const rssBefore = rss(pid);
-        const samples: number[] = [];
+        const samples: number[] = [rss(pid)];
         await pool(indices(CYCLES), 8, async (_, i) => {
           await cycle();
-          if (i % 500 === 499) samples.push(rss(pid));
+          if (i % 250 === 249) samples.push(rss(pid));
         });
         const fdsAfter = await fdsSettle(pid, fdsBefore + FD_SLACK, 2_000);
         expect(fdsAfter).toBeLessThanOrEqual(fdsBefore + FD_SLACK);
-        // Flat: a leak of one connection's state per cycle (Node ~9 KB, Deno ~30 KB, Bun ~1.4 KB of
-        // RSS, runtime-facts.md) would be 3-60 MB here; allocator and JIT noise stays well under.
-        const growth = Math.max(...samples, rss(pid)) - rssBefore;
-        expect(growth).toBeLessThan(16 * 1_048_576);
+        // Flat: the lowest reading of the second half against the lowest of the first (the lows are
+        // between collections; the highs are wherever the collector happens to be). Node's heap is
+        // still sizing itself here (4.8-6.3 MiB measured), so this catches only gross leaks (over
+        // 12 KB a cycle); npm run bench's 50,000 cycles catch leaks down to about 1 KB a cycle.
+        const half = samples.length >> 1;
+        const growth = Math.min(...samples.slice(half)) - Math.min(...samples.slice(0, half));
+        expect(growth).toBeLessThan(12 * 1_048_576);
       }),
       60_000,
     );
 
-    test(
-      "the incident: more idle connections than the fd limit; exhaustion is logged, nothing crashes, and new clients are served once idle ones are reaped",
+    const incident = "the incident: more idle connections than the fd limit; exhaustion is logged, nothing crashes, and new clients are served once idle ones are reaped";
+    const noRecovery = caps.unsupported.fdExhaustionRecovery;
+    (noRecovery ? (name: string, fn: () => Promise<void>, _timeoutMs: number) => test.skip(`${name} (skipped: ${noRecovery})`, fn) : test)(
+      incident,
       withServer(async (server, pid, defer) => {
         const NOFILE = 256;
         const CONNECTIONS = 300;
