@@ -10,7 +10,7 @@
  *   measures again while they trickle; then waits up to WAIT_MS from their opening for the server
  *   to close them. Prints `done` with both latency distributions and each trickler's lifetime.
  * - `churn`: CYCLES of connect, `GET /healthz`, close (the client half-closes, the server
- *   closes), PARALLEL at a time, after a warm-up; samples the server's fds and RSS every 10,000
+ *   closes), PARALLEL at a time, after a warm-up; samples the server's fds and RSS every 2,500
  *   cycles. Prints `done` with the samples and the rate.
  */
 import { readdirSync, readFileSync } from "node:fs";
@@ -178,7 +178,7 @@ async function churn(port: number, pid: number, cycles: number, parallel: number
   const samples = [{ cycles: 0, ...serverSample(pid) }];
   const started = performance.now();
   await runCycles(cycles, (done) => {
-    if (done % 10_000 === 0) samples.push({ cycles: done, ...serverSample(pid) });
+    if (done % 2_500 === 0) samples.push({ cycles: done, ...serverSample(pid) });
   });
   const seconds = (performance.now() - started) / 1_000;
   emit("done", { cycles, errors, cyclesPerSecond: Math.round(cycles / seconds), samples });

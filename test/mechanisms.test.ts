@@ -4,7 +4,11 @@ import { HTTPException } from "hono/http-exception";
 import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../adapters/_bun_idle.ts";
 import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../adapters/_capabilities.ts";
 import { reapIdleConnections } from "../adapters/_idle_reaper.ts";
+import { acceptFailures, checkConnectionLimit, connectionLimit, FD_RESERVE, fdBudget, refusals } from "../adapters/_connection_limit.ts";
 import { bodyWithDeadline, releaseBody, withBodyDeadline } from "../adapters/_request_deadline.ts";
+import { loadConfig } from "../src/config.ts";
+import { createLogger } from "../src/log.ts";
+import { createTelemetry } from "../src/telemetry.ts";
 import { completeResponses, connect, get, using } from "./_harness.ts";
 
 const encoder = new TextEncoder();
@@ -192,4 +196,60 @@ describe("reapIdleConnections (adapters/_idle_reaper.ts), on this runtime's node
         await idle.waitForClose(1_000);
         await busy.waitFor((d) => d.includes("slow"), 7_000, "the busy response, uncut");
       })), 15_000);
+});
+
+describe("connection limit (adapters/_connection_limit.ts)", () => {
+  const config = (maxConnections: number | null) => ({ ...baseConfig, maxConnections });
+  const baseConfig = (() => {
+    const result = loadConfig({});
+    if (!result.ok) throw new Error("defaults must load");
+    return result.config;
+  })();
+
+  test("MAX_CONNECTIONS wins; unset means the fd limit's room; 0 means none", () => {
+    expect(connectionLimit(config(0))).toBeNull();
+    expect(connectionLimit(config(50))).toEqual({ max: 50, source: "MAX_CONNECTIONS" });
+    const fds = fdBudget();
+    expect(fds).toBeDefined(); // Linux: /proc/self is there
+    expect(connectionLimit(config(null))).toEqual({ max: fds!.budget, source: "fd limit" });
+    expect(fds!.budget).toBe(fds!.limit - fds!.open - FD_RESERVE);
+  });
+
+  test("a MAX_CONNECTIONS above the fd limit's room is refused, naming the variable", () => {
+    const { budget, limit } = fdBudget()!;
+    expect(checkConnectionLimit(config(budget))).toEqual([]);
+    const [problem] = checkConnectionLimit(config(budget + 1));
+    expect(problem).toStartWith(`MAX_CONNECTIONS "${budget + 1}" is more than this process can open: its file-descriptor limit is ${limit}`);
+    expect(problem).toEndWith(`use at most ${budget}, or raise the limit`);
+  });
+
+  test("refusals are logged at once, then summarised at most once a second", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger((line) => lines.push(JSON.parse(line)));
+    const refused = refusals(logger, { max: 3, source: "MAX_CONNECTIONS" });
+    const started = Date.now();
+    for (let i = 0; i < 5; i++) refused();
+    expect(lines.map((l) => l.count)).toEqual([1]);
+    while (lines.length < 2 && Date.now() - started < 1_500) await Bun.sleep(20);
+    expect(lines.map((l) => l.count)).toEqual([1, 4]);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    expect(lines[1]).toMatchObject({ level: "warn", event: "connections_refused", max: 3, source: "MAX_CONNECTIONS" });
+  }, 5_000);
+
+  test("the telemetry counts a summary by its count", () => {
+    const { logger, registry } = createTelemetry(() => {});
+    logger.warn("connections_refused", { count: 4 });
+    logger.warn("connections_refused", { count: 1 });
+    logger.error("accept_failed", { count: 2, code: "EMFILE" });
+    const text = registry.render();
+    expect(text).toContain("\nconnections_refused_total 5\n");
+    expect(text).toContain("\naccept_failures_total 2\n");
+  });
+
+  test("accept failures name the code, Deno's os error 24 included", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const failed = acceptFailures(createLogger((line) => lines.push(JSON.parse(line))));
+    failed(new Error("Too many open files (os error 24)"));
+    expect(lines[0]).toMatchObject({ level: "error", event: "accept_failed", count: 1, code: "EMFILE" });
+  });
 });
