@@ -17,7 +17,9 @@
  * and the chart to bench/RESULTS.md and bench/throughput.svg. The machine is small and shared:
  * only ratios measured side by side in one run are compared, and every figure is a median.
  *
- * Environment: BENCH_LOAD=wrk|autocannon, BENCH_ROUNDS (default 5), BENCH_DURATION_S (5),
+ * Environment: BENCH_LOAD=wrk|autocannon, BENCH_ROUNDS (default 5), BENCH_DURATION_S (4),
+ * BENCH_WARMUP_S (2; the template's larger code needs more than 1 s to reach its steady state),
+ * BENCH_RUNTIMES (node,bun,deno),
  * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_SLOWLORIS_CONNECTIONS (1000),
  * BENCH_CHURN_CYCLES (50000), BENCH_ONLY=throughput,idle,reap,slowloris,churn (a subset runs only
  * those phases and leaves the committed results alone).
@@ -34,13 +36,13 @@ type Kind = "raw" | "hono" | "template";
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
 const RESULTS = `${BENCH}results/`;
-const RUNTIMES: Runtime[] = ["node", "bun", "deno"];
+const RUNTIMES = (process.env.BENCH_RUNTIMES ?? "node,bun,deno").split(",").map((s) => s.trim()) as Runtime[];
 const KINDS: Kind[] = ["raw", "hono", "template"];
 const KIND_LABEL: Record<Kind, string> = { raw: "raw runtime server", hono: "bare Hono", template: "template" };
 
 const ROUNDS = intEnv("BENCH_ROUNDS", 5);
-const DURATION_S = intEnv("BENCH_DURATION_S", 5);
-const WARMUP_S = 1;
+const DURATION_S = intEnv("BENCH_DURATION_S", 4);
+const WARMUP_S = intEnv("BENCH_WARMUP_S", 2);
 const CONNECTIONS = 64;
 const IDLE_CONNECTIONS = intEnv("BENCH_IDLE_CONNECTIONS", 10_000);
 const IDLE_BATCH = 500;

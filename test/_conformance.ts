@@ -1,9 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { capabilities } from "../adapters/_capabilities.ts";
-import type { Capabilities, Runtime, Target } from "../adapters/_types.ts";
+import type { Target } from "../adapters/_types.ts";
 import {
   completeResponses,
   connect,
+  EARLY_MS,
   expectBetween,
   get,
   metric,
@@ -13,14 +13,13 @@ import {
   type ServerProcess,
   spawnServer,
   startServer,
+  suiteSetup,
   trickle,
   using,
   within,
 } from "./_harness.ts";
 import { HUB_TOPIC, startHub } from "./_hub.ts";
 
-/** Slack for the lower bounds: the contract allows a close up to 100 ms early. */
-const EARLY_MS = 100;
 /** Contract: a handler learns of a client that left within 100 ms. */
 const ABORT_NOTICE_MS = 100;
 
@@ -36,25 +35,7 @@ async function open(port: number, defer: (cleanup: () => unknown) => void): Prom
  * script. Every scenario runs on every runtime; bounds come from adapters/_capabilities.ts.
  */
 export function conformance(target: Target): void {
-  const [runtime, engine] = target.split(/-(.*)/) as [Runtime, string | undefined];
-  const caps: Capabilities = capabilities[target];
-  const engineEnv: Record<string, string> = engine ? { [`${runtime.toUpperCase()}_ENGINE`]: engine } : {};
-  // Bun's timers tick every 4 s: a multiple of 4 s gives the tightest window, as the README advises.
-  const IDLE_MS = runtime === "bun" ? 4_000 : 2_000;
-  const HEADERS_MS = 1_500;
-  const REQUEST_MS = 2_500;
-  const SHUTDOWN_MS = 2_000;
-  const IDLE_LATE_MS = caps.idleCloseLateMs(IDLE_MS);
-  const env = {
-    ...engineEnv,
-    IDLE_TIMEOUT: `${IDLE_MS}ms`,
-    HEADERS_TIMEOUT: `${HEADERS_MS}ms`,
-    REQUEST_TIMEOUT: `${REQUEST_MS}ms`,
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_MS}ms`,
-  };
-  const headersWindow = caps.fixedHeadersTimeoutMs
-    ? { min: caps.fixedHeadersTimeoutMs.min - EARLY_MS, max: caps.fixedHeadersTimeoutMs.max + caps.deadlineLateMs }
-    : { min: HEADERS_MS - EARLY_MS, max: HEADERS_MS + caps.deadlineLateMs };
+  const { runtime, engine, engineEnv, caps, env, IDLE_MS, REQUEST_MS, SHUTDOWN_MS, IDLE_LATE_MS, headersWindow } = suiteSetup(target, 2_000);
 
   /** A concurrent test, or a skipped one whose name states the runtime limit behind the skip. */
   function scenario(name: string, unsupported: string | undefined, fn: () => Promise<void>, timeoutMs: number) {

@@ -1,9 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { capabilities } from "../adapters/_capabilities.ts";
-import type { Capabilities, Runtime, Target } from "../adapters/_types.ts";
+import type { Target } from "../adapters/_types.ts";
 import {
   completeResponses,
   connect,
+  EARLY_MS,
   expectBetween,
   get,
   metric,
@@ -13,12 +13,11 @@ import {
   type ServerProcess,
   spawnServer,
   startServer,
+  suiteSetup,
   using,
 } from "./_harness.ts";
 import { malformedRequests, mulberry32 } from "./_malformed.ts";
 
-/** Slack for the lower bounds: the contract allows a close up to 100 ms early. */
-const EARLY_MS = 100;
 /** "Back to baseline" means within this many descriptors of it (the issue's bound). */
 const FD_SLACK = 5;
 
@@ -58,24 +57,7 @@ function statusOf(data: string): number {
  * one loads the machine on purpose.
  */
 export function hardening(target: Target): void {
-  const [runtime, engine] = target.split(/-(.*)/) as [Runtime, string | undefined];
-  const caps: Capabilities = capabilities[target];
-  const engineEnv: Record<string, string> = engine ? { [`${runtime.toUpperCase()}_ENGINE`]: engine } : {};
-  const IDLE_MS = runtime === "bun" ? 4_000 : 2_000;
-  const HEADERS_MS = 1_500;
-  const REQUEST_MS = 2_500;
-  const SHUTDOWN_MS = 3_000;
-  const IDLE_LATE_MS = caps.idleCloseLateMs(IDLE_MS);
-  const env = {
-    ...engineEnv,
-    IDLE_TIMEOUT: `${IDLE_MS}ms`,
-    HEADERS_TIMEOUT: `${HEADERS_MS}ms`,
-    REQUEST_TIMEOUT: `${REQUEST_MS}ms`,
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_MS}ms`,
-  };
-  const headersWindow = caps.fixedHeadersTimeoutMs
-    ? { min: caps.fixedHeadersTimeoutMs.min - EARLY_MS, max: caps.fixedHeadersTimeoutMs.max + caps.deadlineLateMs }
-    : { min: HEADERS_MS - EARLY_MS, max: HEADERS_MS + caps.deadlineLateMs };
+  const { runtime, caps, env, IDLE_MS, REQUEST_MS, SHUTDOWN_MS, IDLE_LATE_MS, headersWindow } = suiteSetup(target, 3_000);
   /** The longest a connection with an incomplete head may stay open, on this engine. */
   const headCloseMaxMs = headersWindow.max;
 

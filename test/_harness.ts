@@ -2,7 +2,8 @@ import { expect } from "bun:test";
 import { type Subprocess, spawn } from "bun";
 import { readdirSync, readFileSync } from "node:fs";
 import { connect as netConnect, type Socket } from "node:net";
-import type { Runtime } from "../adapters/_types.ts";
+import { capabilities } from "../adapters/_capabilities.ts";
+import type { Capabilities, Runtime, Target } from "../adapters/_types.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -399,6 +400,34 @@ export function within<T>(promise: Promise<T>, timeoutMs: number, what: string):
 export function expectBetween(value: number, min: number, max: number): void {
   expect(value).toBeGreaterThanOrEqual(min);
   expect(value).toBeLessThanOrEqual(max);
+}
+
+/** Slack for the lower bounds: the contract allows a close up to 100 ms early. */
+export const EARLY_MS = 100;
+
+/**
+ * What the conformance and hardening suites share for one engine: its runtime, its declared
+ * capabilities, short policy timeouts (Bun's a multiple of its 4 s tick, as the README advises),
+ * the environment that sets them, and the window a head deadline may close a connection in.
+ */
+export function suiteSetup(target: Target, shutdownMs: number) {
+  const [runtime, engine] = target.split(/-(.*)/) as [Runtime, string | undefined];
+  const caps: Capabilities = capabilities[target];
+  const IDLE_MS = runtime === "bun" ? 4_000 : 2_000;
+  const HEADERS_MS = 1_500;
+  const REQUEST_MS = 2_500;
+  const engineEnv: Record<string, string> = engine ? { [`${runtime.toUpperCase()}_ENGINE`]: engine } : {};
+  const env: Record<string, string> = {
+    ...engineEnv,
+    IDLE_TIMEOUT: `${IDLE_MS}ms`,
+    HEADERS_TIMEOUT: `${HEADERS_MS}ms`,
+    REQUEST_TIMEOUT: `${REQUEST_MS}ms`,
+    SHUTDOWN_TIMEOUT: `${shutdownMs}ms`,
+  };
+  const headersWindow = caps.fixedHeadersTimeoutMs
+    ? { min: caps.fixedHeadersTimeoutMs.min - EARLY_MS, max: caps.fixedHeadersTimeoutMs.max + caps.deadlineLateMs }
+    : { min: HEADERS_MS - EARLY_MS, max: HEADERS_MS + caps.deadlineLateMs };
+  return { runtime, engine, engineEnv, caps, env, IDLE_MS, HEADERS_MS, REQUEST_MS, SHUTDOWN_MS: shutdownMs, IDLE_LATE_MS: caps.idleCloseLateMs(IDLE_MS), headersWindow };
 }
 
 export { ROOT };
