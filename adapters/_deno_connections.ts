@@ -251,13 +251,13 @@ class Connection {
     // handler works, but not for a reset during a streaming response: the connection's end covers
     // that, and the lifecycle's tracked body (cancel()) does too.
     this.#requests.add(request);
-    const stopWatching = this.#options.disconnects.start(request, original);
+    this.#options.disconnects.start(request, original);
     const done = () => {
       // A body that missed its deadline, or one the app answered without reading (a 413 from
       // Content-Length): Deno's server would wait for the rest before it closes or reads the next
       // request, holding the connection until the deadline, or forever without one (measured).
       if (releaseBody(request) || expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
-      stopWatching();
+      this.#options.disconnects.stop(request);
       this.#requests.delete(request);
       this.inFlight -= 1;
       if (this.inFlight === 0 && !this.#closing && this.#options.idleTimeoutMs > 0) {

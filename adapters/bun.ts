@@ -80,13 +80,13 @@ const serveBun: Serve = async (fetch, config, logger) => {
         rearm();
         return response;
       };
-      const stopWatching = disconnects.start(request, raw);
+      disconnects.start(request, raw);
       const result = fetch(request, server);
       if (!(result instanceof Promise)) {
-        stopWatching();
+        disconnects.stop(request);
         return answer(result);
       }
-      return result.finally(stopWatching).then(answer);
+      return result.finally(() => disconnects.stop(request)).then(answer);
     },
     error(error) {
       if (error instanceof HTTPException) return error.getResponse();
