@@ -424,36 +424,42 @@ interface ThroughputRow {
 }
 
 async function throughput(runtime: Runtime): Promise<ThroughputRow[]> {
-  const servers: Server[] = [];
-  try {
-    for (const kind of KINDS) servers.push(await startServer(runtime, kind));
-    const rounds = new Map<Kind, ThroughputRow["rounds"]>(KINDS.map((k) => [k, []]));
-    for (let round = 1; round <= ROUNDS; round++) {
-      for (const server of servers) {
+  const rounds = new Map<Kind, ThroughputRow["rounds"]>(KINDS.map((k) => [k, []]));
+  const engines = new Map<Kind, string>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    // Each round starts with a different server, so none always follows the same one.
+    const order = KINDS.map((_, i) => KINDS[(i + round - 1) % KINDS.length]!);
+    for (const kind of order) {
+      // A fresh process for every measurement: with three Node servers kept alive on one core,
+      // whichever was started third measured ~0.8x of an identical one started second (bare Hono
+      // in both places, 5 rounds); fresh processes measure identical servers alike.
+      const server = await startServer(runtime, kind);
+      try {
+        engines.set(kind, server.engine);
         await load(server.url, WARMUP_S);
         const cpuBefore = cpuMs(server.pid);
         const result = await load(server.url, DURATION_S);
         const cpu = cpuMs(server.pid) - cpuBefore;
-        rounds.get(server.kind)!.push({ ...result, cpuMs: cpu, perCpuS: result.requests / (cpu / 1_000) });
-        log(`  ${runtime} round ${round} ${server.kind.padEnd(8)} ${fmt(result.rps).padStart(7)} req/s  ${fmt(result.requests / (cpu / 1_000)).padStart(7)} req/CPU-s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms${result.errors ? `  errors ${result.errors}` : ""}`);
+        rounds.get(kind)!.push({ ...result, cpuMs: cpu, perCpuS: result.requests / (cpu / 1_000) });
+        log(`  ${runtime} round ${round} ${kind.padEnd(8)} ${fmt(result.rps).padStart(7)} req/s  ${fmt(result.requests / (cpu / 1_000)).padStart(7)} req/CPU-s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms${result.errors ? `  errors ${result.errors}` : ""}`);
+      } finally {
+        await server.child.stop();
       }
     }
-    return servers.map((server) => {
-      const results = rounds.get(server.kind)!;
-      return {
-        runtime,
-        kind: server.kind,
-        engine: server.engine,
-        rounds: results,
-        medianRps: median(results.map((r) => r.rps)),
-        medianPerCpuS: median(results.map((r) => r.perCpuS)),
-        medianP50Ms: median(results.map((r) => r.p50Ms)),
-        medianP99Ms: median(results.map((r) => r.p99Ms)),
-      };
-    });
-  } finally {
-    for (const server of servers) await server.child.stop();
   }
+  return KINDS.map((kind) => {
+    const results = rounds.get(kind)!;
+    return {
+      runtime,
+      kind,
+      engine: engines.get(kind) ?? "",
+      rounds: results,
+      medianRps: median(results.map((r) => r.rps)),
+      medianPerCpuS: median(results.map((r) => r.perCpuS)),
+      medianP50Ms: median(results.map((r) => r.p50Ms)),
+      medianP99Ms: median(results.map((r) => r.p99Ms)),
+    };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -737,7 +743,7 @@ function markdown(r: Results): string {
     `Node ${m.node}, Bun ${m.bun}, ${m.deno}. All on 127.0.0.1; medians; compare ratios within this run only.`, "");
   if (r.throughput.length > 0) {
     out.push(`## Throughput and latency of \`GET /\``, "");
-    out.push(`${CONNECTIONS} connections, one generator thread, ${m.warmupS} s warm-up then ${m.durationS} s measured, ${m.rounds} rounds alternating raw, bare Hono, template per runtime.` +
+    out.push(`${CONNECTIONS} connections, one generator thread, ${m.warmupS} s warm-up then ${m.durationS} s measured, ${m.rounds} rounds alternating raw, bare Hono and template per runtime (each round starting with the next one), each measurement in a freshly started server process.` +
       (GENERATOR === "autocannon" ? " autocannon (one Node thread) saturates well below the fastest servers on this machine and reports latency in whole milliseconds, so its ratios are compressed toward 1: prefer wrk." : ""), "");
     out.push(`| runtime | server | engine | median req/s | req per CPU-second | p50 ms | p99 ms | req/s per round |`, `|---|---|---|---:|---:|---:|---:|---|`);
     for (const row of r.throughput) {
