@@ -859,16 +859,19 @@ async function main(): Promise<void> {
         results.throughput.push(...((await attempt(`throughput ${runtime}`, () => throughput(runtime))) ?? []));
       }
     }
-    if (ONLY.has("reap")) {
+    /** One row per runtime for a phase, logged as it comes; a failure is recorded and the next runtime goes on. */
+    const perRuntime = async <T>(phase: string, title: string, measure: (runtime: Runtime) => Promise<T>, rows: T[], describe: (row: T) => string) => {
+      if (!ONLY.has(phase)) return;
       for (const runtime of RUNTIMES) {
-        log(`reap precision: ${runtime}`);
-        const row = await attempt(`reap ${runtime}`, () => reapPrecision(runtime));
-        if (row) {
-          results.reap.push(row);
-          log(`  ${row.closed}/${row.connections} closed; late min ${row.minMs} median ${row.medianMs} p99 ${row.p99Ms} max ${row.maxMs} ms`);
-        }
+        log(`${title}: ${runtime}`);
+        const row = await attempt(`${phase} ${runtime}`, () => measure(runtime));
+        if (row === undefined) continue;
+        rows.push(row);
+        log(`  ${describe(row)}`);
       }
-    }
+    };
+    await perRuntime("reap", "reap precision", reapPrecision, results.reap, (row) =>
+      `${row.closed}/${row.connections} closed; late min ${row.minMs} median ${row.medianMs} p99 ${row.p99Ms} max ${row.maxMs} ms`);
     if (ONLY.has("idle")) {
       const { limit, note } = nofileLimit();
       results.meta.nofile = note;
@@ -884,26 +887,10 @@ async function main(): Promise<void> {
         }
       }
     }
-    if (ONLY.has("slowloris")) {
-      for (const runtime of RUNTIMES) {
-        log(`slowloris flood: ${runtime}`);
-        const row = await attempt(`slowloris ${runtime}`, () => slowlorisFlood(runtime));
-        if (row) {
-          results.slowloris.push(row);
-          log(`  p99 ${fmt(row.baseline.p99Ms, 2)} ms -> ${fmt(row.flood.p99Ms, 2)} ms; ${row.tricklers.closed}/${row.tricklers.opened} closed in ${fmt(row.tricklers.minLifetimeMs)}-${fmt(row.tricklers.maxLifetimeMs)} ms`);
-        }
-      }
-    }
-    if (ONLY.has("churn")) {
-      for (const runtime of RUNTIMES) {
-        log(`connection churn: ${runtime}`);
-        const row = await attempt(`churn ${runtime}`, () => connectionChurn(runtime));
-        if (row) {
-          results.churn.push(row);
-          log(`  ${fmt(row.cycles)} cycles at ${fmt(row.cyclesPerSecond)}/s, ${row.errors} errors; fds ${row.samples[0]!.fds} -> ${row.fdsAfterSettle}; RSS ${fmt(row.samples[0]!.rssKb / 1024, 1)} -> ${fmt(row.samples.at(-1)!.rssKb / 1024, 1)} MiB`);
-        }
-      }
-    }
+    await perRuntime("slowloris", "slowloris flood", slowlorisFlood, results.slowloris, (row) =>
+      `p99 ${fmt(row.baseline.p99Ms, 2)} ms -> ${fmt(row.flood.p99Ms, 2)} ms; ${row.tricklers.closed}/${row.tricklers.opened} closed in ${fmt(row.tricklers.minLifetimeMs)}-${fmt(row.tricklers.maxLifetimeMs)} ms`);
+    await perRuntime("churn", "connection churn", connectionChurn, results.churn, (row) =>
+      `${fmt(row.cyclesPerSecond)} cycles/s, ${row.errors} errors; fds ${row.samples[0]!.fds} -> ${row.fdsAfterSettle}; RSS ${fmt(row.samples[0]!.rssKb / 1024, 1)} -> ${fmt(row.samples.at(-1)!.rssKb / 1024, 1)} MiB`);
   } finally {
     killAll();
   }
