@@ -17,7 +17,7 @@
  * and the chart to bench/RESULTS.md and bench/throughput.svg. The machine is small and shared:
  * only ratios measured side by side in one run are compared, and every figure is a median.
  *
- * Environment: BENCH_LOAD=wrk|autocannon, BENCH_ROUNDS (default 5), BENCH_DURATION_S (4),
+ * Environment: BENCH_LOAD=wrk|autocannon, BENCH_ROUNDS (default 9), BENCH_DURATION_S (2),
  * BENCH_WARMUP_S (2; the template's larger code needs more than 1 s to reach its steady state),
  * BENCH_RUNTIMES (node,bun,deno),
  * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_SLOWLORIS_CONNECTIONS (1000),
@@ -40,8 +40,8 @@ const RUNTIMES = (process.env.BENCH_RUNTIMES ?? "node,bun,deno").split(",").map(
 const KINDS: Kind[] = ["raw", "hono", "template"];
 const KIND_LABEL: Record<Kind, string> = { raw: "raw runtime server", hono: "bare Hono", template: "template" };
 
-const ROUNDS = intEnv("BENCH_ROUNDS", 5);
-const DURATION_S = intEnv("BENCH_DURATION_S", 4);
+const ROUNDS = intEnv("BENCH_ROUNDS", 9);
+const DURATION_S = intEnv("BENCH_DURATION_S", 2);
 const WARMUP_S = intEnv("BENCH_WARMUP_S", 2);
 const CONNECTIONS = 64;
 const IDLE_CONNECTIONS = intEnv("BENCH_IDLE_CONNECTIONS", 10_000);
