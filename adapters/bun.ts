@@ -82,11 +82,7 @@ const serveBun: Serve = async (fetch, config, logger) => {
       };
       disconnects.start(request, raw);
       const result = fetch(request, server);
-      if (!(result instanceof Promise)) {
-        disconnects.stop(request);
-        return answer(result);
-      }
-      return result.finally(() => disconnects.stop(request)).then(answer);
+      return result instanceof Promise ? result.then(answer) : answer(result);
     },
     error(error) {
       if (error instanceof HTTPException) return error.getResponse();

@@ -95,16 +95,15 @@ export function createApp(options: AppOptions): Hono {
       "Responses by outcome: finished, or aborted because the client left first (notifyFinish).",
       ["outcome"],
     );
-    // One label object per series, reused on every request: the registry's fast path.
-    const outcomeLabels = { finished: { outcome: "finished" }, aborted: { outcome: "aborted" } };
-    outcomes.inc(outcomeLabels.finished, 0);
-    outcomes.inc(outcomeLabels.aborted, 0);
-    const classes = ["1xx", "2xx", "3xx", "4xx", "5xx"].map((name) => ({ class: name }));
-    const otherClass = { class: "other" };
+    // Each series looked up once; a request only adds to a number.
+    const finished = outcomes.labels({ outcome: "finished" });
+    const aborted = outcomes.labels({ outcome: "aborted" });
+    const classes = ["1xx", "2xx", "3xx", "4xx", "5xx"].map((name) => requests.labels({ class: name }));
+    const otherClass = requests.labels({ class: "other" });
     tracked = {
       logger,
-      onOutcome: (outcome) => outcomes.inc(outcomeLabels[outcome]),
-      onResponse: (status) => requests.inc(classes[Math.floor(status / 100) - 1] ?? otherClass),
+      onOutcome: (outcome) => (outcome === "finished" ? finished : aborted).inc(),
+      onResponse: (status) => (classes[Math.floor(status / 100) - 1] ?? otherClass).inc(),
     };
     app.get("/metrics", (c) => c.body(registry.render(), 200, { "content-type": METRICS_CONTENT_TYPE }));
   }

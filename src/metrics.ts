@@ -14,6 +14,8 @@ export interface Sample {
 export interface Counter {
   inc(labels?: Labels, by?: number): void;
   get(labels?: Labels): number;
+  /** The series for `labels`, looked up once: for hot paths that count the same series again and again. */
+  labels(labels?: Labels): { inc(by?: number): void };
 }
 
 /** A value that goes up and down. */
@@ -105,6 +107,14 @@ function createSeries(name: string, labelNames: readonly string[]) {
     get(labels?: Labels): number {
       return values.get(JSON.stringify(labelValuesOf(labels)))?.value ?? 0;
     },
+    /** The entry of one series, created at 0 when new. */
+    entry(labels: Labels | undefined): { labelValues: string[]; value: number } {
+      const labelValues = labelValuesOf(labels);
+      const key = JSON.stringify(labelValues);
+      let entry = values.get(key);
+      if (!entry) values.set(key, (entry = { labelValues, value: 0 }));
+      return entry;
+    },
     update(labels: Labels | undefined, change: (old: number) => number): void {
       // Hot paths pass the same label object every time: skip the checks and the key for it.
       const known = labels && byIdentity.get(labels);
@@ -153,6 +163,15 @@ export function createRegistry(): Registry {
           series.update(labels, (old) => old + by);
         },
         get: series.get,
+        labels(labels) {
+          const entry = series.entry(labels);
+          return {
+            inc(by = 1) {
+              if (!(by >= 0)) throw new Error(`${name}: counters only go up, got inc(${by})`);
+              entry.value += by;
+            },
+          };
+        },
       };
     },
     gauge(name, help, labelNames = []) {

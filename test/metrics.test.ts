@@ -137,6 +137,19 @@ describe("values", () => {
     c.inc({}, 0);
     expect(c.get()).toBe(5);
   });
+
+  test("labels() binds one series once: it shows at 0 at once, counts with inc(), and checks its labels and `by` like inc", () => {
+    const r = createRegistry();
+    const c = r.counter("req_total", "r", ["class"]);
+    const ok = c.labels({ class: "2xx" });
+    expect(r.render()).toContain('\nreq_total{class="2xx"} 0\n');
+    ok.inc();
+    ok.inc(2);
+    c.inc({ class: "2xx" });
+    expect(c.get({ class: "2xx" })).toBe(4);
+    expect(() => ok.inc(-1)).toThrow("counters only go up");
+    expect(() => c.labels({ status: "200" })).toThrow('label "status" was not declared');
+  });
 });
 
 describe("series", () => {
