@@ -123,7 +123,8 @@ export class ServerProcess {
     } catch {
       this.proc.kill("SIGKILL");
     }
-    await this.exited;
+    // Bounded: a cleanup that hangs would keep the test's other cleanups from running.
+    await Promise.race([this.exited, Bun.sleep(5_000)]);
   }
 }
 
@@ -273,15 +274,24 @@ export class RawClient {
   }
 }
 
-/** Opens a raw TCP connection to 127.0.0.1:port. */
-export function connect(port: number): Promise<RawClient> {
+/** Opens a raw TCP connection to 127.0.0.1:port; rejects after `timeoutMs` without a handshake. */
+export function connect(port: number, timeoutMs = 5_000): Promise<RawClient> {
   return new Promise((resolve, reject) => {
     const socket = netConnect({ host: "127.0.0.1", port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no connection to port ${port} within ${timeoutMs}ms`));
+    }, timeoutMs);
     socket.once("connect", () => {
-      socket.off("error", reject);
+      clearTimeout(timer);
+      socket.off("error", fail);
       resolve(new RawClient(socket));
     });
-    socket.once("error", reject);
+    const fail = (error: Error) => {
+      clearTimeout(timer);
+      reject(error);
+    };
+    socket.once("error", fail);
   });
 }
 

@@ -32,6 +32,8 @@ export interface HubConnections {
 }
 
 const TOPIC = "https://example.com/feed";
+/** How long a delivery may wait for the subscriber's answer. */
+const DELIVERY_TIMEOUT_MS = 10_000;
 
 /** Starts a hub on 127.0.0.1, port 0, signing with `secret` (sha256, as most hubs do). */
 export async function startHub(options: { secret?: string; leaseSeconds?: number } = {}): Promise<Hub> {
@@ -59,7 +61,7 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
     url.searchParams.set("hub.topic", TOPIC);
     url.searchParams.set("hub.challenge", challenge);
     url.searchParams.set("hub.lease_seconds", String(leaseSeconds));
-    const answer = await fetch(url, { headers: { connection: "close" } });
+    const answer = await fetch(url, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) });
     if (answer.status === 200 && (await answer.text()) === challenge) {
       callback = target;
       onVerified(target);
@@ -90,13 +92,19 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
         Array.from({ length: connections }, () =>
           new Promise<number>((resolve, reject) => {
             const socket = netConnect({ host: target.hostname, port: Number(target.port) });
+            // A subscriber that never answers fails the delivery instead of hanging it.
+            const timer = setTimeout(() => reject(new Error(`no response within ${DELIVERY_TIMEOUT_MS}ms`)), DELIVERY_TIMEOUT_MS);
+            socket.once("close", () => clearTimeout(timer));
             opened.push(socket);
             let data = "";
             socket.setEncoding("latin1");
             socket.on("data", (chunk: string) => {
               data += chunk;
               const status = /^HTTP\/1\.1 (\d{3})/.exec(data);
-              if (status && data.includes("\r\n\r\n")) resolve(Number(status[1]));
+              if (status && data.includes("\r\n\r\n")) {
+                clearTimeout(timer);
+                resolve(Number(status[1]));
+              }
             });
             socket.on("error", () => {});
             socket.on("close", () => {
