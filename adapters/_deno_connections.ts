@@ -257,6 +257,7 @@ class Connection {
       // Content-Length): Deno's server would wait for the rest before it closes or reads the next
       // request, holding the connection until the deadline, or forever without one (measured).
       if (releaseBody(request) || expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
+      this.#options.disconnects.stop(request);
       this.#requests.delete(request);
       this.inFlight -= 1;
       if (this.inFlight === 0 && !this.#closing && this.#options.idleTimeoutMs > 0) {

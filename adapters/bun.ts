@@ -82,7 +82,11 @@ const serveBun: Serve = async (fetch, config, logger) => {
       };
       disconnects.start(request, raw);
       const result = fetch(request, server);
-      return result instanceof Promise ? result.then(answer) : answer(result);
+      if (!(result instanceof Promise)) {
+        disconnects.stop(request);
+        return answer(result);
+      }
+      return result.finally(() => disconnects.stop(request)).then(answer);
     },
     error(error) {
       if (error instanceof HTTPException) return error.getResponse();

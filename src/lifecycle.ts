@@ -80,11 +80,6 @@ export function reportClientGone(request: Request): void {
   (request as WithState)[STATE]?.settle("aborted");
 }
 
-/** Whether the response to `request` is complete (or its client gone): false while it is still at work. */
-export function isSettled(request: Request): boolean {
-  return (request as WithState)[STATE]?.outcome !== undefined;
-}
-
 export interface LifecycleOptions {
   logger: Logger;
   /** Called once per request with its outcome (for metrics). */
