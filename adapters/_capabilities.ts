@@ -5,6 +5,17 @@ export const BUN_TICK_MS = 4_000;
 /** How late past its tick a Bun timer has been seen to fire. */
 export const BUN_TICK_SLOP_MS = 100;
 
+/**
+ * When this engine closes a connection whose head never completes: its own fixed limit where it
+ * has one (Bun.serve), else HEADERS_TIMEOUT; at the latest its declared lateness after that.
+ */
+export function headDeadlineWindow(caps: Capabilities, headersTimeoutMs: number): { min: number; max: number } {
+  const fixed = caps.fixedHeadersTimeoutMs;
+  return fixed
+    ? { min: fixed.min, max: fixed.max + caps.deadlineLateMs }
+    : { min: headersTimeoutMs, max: headersTimeoutMs + caps.deadlineLateMs };
+}
+
 /** node:http's own numbers, on Node and under Deno's node:http compatibility. */
 const nodeHttp: Capabilities = {
   idleCloseLateMs: () => 1_000,

@@ -1,7 +1,6 @@
-import { readdirSync } from "node:fs";
 import type { Config } from "../src/config.ts";
 import type { Logger } from "../src/log.ts";
-import { maxFds, openFds } from "./_process_metrics.ts";
+import { countFds, maxFds, openFds } from "./_process_metrics.ts";
 
 /**
  * File descriptors kept free for everything but client connections: the log, /proc reads, a
@@ -102,7 +101,7 @@ export function watchFds(logger: Logger): void {
   const timer = setInterval(() => {
     let open: number;
     try {
-      open = readdirSync("/proc/self/fd").length;
+      open = countFds();
     } catch (error) {
       // Reading the directory needs a descriptor too: failing for want of one is the answer.
       if (codeOf(error) !== "EMFILE" && codeOf(error) !== "ENFILE") return;

@@ -21,10 +21,15 @@ export function registerProcessMetrics(registry: Registry): void {
   ]);
 }
 
-/** Open file descriptors of this process, or undefined where /proc is missing. */
+/** Open file descriptors of this process; throws where /proc is missing, or with EMFILE when none is left to read it. */
+export function countFds(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+/** Open file descriptors of this process, or undefined where they cannot be counted. */
 export function openFds(): number | undefined {
   try {
-    return readdirSync("/proc/self/fd").length;
+    return countFds();
   } catch {
     return undefined;
   }

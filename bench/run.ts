@@ -27,7 +27,7 @@
 import { type Subprocess, spawn, spawnSync } from "bun";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { capabilities } from "../adapters/_capabilities.ts";
+import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
 import { readLines } from "../test/_harness.ts";
 
 type Runtime = "node" | "bun" | "deno";
@@ -638,15 +638,14 @@ interface ChurnRow {
   fdsAfterSettle: number;
 }
 
-function hostileClient(args: string[]): string[] {
-  return [...LOAD_CPU, BUN, "bench/_hostile_client.ts", ...args];
+/** Runs bench/_hostile_client.ts on the load core and returns its `done` line. */
+async function hostileClient<T>(args: Array<string | number>, timeoutMs: number): Promise<T> {
+  const out = await run([...LOAD_CPU, BUN, "bench/_hostile_client.ts", ...args.map(String)], timeoutMs);
+  return JSON.parse(out.trim().split("\n").at(-1)!) as T;
 }
 
 async function slowlorisFlood(runtime: Runtime): Promise<SlowlorisRow> {
-  const fixed = capabilities[runtime].fixedHeadersTimeoutMs;
-  const windowMs = fixed
-    ? { min: fixed.min, max: fixed.max + capabilities[runtime].deadlineLateMs }
-    : { min: SLOWLORIS_HEADERS_TIMEOUT_MS, max: SLOWLORIS_HEADERS_TIMEOUT_MS + capabilities[runtime].deadlineLateMs };
+  const windowMs = headDeadlineWindow(capabilities[runtime], SLOWLORIS_HEADERS_TIMEOUT_MS);
   const server = await startServer(runtime, "template", {
     HEADERS_TIMEOUT: `${SLOWLORIS_HEADERS_TIMEOUT_MS}ms`,
     REQUEST_TIMEOUT: "10s",
@@ -655,8 +654,10 @@ async function slowlorisFlood(runtime: Runtime): Promise<SlowlorisRow> {
   try {
     const port = new URL(server.url).port;
     const waitMs = windowMs.max + 2_000;
-    const out = await run(hostileClient(["slowloris", port, String(SLOWLORIS_CONNECTIONS), String(SLOWLORIS_MEASURE_S), String(waitMs)]), 2 * SLOWLORIS_MEASURE_S * 1_000 + waitMs + 30_000);
-    const done = JSON.parse(out.trim().split("\n").at(-1)!) as Omit<SlowlorisRow, "runtime" | "engine" | "windowMs">;
+    const done = await hostileClient<Omit<SlowlorisRow, "runtime" | "engine" | "windowMs">>(
+      ["slowloris", port, SLOWLORIS_CONNECTIONS, SLOWLORIS_MEASURE_S, waitMs],
+      2 * SLOWLORIS_MEASURE_S * 1_000 + waitMs + 30_000,
+    );
     return { runtime, engine: server.engine, ...done, windowMs };
   } finally {
     await server.child.stop();
@@ -667,8 +668,10 @@ async function connectionChurn(runtime: Runtime): Promise<ChurnRow> {
   const server = await startServer(runtime, "template", { IDLE_TIMEOUT: "8s" }, raisedNofile());
   try {
     const port = new URL(server.url).port;
-    const out = await run(hostileClient(["churn", port, String(server.pid), String(CHURN_CYCLES), String(CHURN_PARALLEL)]), 300_000);
-    const done = JSON.parse(out.trim().split("\n").at(-1)!) as Omit<ChurnRow, "runtime" | "engine" | "fdsAfterSettle">;
+    const done = await hostileClient<Omit<ChurnRow, "runtime" | "engine" | "fdsAfterSettle">>(
+      ["churn", port, server.pid, CHURN_CYCLES, CHURN_PARALLEL],
+      300_000,
+    );
     const fdsAfterSettle = await fdsSettle(server.pid, done.samples[0]!.fds, 3_000);
     return { runtime, engine: server.engine, ...done, fdsAfterSettle };
   } finally {

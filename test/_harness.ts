@@ -2,7 +2,7 @@ import { expect } from "bun:test";
 import { type Subprocess, spawn } from "bun";
 import { readdirSync, readFileSync } from "node:fs";
 import { connect as netConnect, type Socket } from "node:net";
-import { capabilities } from "../adapters/_capabilities.ts";
+import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
 import type { Capabilities, Runtime, Target } from "../adapters/_types.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -434,9 +434,8 @@ export function suiteSetup(target: Target, shutdownMs: number) {
     REQUEST_TIMEOUT: `${REQUEST_MS}ms`,
     SHUTDOWN_TIMEOUT: `${shutdownMs}ms`,
   };
-  const headersWindow = caps.fixedHeadersTimeoutMs
-    ? { min: caps.fixedHeadersTimeoutMs.min - EARLY_MS, max: caps.fixedHeadersTimeoutMs.max + caps.deadlineLateMs }
-    : { min: HEADERS_MS - EARLY_MS, max: HEADERS_MS + caps.deadlineLateMs };
+  const window = headDeadlineWindow(caps, HEADERS_MS);
+  const headersWindow = { min: window.min - EARLY_MS, max: window.max };
   return { runtime, engine, engineEnv, caps, env, IDLE_MS, HEADERS_MS, REQUEST_MS, SHUTDOWN_MS: shutdownMs, IDLE_LATE_MS: caps.idleCloseLateMs(IDLE_MS), headersWindow };
 }
 
