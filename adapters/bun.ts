@@ -52,41 +52,54 @@ export const serve: Serve = async (fetch, config, logger) => {
 const serveBun: Serve = async (fetch, config, logger) => {
   const idleSeconds = bunIdleSeconds(config.idleTimeoutMs);
   const disconnects = watchDisconnects();
+  const expired = (raw: Request) => {
+    const address = server.requestIP(raw);
+    logger.info("request_timeout", { remoteAddress: address?.address, remotePort: address?.port });
+  };
+  /** The response is complete: a body the app did not read no longer has a deadline, and the connection is idle. */
+  const rearm = (request: Request, raw: Request) => {
+    if (request !== raw) releaseBody(request);
+    server.timeout(raw, idleSeconds);
+  };
+  /** `response` for `request`, its idle timer off since fetch began if `timerOff`. */
+  const answer = (request: Request, raw: Request, response: Response, timerOff = false): Response => {
+    // Only streams that go through the lifecycle helper can be told apart: reading
+    // `response.body` or `response.headers` of a string body makes Bun drop the content type
+    // it would infer (text/plain becomes application/octet-stream).
+    if (isTrackedStream(response) && response.body !== null) {
+      if (!timerOff) server.timeout(raw, 0);
+      const body = rearmBeforeEnd(response.body, () => rearm(request, raw));
+      return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+    }
+    if (timerOff) rearm(request, raw);
+    else if (request !== raw) releaseBody(request);
+    return response;
+  };
   const server = Bun.serve({
     hostname: config.host,
     port: config.port,
     // Also what a new request resets the connection's timer to, before fetch turns it off.
     idleTimeout: idleSeconds,
     fetch(raw, server) {
+      const request = raw.body === null ? raw : withBodyDeadline(raw, config.requestTimeoutMs, () => expired(raw));
+      const result = fetch(request, server);
+      // Nothing runs between the request's arrival and here, so Bun's idle timer (reset by the
+      // request) needs touching only for a response that is not complete yet.
+      if (!(result instanceof Promise)) return answer(request, raw, result);
       // Bun's idle timer also kills slow handlers and silent streams: off while we work.
       server.timeout(raw, 0);
-      const request = withBodyDeadline(raw, config.requestTimeoutMs, () => {
-        const address = server.requestIP(raw);
-        logger.info("request_timeout", { remoteAddress: address?.address, remotePort: address?.port });
-      });
-      const rearm = () => {
-        // The response is complete: a body the app did not read to its end no longer has a deadline.
-        releaseBody(request);
-        server.timeout(raw, idleSeconds);
-      };
-      const answer = (response: Response) => {
-        // Only streams that go through the lifecycle helper can be told apart: reading
-        // `response.body` or `response.headers` of a string body makes Bun drop the content type
-        // it would infer (text/plain becomes application/octet-stream).
-        if (isTrackedStream(response) && response.body !== null) {
-          const body = rearmBeforeEnd(response.body, rearm);
-          return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
-        }
-        rearm();
-        return response;
-      };
       disconnects.start(request, raw);
-      const result = fetch(request, server);
-      if (!(result instanceof Promise)) {
-        disconnects.stop(request);
-        return answer(result);
-      }
-      return result.finally(() => disconnects.stop(request)).then(answer);
+      return result.then(
+        (response) => {
+          disconnects.stop(request);
+          return answer(request, raw, response, true);
+        },
+        (error: unknown) => {
+          disconnects.stop(request);
+          rearm(request, raw);
+          throw error;
+        },
+      );
     },
     error(error) {
       if (error instanceof HTTPException) return error.getResponse();

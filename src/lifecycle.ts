@@ -123,13 +123,35 @@ export function withLifecycle<F extends Fetch>(fetch: F, { logger, onOutcome, on
     streamingResponses.add(tracked);
     return tracked;
   };
-  return function fetchWithLifecycle(request: Request, ...rest: unknown[]) {
-    const state = new RequestState(shared, request);
-    (request as WithState)[STATE] = state;
-    const res = fetch(request, ...rest);
-    return res instanceof Promise ? res.then((res) => answered(state, res)) : answered(state, res);
+  return function fetchWithLifecycle(request: Request, env?: unknown, executionCtx?: unknown) {
+    // A request gets its state only when something needs it: a handler that asks for its
+    // lifecycle (then during the call, through `active`), or a response that is not ready when
+    // the call returns. One answered synchronously is finished as it returns, and nothing can
+    // report it gone any more, so it needs none (an object and a property on a runtime-owned
+    // Request: ~8% of Bun's JavaScript time for `GET /`, measured with --cpu-prof-md).
+    const outer = active;
+    active = shared;
+    let res: Response | Promise<Response>;
+    try {
+      res = fetch(request, env, executionCtx);
+    } finally {
+      active = outer;
+    }
+    let state = (request as WithState)[STATE];
+    if (res instanceof Promise) {
+      state ??= (request as WithState)[STATE] = new RequestState(shared, request);
+      const pending = state;
+      return res.then((res) => answered(pending, res));
+    }
+    if (state) return answered(state, res);
+    onResponse?.(res.status);
+    onOutcome?.("finished");
+    return res;
   } as F;
 }
+
+/** The shared state of the wrapped fetch whose synchronous part is running, for requestLifecycle. */
+let active: Shared | undefined;
 
 const streamingResponses = new WeakSet<Response>();
 
@@ -144,8 +166,12 @@ export function isTrackedStream(response: Response): boolean {
 
 /** The lifecycle of the current request; the response body is tracked to its last chunk. */
 export function requestLifecycle(c: Context): Lifecycle {
-  const state = (c.req.raw as WithState)[STATE];
-  if (!state) throw new Error("requestLifecycle() needs the app.fetch that withLifecycle() wraps");
+  const request = c.req.raw as WithState;
+  let state = request[STATE];
+  if (!state) {
+    if (!active) throw new Error("requestLifecycle() needs the app.fetch that withLifecycle() wraps");
+    state = request[STATE] = new RequestState(active, request);
+  }
   if (!state.tracked) {
     state.tracked = true;
     // Also the runtime's own word, for adapters that report nothing (and app.request() in tests).

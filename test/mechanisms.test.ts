@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { createServer } from "node:http";
+import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../adapters/_bun_idle.ts";
 import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../adapters/_capabilities.ts";
@@ -7,6 +8,7 @@ import { reapIdleConnections } from "../adapters/_idle_reaper.ts";
 import { acceptFailures, checkConnectionLimit, connectionLimit, FD_RESERVE, fdBudget, refusals } from "../adapters/_connection_limit.ts";
 import { bodyWithDeadline, releaseBody, withBodyDeadline } from "../adapters/_request_deadline.ts";
 import { loadConfig } from "../src/config.ts";
+import { notifyFinish, type Outcome, reportClientGone, requestLifecycle, withLifecycle } from "../src/lifecycle.ts";
 import { createLogger } from "../src/log.ts";
 import { createTelemetry } from "../src/telemetry.ts";
 import { completeResponses, connect, get, using } from "./_harness.ts";
@@ -23,6 +25,72 @@ function streamOf(chunks: string[], gapMs = 0): ReadableStream<Uint8Array> {
     },
   });
 }
+
+describe("withLifecycle (src/lifecycle.ts)", () => {
+  /** An app with a synchronous route, an async one that waits for `release`, and one that asks for its lifecycle. */
+  function lifecycleApp() {
+    const outcomes: Outcome[] = [];
+    const events: string[] = [];
+    let release = () => {};
+    const app = new Hono();
+    app.get("/sync", (c) => c.text("now"));
+    app.get("/async", async (c) => {
+      await new Promise<void>((resolve) => (release = resolve));
+      return c.text("later");
+    });
+    app.get("/asks", async (c) => {
+      const before = requestLifecycle(c);
+      await Bun.sleep(1);
+      expect(requestLifecycle(c)).toBe(before);
+      return c.text("asked");
+    });
+    const logger = createLogger(() => {}, {}, (event) => events.push(event));
+    const fetch = withLifecycle(app.fetch, { logger, onOutcome: (outcome) => outcomes.push(outcome) });
+    return { fetch, outcomes, events, release: () => release() };
+  }
+
+  test("a response returned synchronously is finished as it returns; a report after that changes nothing", async () => {
+    const { fetch, outcomes, events } = lifecycleApp();
+    const request = new Request("http://127.0.0.1/sync");
+    const res = fetch(request);
+    expect(res).toBeInstanceOf(Response);
+    expect(outcomes).toEqual(["finished"]);
+    reportClientGone(request);
+    expect(await (res as Response).text()).toBe("now");
+    expect(outcomes).toEqual(["finished"]);
+    expect(events).toEqual([]);
+  });
+
+  test("a client reported gone while the handler works is aborted once, and its late response is not finished", async () => {
+    const { fetch, outcomes, events, release } = lifecycleApp();
+    const request = new Request("http://127.0.0.1/async");
+    const pending = fetch(request);
+    expect(pending).toBeInstanceOf(Promise);
+    reportClientGone(request);
+    reportClientGone(request);
+    expect(outcomes).toEqual(["aborted"]);
+    expect(events).toEqual(["request_aborted"]);
+    release();
+    expect((await pending).status).toBe(200);
+    expect(outcomes).toEqual(["aborted"]);
+  });
+
+  test("a handler sees one lifecycle before and after its first await, and it finishes", async () => {
+    const { fetch, outcomes } = lifecycleApp();
+    const res = await fetch(new Request("http://127.0.0.1/asks"));
+    expect(await res.text()).toBe("asked");
+    expect(outcomes).toEqual(["finished"]);
+  });
+
+  test("requestLifecycle() outside a wrapped fetch says what it needs", async () => {
+    const app = new Hono();
+    app.get("/", (c) => c.text(String(notifyFinish(c))));
+    app.onError((error, c) => c.text(error.message, 500));
+    const res = await app.request("/");
+    expect(res.status).toBe(500);
+    expect(await res.text()).toContain("needs the app.fetch that withLifecycle() wraps");
+  });
+});
 
 describe("bunIdleSeconds (adapters/_bun_idle.ts)", () => {
   test("0 disables", () => {
