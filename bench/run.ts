@@ -12,17 +12,17 @@
  *    minus IDLE_TIMEOUT. BENCH_IDLE_ROUNDS rounds.
  * 4. Slowloris flood: latency of well-behaved clients alone and while 1,000 connections trickle
  *    header bytes; every trickler closed within the head deadline's window.
- * 5. Connection churn: 50,000 cycles of connect, request, close; fds back to baseline, RSS flat.
+ * 5. Connection churn: 80,000 cycles of connect, request, close; fds back to baseline, RSS flat.
  *
  * Writes bench/results/bench.{md,json}, bench/results/throughput.svg, and copies the markdown
  * and the chart to bench/RESULTS.md and bench/throughput.svg. The machine is small and shared:
  * only ratios measured side by side in one run are compared, and every figure is a median.
  *
- * Environment: BENCH_LOAD=wrk|autocannon, BENCH_ROUNDS (default 7), BENCH_DURATION_S (2),
+ * Environment: BENCH_LOAD=wrk|autocannon, BENCH_ROUNDS (default 6), BENCH_DURATION_S (2),
  * BENCH_WARMUP_S (2; the template's larger code needs more than 1 s to reach its steady state),
  * BENCH_RUNTIMES (node,bun,deno), BENCH_IDLE_ROUNDS (3: rounds of the idle-capacity and reap phases),
  * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_SLOWLORIS_CONNECTIONS (1000),
- * BENCH_CHURN_CYCLES (50000), BENCH_ONLY=throughput,idle,reap,slowloris,churn (a subset runs only
+ * BENCH_CHURN_CYCLES (80000), BENCH_ONLY=throughput,idle,reap,slowloris,churn (a subset runs only
  * those phases and leaves the committed results alone).
  */
 import { type Subprocess, spawn, spawnSync } from "bun";
@@ -43,7 +43,7 @@ const RUNTIMES = (process.env.BENCH_RUNTIMES ?? "node,bun,deno").split(",").map(
 const KINDS: Kind[] = ["raw", "hono", "template"];
 const KIND_LABEL: Record<Kind | IdleKind, string> = { raw: "raw runtime server", hono: "bare Hono", template: "template", engine: "bare per-connection server" };
 
-const ROUNDS = intEnv("BENCH_ROUNDS", 7);
+const ROUNDS = intEnv("BENCH_ROUNDS", 6);
 const DURATION_S = intEnv("BENCH_DURATION_S", 2);
 const WARMUP_S = intEnv("BENCH_WARMUP_S", 2);
 const CONNECTIONS = 64;
@@ -60,7 +60,7 @@ const WANTED_NOFILE = 65_536;
 const SLOWLORIS_CONNECTIONS = intEnv("BENCH_SLOWLORIS_CONNECTIONS", 1_000);
 const SLOWLORIS_HEADERS_TIMEOUT_MS = 5_000;
 const SLOWLORIS_MEASURE_S = 3;
-const CHURN_CYCLES = intEnv("BENCH_CHURN_CYCLES", 50_000);
+const CHURN_CYCLES = intEnv("BENCH_CHURN_CYCLES", 80_000);
 const CHURN_PARALLEL = 16;
 /** Churn leaves memory flat when the RSS lows of the last 10,000 cycles are at most this above the 10,000 before. */
 const CHURN_FLAT_MIB = 16;
