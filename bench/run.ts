@@ -862,7 +862,7 @@ function markdown(r: Results): string {
     out.push(`## Connection churn`, "");
     out.push(`Template; ${fmt(CHURN_CYCLES)} cycles of connect, \`GET /healthz\`, close (client half-closes, server closes), ${CHURN_PARALLEL} at a time, after 1,000 warm-up cycles. Server fds and RSS sampled every 2,500 cycles; "fds after" is read once the last connection has closed (back to baseline means within 5). ` +
       `RSS grows while the heaps size themselves to the load, then stays flat, give or take a collection: "late growth" compares the lowest sample of the last 10,000 cycles with the lowest of the 10,000 before (lows are between collections), and must stay under ${CHURN_FLAT_MIB} MiB, i.e. under ~1.6 KB a cycle.`, "");
-    out.push(`| runtime | engine | cycles/s | errors | fds before | fds after | RSS MiB at 0 / 10k / 20k / 30k / 40k / 50k cycles | growth MiB | late growth MiB | |`, `|---|---|---:|---:|---:|---:|---|---:|---:|---|`);
+    out.push(`| runtime | engine | cycles/s | errors | fds before | fds after | RSS MiB every 10,000 cycles, from 0 to ${fmt(CHURN_CYCLES)} | growth MiB | late growth MiB | |`, `|---|---|---:|---:|---:|---:|---|---:|---:|---|`);
     for (const row of r.churn) {
       const first = row.samples[0]!;
       const mib = row.samples.map((x) => x.rssKb / 1024);
