@@ -81,6 +81,11 @@ function checkLabelName(metric: string, label: string): void {
   if (!LABEL_NAME.test(label)) throw new Error(`${metric}: invalid label name "${label}"`);
 }
 
+function checkIncrease(metric: string, by: number): void {
+  // `!(by >= 0)` also rejects NaN, which would poison the counter forever.
+  if (!(by >= 0)) throw new Error(`${metric}: counters only go up, got inc(${by})`);
+}
+
 /** A labelled set of numbers keyed by declared label values, in first-use order. */
 function createSeries(name: string, labelNames: readonly string[]) {
   for (const label of labelNames) checkLabelName(name, label);
@@ -122,11 +127,8 @@ function createSeries(name: string, labelNames: readonly string[]) {
         known.value = change(known.value);
         return;
       }
-      const labelValues = labelValuesOf(labels);
-      const key = JSON.stringify(labelValues);
-      let entry = values.get(key);
-      if (entry) entry.value = change(entry.value);
-      else values.set(key, (entry = { labelValues, value: change(0) }));
+      const entry = this.entry(labels);
+      entry.value = change(entry.value);
       if (labels) byIdentity.set(labels, entry);
     },
     read(): Sample[] {
@@ -158,8 +160,7 @@ export function createRegistry(): Registry {
       register({ name, help, type: "counter", read: series.read });
       return {
         inc(labels, by = 1) {
-          // `!(by >= 0)` also rejects NaN, which would poison the counter forever.
-          if (!(by >= 0)) throw new Error(`${name}: counters only go up, got inc(${by})`);
+          checkIncrease(name, by);
           series.update(labels, (old) => old + by);
         },
         get: series.get,
@@ -167,7 +168,7 @@ export function createRegistry(): Registry {
           const entry = series.entry(labels);
           return {
             inc(by = 1) {
-              if (!(by >= 0)) throw new Error(`${name}: counters only go up, got inc(${by})`);
+              checkIncrease(name, by);
               entry.value += by;
             },
           };

@@ -27,7 +27,7 @@ export interface Telemetry {
 /** Creates the JSON-lines logger over `write` and a registry whose event counters it feeds. */
 export function createTelemetry(write: (line: string) => void, base: Fields = {}): Telemetry {
   const registry = createRegistry();
-  const counters = new Map<string, (by: number) => void>();
+  const counters = new Map<string, ReturnType<ReturnType<Registry["counter"]>["labels"]>>();
   const families = new Map<string, ReturnType<Registry["counter"]>>();
   for (const [event, [name, help, labels]] of Object.entries(COUNTED_EVENTS)) {
     let family = families.get(name);
@@ -35,14 +35,12 @@ export function createTelemetry(write: (line: string) => void, base: Fields = {}
       family = registry.counter(name, help, Object.keys(labels));
       families.set(name, family);
     }
-    const counter = family;
-    // Start every series at 0, so a scrape shows what has not happened yet too.
-    counter.inc(labels, 0);
-    counters.set(event, (by) => counter.inc(labels, by));
+    // Looked up once, which also starts the series at 0: a scrape shows what has not happened yet too.
+    counters.set(event, family.labels(labels));
   }
   const logger = createLogger(write, base, (event, fields) => {
     const count = fields?.count;
-    counters.get(event)?.(typeof count === "number" ? count : 1);
+    counters.get(event)?.inc(typeof count === "number" ? count : 1);
   });
   return { logger, registry };
 }
