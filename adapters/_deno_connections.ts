@@ -175,11 +175,11 @@ interface Server {
 /**
  * One accepted connection: its deadlines, its in-flight requests and their signals.
  *
- * Per idle connection this engine costs ~2x what Deno.serve does (33 KB against 16 KB, 10,000
+ * Per idle connection this engine costs ~2x what Deno.serve does (32 KB against 16 KB, 10,000
  * connections), and most of that is Deno's: serveHttpOnConnection builds a server per connection
  * (its own native state, ~50 JS objects, an async loop). Measured with nothing kept and no signal
  * at all, it is already ~26.5 KB. What is ours is kept small: the connection is its own cancel
- * signal (an AbortController and its AbortSignal cost ~1.2 KB each), shares its callbacks with the
+ * signal (an AbortController and its AbortSignal together cost ~1.2 KB), shares its callbacks with the
  * server's other connections, listens once for its end, and makes its request set on first use.
  */
 class Connection implements CancelSignal {

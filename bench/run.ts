@@ -803,18 +803,20 @@ function markdown(r: Results): string {
       out.push(`| ${row.runtime} | ${KIND_LABEL[row.kind]} | ${row.round} | ${fmt(row.heldAtMeasurement)}${row.failed ? ` (${row.failed} failed)` : ""} | ${fmt(row.openMs / 1000, 1)} s | +${fmt(row.measuredAfterLastResponseMs / 1000, 1)} s | ${fmt(row.rssBeforeKb / 1024, 1)} | ${fmt(row.rssAfterKb / 1024, 1)} | ${fmt(row.rssPerConnectionKb, 2)} | ${row.fdsBefore} / ${row.fdsAfter} | ${row.fdsAfterClose} (${row.fdsBackToBaseline ? "baseline" : "**not baseline**"}) |`);
     }
     out.push("", `Medians over the rounds; a memory ratio is the median of the per-round ratios.`, "");
+    /** One runtime's rounds of one server, in round order. */
+    const idleRows = (runtime: Runtime, kind: IdleKind) => r.idle.filter((x) => x.runtime === runtime && x.kind === kind).sort((a, b) => a.round - b.round);
+    const medianKb = (rows: IdleRow[]) => fmt(median(rows.map((x) => x.rssPerConnectionKb)), 2);
     out.push(`| runtime | KB per connection, raw | KB per connection, template | template / raw memory per connection | target | | all ${fmt(IDLE_CONNECTIONS)} closed, after IDLE_TIMEOUT past the last response (per round) | still open | idle_timeout events | fds back to baseline (within 5) |`, `|---|---:|---:|---:|---:|---|---:|---:|---:|---|`);
     for (const runtime of RUNTIMES) {
-      const rows = (kind: IdleKind) => r.idle.filter((x) => x.runtime === runtime && x.kind === kind).sort((a, b) => a.round - b.round);
-      const raw = rows("raw");
-      const tpl = rows("template");
+      const raw = idleRows(runtime, "raw");
+      const tpl = idleRows(runtime, "template");
       if (tpl.length === 0) continue;
       const paired = pairedByRound(tpl, raw);
       const memRatio = median(paired);
       const target = TARGETS.idleMemoryVsRaw[runtime];
       const closed = tpl.map((t) => t.allClosedAfterTimeoutMs === null ? "n/a" : `${t.allClosedAfterTimeoutMs >= 0 ? "+" : ""}${fmt(Math.round(t.allClosedAfterTimeoutMs))} ms`).join(", ");
       const fdsOk = tpl.every((t) => t.fdsBackToBaseline) && raw.every((x) => x.fdsBackToBaseline);
-      out.push(`| ${runtime} | ${fmt(median(raw.map((x) => x.rssPerConnectionKb)), 2)} | ${fmt(median(tpl.map((x) => x.rssPerConnectionKb)), 2)} | ${ratio(memRatio)} (${paired.map(ratio).join(", ")}) | <= ${target.toFixed(1)}x | ${verdict(Number.isFinite(memRatio) ? memRatio <= target : null)} | ${closed} | ${tpl.map((t) => t.stillOpen ?? "n/a").join(", ")} | ${tpl.map((t) => t.idleTimeoutEvents ?? "n/a").join(", ")} | ${fdsOk ? "yes" : "**no**"} |`);
+      out.push(`| ${runtime} | ${medianKb(raw)} | ${medianKb(tpl)} | ${ratio(memRatio)} (${paired.map(ratio).join(", ")}) | <= ${target.toFixed(1)}x | ${verdict(Number.isFinite(memRatio) ? memRatio <= target : null)} | ${closed} | ${tpl.map((t) => t.stillOpen ?? "n/a").join(", ")} | ${tpl.map((t) => t.idleTimeoutEvents ?? "n/a").join(", ")} | ${fdsOk ? "yes" : "**no**"} |`);
     }
     out.push("");
     const split = RUNTIMES.filter((runtime) => r.idle.some((x) => x.runtime === runtime && x.kind === "engine"));
@@ -822,9 +824,8 @@ function markdown(r: Results): string {
       out.push(`Where the memory goes: the runtime's per-connection server against the raw server, and the template against that server.`, "");
       out.push(`| runtime | KB per connection: raw / bare per-connection server / template | bare per-connection server / raw (the runtime's) | template / bare per-connection server (ours) |`, `|---|---:|---:|---:|`);
       for (const runtime of split) {
-        const rows = (kind: IdleKind) => r.idle.filter((x) => x.runtime === runtime && x.kind === kind);
-        const kb = (kind: IdleKind) => fmt(median(rows(kind).map((x) => x.rssPerConnectionKb)), 2);
-        out.push(`| ${runtime} | ${kb("raw")} / ${kb("engine")} / ${kb("template")} | ${ratio(median(pairedByRound(rows("engine"), rows("raw"))))} | ${ratio(median(pairedByRound(rows("template"), rows("engine"))))} |`);
+        const [raw, engine, tpl] = (["raw", "engine", "template"] as const).map((kind) => idleRows(runtime, kind));
+        out.push(`| ${runtime} | ${medianKb(raw!)} / ${medianKb(engine!)} / ${medianKb(tpl!)} | ${ratio(median(pairedByRound(engine!, raw!)))} | ${ratio(median(pairedByRound(tpl!, engine!)))} |`);
       }
       out.push("");
     }

@@ -137,10 +137,9 @@ export function withLifecycle<F extends Fetch>(fetch: F, { logger, onOutcome, on
     } finally {
       active = outer;
     }
-    let state = (request as WithState)[STATE];
+    const state = (request as WithState)[STATE];
     if (res instanceof Promise) {
-      state ??= (request as WithState)[STATE] = new RequestState(shared, request);
-      const pending = state;
+      const pending = state ?? ((request as WithState)[STATE] = new RequestState(shared, request));
       return res.then((res) => answered(pending, res));
     }
     if (state) return answered(state, res);
