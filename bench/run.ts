@@ -26,10 +26,10 @@
  * those phases and leaves the committed results alone).
  */
 import { type Subprocess, spawn, spawnSync } from "bun";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
-import { readLines } from "../test/_harness.ts";
+import { openFds, readLines, rss } from "../test/_harness.ts";
 
 type Runtime = "node" | "bun" | "deno";
 type Kind = "raw" | "hono" | "template";
@@ -360,13 +360,12 @@ function pairedRatio(a: number[], b: number[]): number {
 }
 
 function rssKb(pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return match ? Number(match[1]) : Number.NaN;
+  return rss(pid) / 1_024;
 }
 
 function fdCount(pid: number): number {
   try {
-    return readdirSync(`/proc/${pid}/fd`).length;
+    return openFds(pid);
   } catch {
     return Number.NaN;
   }
