@@ -380,7 +380,7 @@ export function conformance(target: Target): void {
       async () => {
         const server = spawnServer(runtime, { ...engineEnv, IDLE_TIMEOUT: "15", PORT: "http", SHUTDOWN_TIMEOUT: "-1s" });
         try {
-          expect(await server.exited).toBe(2);
+          expect(await server.exitCode()).toBe(2);
           expect(server.named("listening")).toEqual([]);
           const lines = server.stderr.trim().split("\n").filter((line) => !line.startsWith("npm "));
           expect(lines).toHaveLength(3);
@@ -399,7 +399,7 @@ export function conformance(target: Target): void {
       async () => {
         const server = spawnServer(runtime, { ...engineEnv, HEADERS_TIMEOUT: "30s", REQUEST_TIMEOUT: "10s" });
         try {
-          expect(await server.exited).toBe(2);
+          expect(await server.exitCode()).toBe(2);
           expect(server.stderr).toContain('HEADERS_TIMEOUT "30s" is longer than REQUEST_TIMEOUT "10s"');
         } finally {
           await server.kill();
@@ -415,7 +415,7 @@ export function conformance(target: Target): void {
         async () => {
           const server = spawnServer(runtime, { ...engineEnv, [`${runtime.toUpperCase()}_ENGINE`]: engine ?? `${runtime}-serve`, IDLE_TIMEOUT: `${max + 1000}ms` });
           try {
-            expect(await server.exited).toBe(2);
+            expect(await server.exitCode()).toBe(2);
             expect(server.stderr).toContain(`IDLE_TIMEOUT "${(max + 1000) / 1000}s" is longer than`);
           } finally {
             await server.kill();

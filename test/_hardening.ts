@@ -444,7 +444,7 @@ export function hardening(target: Target): void {
         using(async (defer) => {
           const server = spawnServer(runtime, { ...env, MAX_CONNECTIONS: "1000" }, { nofile: 256 });
           defer(() => server.kill());
-          expect(await server.exited).toBe(2);
+          expect(await server.exitCode()).toBe(2);
           expect(server.stderr).toStartWith('MAX_CONNECTIONS "1000" is more than this process can open: its file-descriptor limit is 256');
           expect(server.named("listening")).toEqual([]);
         }),

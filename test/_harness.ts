@@ -1,5 +1,5 @@
 import { expect } from "bun:test";
-import { type Subprocess, spawn } from "bun";
+import { type Subprocess, spawn, spawnSync } from "bun";
 import { readdirSync, readFileSync } from "node:fs";
 import { connect as netConnect, type Socket } from "node:net";
 import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
@@ -73,7 +73,24 @@ export class ServerProcess {
     this.exited = Promise.all([proc.exited, stdoutRead, stderrRead]).then(([code]) => code);
   }
 
-
+  /**
+   * The exit code of a server expected to exit on its own (a refused configuration), waiting at
+   * most `timeoutMs`. Past that it fails saying what still runs: npm, or a child holding the output
+   * open, with the process group as `ps` sees it, and what the server wrote so far.
+   */
+  exitCode(timeoutMs = 15_000): Promise<number> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const npm = this.proc.exitCode === null && this.proc.signalCode === null
+          ? "npm is still running"
+          : `npm exited (${this.proc.exitCode ?? this.proc.signalCode}) but its output is still open`;
+        const group = spawnSync(["ps", "-o", "pid,stat,wchan:20,etime,args", "-g", String(this.proc.pid)]).stdout.toString().trim();
+        reject(new Error(`no exit within ${timeoutMs}ms: ${npm}; its process group:\n${group}\nevents: ${this.events.map((e) => e.event).join(", ")}; stderr: ${this.stderr}`));
+      }, timeoutMs);
+    });
+    return Promise.race([this.exited, expired]).finally(() => clearTimeout(timer));
+  }
 
   /** Waits for the first event named `name` (already seen or future) that matches `match`. */
   waitForEvent(name: string, timeoutMs: number, match: (event: Event) => boolean = () => true): Promise<Event> {
