@@ -25,11 +25,11 @@
  * BENCH_CHURN_CYCLES (80000), BENCH_ONLY=throughput,idle,reap,slowloris,churn (a subset runs only
  * those phases and leaves the committed results alone).
  */
-import { type Subprocess, spawn, spawnSync } from "bun";
+import { type Subprocess, spawnSync } from "bun";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
-import { openFds, readLines, rss } from "../test/_harness.ts";
+import { openFds, rss, spawnFollowed } from "../test/_harness.ts";
 
 type Runtime = "node" | "bun" | "deno";
 type Kind = "raw" | "hono" | "template";
@@ -142,42 +142,38 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   });
 }
 
-/** A child whose stdout is read as JSON lines for its whole life (so a full pipe never blocks it). */
+/** A child whose stdout is read as JSON lines for its whole life (see spawnFollowed). */
 class Child {
-  readonly proc: Subprocess<"pipe" | "ignore", "pipe", "pipe">;
+  readonly proc: Subprocess<"pipe" | "ignore", number, number>;
   readonly events: Array<Record<string, unknown>> = [];
   stderr = "";
   stdout = "";
   #waiters = new Set<() => void>();
-  /** Resolves once both output streams have ended. */
+  /** Resolves once the process has exited and its output has been read. */
   readonly done: Promise<unknown>;
 
   readonly name: string;
 
   constructor(cmd: string[], env: Record<string, string | undefined>, stdin: "pipe" | "ignore" = "ignore") {
     this.name = cmd.filter((arg) => !arg.startsWith("-") && arg !== "prlimit").slice(0, 3).join(" ");
-    this.proc = spawn(cmd, { cwd: ROOT, env: env as Record<string, string>, stdin, stdout: "pipe", stderr: "pipe", detached: true });
+    const { proc, done } = spawnFollowed(cmd, { env, stdin }, (line) => {
+      if (this.stdout.length < 1_000_000) this.stdout += `${line}\n`;
+      try {
+        this.events.push(JSON.parse(line));
+      } catch {
+        return;
+      }
+      for (const wake of this.#waiters) wake();
+    }, (line) => {
+      if (this.stderr.length < 20_000) this.stderr += `${line}\n`;
+    });
+    this.proc = proc;
+    this.done = done;
     children.add(this.proc);
-    this.done = Promise.all([
-      readLines(this.proc.stdout, (line) => {
-        if (this.stdout.length < 1_000_000) this.stdout += `${line}\n`;
-        try {
-          this.events.push(JSON.parse(line));
-        } catch {
-          return;
-        }
-        for (const wake of this.#waiters) wake();
-      }),
-      readLines(this.proc.stderr, (line) => {
-        if (this.stderr.length < 20_000) this.stderr += `${line}\n`;
-      }),
-    ]);
     void this.done.then(() => {
       for (const wake of this.#waiters) wake();
     });
   }
-
-
 
   count(name: string): number {
     return this.events.filter((e) => e.event === name).length;

@@ -11,7 +11,7 @@ import { loadConfig } from "../src/config.ts";
 import { notifyFinish, type Outcome, reportClientGone, requestLifecycle, withLifecycle } from "../src/lifecycle.ts";
 import { createLogger } from "../src/log.ts";
 import { createTelemetry } from "../src/telemetry.ts";
-import { completeResponses, connect, get, using } from "./_harness.ts";
+import { completeResponses, connect, get, spawnFollowed, using } from "./_harness.ts";
 
 const encoder = new TextEncoder();
 
@@ -320,4 +320,42 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
     failed(new Error("Too many open files (os error 24)"));
     expect(lines[0]).toMatchObject({ level: "error", event: "accept_failed", count: 1, code: "EMFILE" });
   });
+});
+
+describe("spawnFollowed (test/_harness.ts)", () => {
+  test("every line of a child that writes far more than a pipe holds arrives, in order, and then its exit code", async () => {
+    const stdout: string[] = [];
+    const stderr: string[] = [];
+    const script = `for (let i = 0; i < 30000; i++) process.stdout.write("line " + i + " ${"x".repeat(90)}\\n");` +
+      `process.stderr.write("no newline at the end"); process.exitCode = 3;`;
+    const child = spawnFollowed(["node", "-e", script], { env: process.env, stdin: "ignore" }, (line) => stdout.push(line), (line) => stderr.push(line));
+    expect(await child.done).toBe(3);
+    expect(stdout).toHaveLength(30_000);
+    expect(stdout[0]).toStartWith("line 0 x");
+    expect(stdout[29_999]).toStartWith("line 29999 x");
+    expect(stdout.every((line, i) => line.startsWith(`line ${i} `))).toBe(true);
+    expect(stderr).toEqual(["no newline at the end"]);
+  }, 15_000);
+
+  test("lines are read while the child runs, not only once it has exited", async () => {
+    let ready: () => void;
+    const sawReady = new Promise<void>((resolve) => (ready = resolve));
+    const lines: string[] = [];
+    // The child says it is ready, then waits for its stdin to close before it says goodbye.
+    const script = `console.log("ready"); process.stdin.resume(); process.stdin.on("end", () => console.log("bye"));`;
+    const child = spawnFollowed(["node", "-e", script], { env: process.env, stdin: "pipe" }, (line) => {
+      lines.push(line);
+      if (line === "ready") ready();
+    }, () => {});
+    try {
+      await sawReady;
+      expect(child.proc.exitCode).toBeNull();
+      expect(lines).toEqual(["ready"]);
+      child.proc.stdin.end();
+      expect(await child.done).toBe(0);
+      expect(lines).toEqual(["ready", "bye"]);
+    } finally {
+      child.proc.kill("SIGKILL");
+    }
+  }, 15_000);
 });
