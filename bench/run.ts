@@ -29,7 +29,7 @@ import { type Subprocess, spawnSync } from "bun";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
-import { openFds, rss, spawnFollowed } from "../test/_harness.ts";
+import { type Followed, openFds, rss, spawnFollowed } from "../test/_harness.ts";
 
 type Runtime = "node" | "bun" | "deno";
 type Kind = "raw" | "hono" | "template";
@@ -145,6 +145,7 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
 /** A child whose stdout is read as JSON lines for its whole life (see spawnFollowed). */
 class Child {
   readonly proc: Subprocess<"pipe" | "ignore", number, number>;
+  readonly #output: Followed<"pipe" | "ignore">;
   readonly events: Array<Record<string, unknown>> = [];
   stderr = "";
   stdout = "";
@@ -156,7 +157,7 @@ class Child {
 
   constructor(cmd: string[], env: Record<string, string | undefined>, stdin: "pipe" | "ignore" = "ignore") {
     this.name = cmd.filter((arg) => !arg.startsWith("-") && arg !== "prlimit").slice(0, 3).join(" ");
-    const { proc, done } = spawnFollowed(cmd, { env, stdin }, (line) => {
+    this.#output = spawnFollowed(cmd, { env, stdin }, (line) => {
       if (this.stdout.length < 1_000_000) this.stdout += `${line}\n`;
       try {
         this.events.push(JSON.parse(line));
@@ -167,15 +168,13 @@ class Child {
     }, (line) => {
       if (this.stderr.length < 20_000) this.stderr += `${line}\n`;
     });
-    this.proc = proc;
-    this.done = done;
+    this.proc = this.#output.proc;
+    this.done = this.#output.done;
     children.add(this.proc);
-    void this.done.then(() => {
-      for (const wake of this.#waiters) wake();
-    });
   }
 
   count(name: string): number {
+    this.#output.read();
     return this.events.filter((e) => e.event === name).length;
   }
 
@@ -183,13 +182,12 @@ class Child {
   waitFor(name: string, timeoutMs: number): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
       let ended = false;
-      void this.done.then(() => (ended = true));
       const check = () => {
         const found = this.events.find((e) => e.event === name);
         if (found) {
           finish();
           resolve(found);
-        } else if (ended || this.proc.exitCode !== null) {
+        } else if (ended) {
           finish();
           reject(new Error(`${this.name} ended before "${name}" (exit ${this.proc.exitCode}); stderr: ${this.stderr.slice(0, 2_000)}`));
         }
@@ -203,6 +201,12 @@ class Child {
         reject(new Error(`no "${name}" from ${this.name} within ${timeoutMs} ms; stderr: ${this.stderr.slice(0, 2_000)}`));
       }, timeoutMs);
       this.#waiters.add(check);
+      // Everything it wrote has been read by then.
+      void this.done.then(() => {
+        ended = true;
+        check();
+      });
+      this.#output.read();
       check();
     });
   }

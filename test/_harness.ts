@@ -64,6 +64,8 @@ class FollowedFile {
   #decoder = new TextDecoder();
   #lines: LineSplitter;
   #chunk = new Uint8Array(64 * 1024);
+  #reading = false;
+  #ended = false;
 
   constructor(path: string, onLine: (line: string) => void) {
     this.path = path;
@@ -71,11 +73,17 @@ class FollowedFile {
     this.#lines = new LineSplitter(onLine);
   }
 
-  /** Reads whatever was written since the last read. */
+  /** Reads whatever was written since the last read; nothing once ended, or from inside a line handler. */
   read(): void {
-    let n: number;
-    while ((n = readSync(this.#fd, this.#chunk, 0, this.#chunk.length, null)) > 0) {
-      this.#lines.push(this.#decoder.decode(this.#chunk.subarray(0, n), { stream: true }));
+    if (this.#reading || this.#ended) return;
+    this.#reading = true;
+    try {
+      let n: number;
+      while ((n = readSync(this.#fd, this.#chunk, 0, this.#chunk.length, null)) > 0) {
+        this.#lines.push(this.#decoder.decode(this.#chunk.subarray(0, n), { stream: true }));
+      }
+    } finally {
+      this.#reading = false;
     }
   }
 
@@ -84,6 +92,7 @@ class FollowedFile {
     this.read();
     this.#lines.push(this.#decoder.decode());
     this.#lines.end();
+    this.#ended = true;
     closeSync(this.#fd);
     unlinkSync(this.path);
   }
@@ -94,6 +103,11 @@ export interface Followed<In extends "ignore" | "pipe"> {
   readonly proc: Subprocess<In, number, number>;
   /** The exit code, once the process has exited and all it wrote has been read. */
   readonly done: Promise<number>;
+  /**
+   * Reads what the child has written so far now, rather than at the next poll: what a server
+   * logged before the test saw its effect (a close, a response) is then already counted.
+   */
+  read(): void;
 }
 
 /**
@@ -146,7 +160,7 @@ export function spawnFollowed<In extends "ignore" | "pipe">(
     }
     return code;
   });
-  return { proc, done };
+  return { proc, done, read: poll };
 }
 
 /** A server process started through its npm script, with its JSON-lines events. */
@@ -158,11 +172,12 @@ export class ServerProcess {
   port = 0;
   readonly exited: Promise<number>;
   #waiters = new Set<() => void>();
+  #output: Followed<"ignore">;
 
   readonly proc: Subprocess<"ignore", number, number>;
 
   constructor(cmd: string[], env: Record<string, string>) {
-    const { proc, done } = spawnFollowed(cmd, { env, stdin: "ignore" }, (line) => {
+    this.#output = spawnFollowed(cmd, { env, stdin: "ignore" }, (line) => {
       let parsed: Event;
       try {
         parsed = JSON.parse(line);
@@ -175,8 +190,8 @@ export class ServerProcess {
     }, (line) => {
       this.stderr += `${line}\n`;
     });
-    this.proc = proc;
-    this.exited = done;
+    this.proc = this.#output.proc;
+    this.exited = this.#output.done;
   }
 
   /**
@@ -215,6 +230,7 @@ export class ServerProcess {
         reject(new Error(`no "${name}" event within ${timeoutMs}ms; events: ${this.events.map((e) => e.event).join(", ")}; stderr: ${this.stderr}`));
       }, timeoutMs);
       this.#waiters.add(check);
+      this.#output.read();
       void this.exited.then((code) => {
         if (!find()) {
           cleanup();
@@ -225,8 +241,9 @@ export class ServerProcess {
     });
   }
 
-  /** Events named `name` seen so far. */
+  /** Events named `name` logged so far. */
   named(name: string): Event[] {
+    this.#output.read();
     return this.events.filter((e) => e.event === name);
   }
 
