@@ -163,11 +163,15 @@ export function spawnFollowed<In extends "ignore" | "pipe">(
   return { proc, done, read: poll };
 }
 
-/** A server process started through its npm script, with its JSON-lines events. */
+/**
+ * A server process started through its npm script, with its JSON-lines events. What it wrote is
+ * read up to now whenever events, lines or stderr are looked at, so whatever the server logged
+ * before the test saw its effect (a close, a response) is there.
+ */
 export class ServerProcess {
-  readonly events: Event[] = [];
-  readonly nonJsonLines: string[] = [];
-  stderr = "";
+  readonly #events: Event[] = [];
+  readonly #nonJsonLines: string[] = [];
+  #stderr = "";
   url = "";
   port = 0;
   readonly exited: Promise<number>;
@@ -182,16 +186,33 @@ export class ServerProcess {
       try {
         parsed = JSON.parse(line);
       } catch {
-        this.nonJsonLines.push(line);
+        this.#nonJsonLines.push(line);
         return;
       }
-      this.events.push(parsed);
+      this.#events.push(parsed);
       for (const wake of this.#waiters) wake();
     }, (line) => {
-      this.stderr += `${line}\n`;
+      this.#stderr += `${line}\n`;
     });
     this.proc = this.#output.proc;
     this.exited = this.#output.done;
+  }
+
+  /** Every event logged so far. */
+  get events(): readonly Event[] {
+    this.#output.read();
+    return this.#events;
+  }
+
+  /** Lines on stdout that are not JSON (there should be none). */
+  get nonJsonLines(): readonly string[] {
+    this.#output.read();
+    return this.#nonJsonLines;
+  }
+
+  get stderr(): string {
+    this.#output.read();
+    return this.#stderr;
   }
 
   /**
@@ -230,7 +251,6 @@ export class ServerProcess {
         reject(new Error(`no "${name}" event within ${timeoutMs}ms; events: ${this.events.map((e) => e.event).join(", ")}; stderr: ${this.stderr}`));
       }, timeoutMs);
       this.#waiters.add(check);
-      this.#output.read();
       void this.exited.then((code) => {
         if (!find()) {
           cleanup();
@@ -243,7 +263,6 @@ export class ServerProcess {
 
   /** Events named `name` logged so far. */
   named(name: string): Event[] {
-    this.#output.read();
     return this.events.filter((e) => e.event === name);
   }
 
