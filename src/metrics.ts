@@ -15,7 +15,12 @@ export interface Counter {
   inc(labels?: Labels, by?: number): void;
   get(labels?: Labels): number;
   /** The series for `labels`, looked up once: for hot paths that count the same series again and again. */
-  labels(labels?: Labels): { inc(by?: number): void };
+  labels(labels?: Labels): CounterSeries;
+}
+
+/** One series of a counter, bound to its labels. */
+export interface CounterSeries {
+  inc(by?: number): void;
 }
 
 /** A value that goes up and down. */
@@ -94,8 +99,6 @@ function createSeries(name: string, labelNames: readonly string[]) {
   const values = new Map<string, { labelValues: string[]; value: number }>();
   // An unlabelled series always exists so it is scraped as 0 before its first update.
   if (labelNames.length === 0) values.set("[]", { labelValues: [], value: 0 });
-  // Label objects seen before, to their series: callers must not mutate a label object they reuse.
-  const byIdentity = new WeakMap<Labels, { labelValues: string[]; value: number }>();
 
   /** Label values in declared order; throws on undeclared or missing label names. */
   function labelValuesOf(labels: Labels = {}): string[] {
@@ -121,15 +124,8 @@ function createSeries(name: string, labelNames: readonly string[]) {
       return entry;
     },
     update(labels: Labels | undefined, change: (old: number) => number): void {
-      // Hot paths pass the same label object every time: skip the checks and the key for it.
-      const known = labels && byIdentity.get(labels);
-      if (known) {
-        known.value = change(known.value);
-        return;
-      }
       const entry = this.entry(labels);
       entry.value = change(entry.value);
-      if (labels) byIdentity.set(labels, entry);
     },
     read(): Sample[] {
       return [...values.values()].map(({ labelValues, value }) => ({

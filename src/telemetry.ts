@@ -1,5 +1,5 @@
 import { createLogger, type Fields, type Logger } from "./log.ts";
-import { createRegistry, type Registry } from "./metrics.ts";
+import { type Counter, type CounterSeries, createRegistry, type Registry } from "./metrics.ts";
 
 /**
  * Events that count something on /metrics: every number there has log lines behind it. An event
@@ -27,8 +27,8 @@ export interface Telemetry {
 /** Creates the JSON-lines logger over `write` and a registry whose event counters it feeds. */
 export function createTelemetry(write: (line: string) => void, base: Fields = {}): Telemetry {
   const registry = createRegistry();
-  const counters = new Map<string, ReturnType<ReturnType<Registry["counter"]>["labels"]>>();
-  const families = new Map<string, ReturnType<Registry["counter"]>>();
+  const counters = new Map<string, CounterSeries>();
+  const families = new Map<string, Counter>();
   for (const [event, [name, help, labels]] of Object.entries(COUNTED_EVENTS)) {
     let family = families.get(name);
     if (!family) {
