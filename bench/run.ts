@@ -354,6 +354,11 @@ function pairedByRound(a: Array<{ round: number; rssPerConnectionKb: number }>, 
   });
 }
 
+/** `items` in order, starting with round `round`'s own (round 1 starts with the first). */
+function rotated<T>(items: readonly T[], round: number): T[] {
+  return items.map((_, i) => items[(i + round - 1) % items.length]!);
+}
+
 /** The median of the per-round ratios a / b, rounds paired by index (both measured in the same round). */
 function pairedRatio(a: number[], b: number[]): number {
   return median(a.map((x, i) => x / b[i]!).filter(Number.isFinite));
@@ -443,8 +448,7 @@ async function throughput(runtime: Runtime): Promise<ThroughputRow[]> {
   const engines = new Map<Kind, string>();
   for (let round = 1; round <= ROUNDS; round++) {
     // Each round starts with a different server, so none always follows the same one.
-    const order = KINDS.map((_, i) => KINDS[(i + round - 1) % KINDS.length]!);
-    for (const kind of order) {
+    for (const kind of rotated(KINDS, round)) {
       // A fresh process for every measurement: with three Node servers kept alive on one core,
       // whichever was started third measured ~0.8x of an identical one started second (bare Hono
       // in both places, 5 rounds); fresh processes measure identical servers alike.
@@ -912,36 +916,29 @@ async function main(): Promise<void> {
         results.throughput.push(...((await attempt(`throughput ${runtime}`, () => throughput(runtime))) ?? []));
       }
     }
-    /** One row per runtime for a phase, logged as it comes; a failure is recorded and the next runtime goes on. */
-    const perRuntime = async <T>(phase: string, title: string, measure: (runtime: Runtime) => Promise<T>, rows: T[], describe: (row: T) => string) => {
+    /** One row per runtime and round for a phase, logged as it comes; a failure is recorded and the next goes on. */
+    const perRuntime = async <T>(phase: string, title: string, rounds: number, measure: (runtime: Runtime, round: number) => Promise<T>, rows: T[], describe: (row: T) => string) => {
       if (!ONLY.has(phase)) return;
       for (const runtime of RUNTIMES) {
-        log(`${title}: ${runtime}`);
-        const row = await attempt(`${phase} ${runtime}`, () => measure(runtime));
-        if (row === undefined) continue;
-        rows.push(row);
-        log(`  ${describe(row)}`);
-      }
-    };
-    if (ONLY.has("reap")) {
-      for (const runtime of RUNTIMES) {
-        for (let round = 1; round <= IDLE_ROUNDS; round++) {
-          log(`reap precision: ${runtime} round ${round}`);
-          const row = await attempt(`reap ${runtime} round ${round}`, () => reapPrecision(runtime, round));
-          if (!row) continue;
-          results.reap.push(row);
-          log(`  ${row.closed}/${row.connections} closed; late min ${row.minMs} median ${row.medianMs} p99 ${row.p99Ms} max ${row.maxMs} ms`);
+        for (let round = 1; round <= rounds; round++) {
+          const which = rounds > 1 ? `${runtime} round ${round}` : runtime;
+          log(`${title}: ${which}`);
+          const row = await attempt(`${phase} ${which}`, () => measure(runtime, round));
+          if (row === undefined) continue;
+          rows.push(row);
+          log(`  ${describe(row)}`);
         }
       }
-    }
+    };
+    await perRuntime("reap", "reap precision", IDLE_ROUNDS, reapPrecision, results.reap, (row) =>
+      `${row.closed}/${row.connections} closed; late min ${row.minMs} median ${row.medianMs} p99 ${row.p99Ms} max ${row.maxMs} ms`);
     if (ONLY.has("idle")) {
       const { limit, note } = nofileLimit();
       results.meta.nofile = note;
       for (const runtime of RUNTIMES) {
         for (let round = 1; round <= IDLE_ROUNDS; round++) {
           // Each round starts with a different server, so none always measures a machine another just warmed.
-          const kinds = idleKinds(runtime);
-          for (const kind of kinds.map((_, i) => kinds[(i + round - 1) % kinds.length]!)) {
+          for (const kind of rotated(idleKinds(runtime), round)) {
             log(`idle capacity: ${runtime} round ${round} ${kind}`);
             const row = await attempt(`idle ${runtime} round ${round} ${kind}`, () => idleCapacity(runtime, kind, limit, round));
             if (row) {
@@ -953,9 +950,9 @@ async function main(): Promise<void> {
         }
       }
     }
-    await perRuntime("slowloris", "slowloris flood", slowlorisFlood, results.slowloris, (row) =>
+    await perRuntime("slowloris", "slowloris flood", 1, slowlorisFlood, results.slowloris, (row) =>
       `p99 ${fmt(row.baseline.p99Ms, 2)} ms -> ${fmt(row.flood.p99Ms, 2)} ms; ${row.tricklers.closed}/${row.tricklers.opened} closed in ${fmt(row.tricklers.minLifetimeMs)}-${fmt(row.tricklers.maxLifetimeMs)} ms`);
-    await perRuntime("churn", "connection churn", connectionChurn, results.churn, (row) =>
+    await perRuntime("churn", "connection churn", 1, connectionChurn, results.churn, (row) =>
       `${fmt(row.cyclesPerSecond)} cycles/s, ${row.errors} errors; fds ${row.samples[0]!.fds} -> ${row.fdsAfterSettle}; RSS ${fmt(row.samples[0]!.rssKb / 1024, 1)} -> ${fmt(row.samples.at(-1)!.rssKb / 1024, 1)} MiB`);
   } finally {
     killAll();
