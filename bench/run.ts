@@ -29,7 +29,7 @@ import { type Subprocess, spawnSync } from "bun";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
-import { type Followed, openFds, rss, spawnFollowed } from "../test/_harness.ts";
+import { fetchOnce, type Followed, openFds, rss, spawnFollowed } from "../test/_harness.ts";
 
 type Runtime = "node" | "bun" | "deno";
 type Kind = "raw" | "hono" | "template";
@@ -236,8 +236,7 @@ async function startServer(runtime: Runtime, kind: Kind | IdleKind, env: Record<
     const listening = await child.waitFor("listening", 30_000);
     const url = String(listening.url).replace(/\/$/, "");
     const server = { runtime, kind, child, url, pid: Number(listening.pid), engine: String(listening.engine ?? listening.server ?? "") };
-    // `Connection: close`, so this check leaves no pooled connection open on the server.
-    const response = await fetch(`${url}/`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) });
+    const response = await fetchOnce(`${url}/`);
     const body = await response.text();
     if (response.status !== 200 || body !== "Hello World") throw new Error(`${runtime} ${kind}: GET / answered ${response.status} ${JSON.stringify(body)}`);
     return server;

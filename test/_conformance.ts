@@ -5,6 +5,7 @@ import {
   connect,
   EARLY_MS,
   expectBetween,
+  fetchOnce,
   get,
   metric,
   openFds,
@@ -361,7 +362,7 @@ export function conformance(target: Target): void {
             expect(Math.max(...delivered.closedAt) - deliveredAt).toBeLessThanOrEqual(IDLE_MS + IDLE_LATE_MS);
             expect(openFds(pid)).toBeLessThanOrEqual(baseline + 5);
 
-            const metrics = await (await fetch(`${server.url}/metrics`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) })).text();
+            const metrics = await (await fetchOnce(`${server.url}/metrics`)).text();
             expect(metric(metrics, 'websub_deliveries_total{result="accepted"}')).toBe(CONNECTIONS);
             const fdsScraped = metric(metrics, "process_open_fds");
             expect(fdsScraped).toBeLessThanOrEqual(baseline + 5);

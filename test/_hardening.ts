@@ -5,6 +5,7 @@ import {
   connect,
   EARLY_MS,
   expectBetween,
+  fetchOnce,
   get,
   metric,
   openFds,
@@ -110,7 +111,7 @@ export function hardening(target: Target): void {
         const outcomes: string[] = [];
         const goodClient = async () => {
           while (flooding) {
-            const response = await fetch(`${server.url}/healthz`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) }).then(
+            const response = await fetchOnce(`${server.url}/healthz`).then(
               async (r) => `${r.status} ${await r.text()}`,
               (error: Error) => `error ${error.message}`,
             );
@@ -210,7 +211,7 @@ export function hardening(target: Target): void {
         expect(answered + turnedAway).toBe(CONNECTIONS);
         expect(answered).toBeGreaterThanOrEqual(NOFILE / 2);
         expect(server.proc.exitCode).toBeNull();
-        const fresh = await fetch(`${server.url}/healthz`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) });
+        const fresh = await fetchOnce(`${server.url}/healthz`);
         expect(fresh.status).toBe(200);
         expect(await fdsSettle(pid, baseline + FD_SLACK, 2_000)).toBeLessThanOrEqual(baseline + FD_SLACK);
         expect(server.stderr).toBe("");
@@ -331,10 +332,10 @@ export function hardening(target: Target): void {
         }
 
         // The app's own errors: JSON that names what was wrong.
-        const query = await fetch(`${server.url}/slow?ms=abc`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) });
+        const query = await fetchOnce(`${server.url}/slow?ms=abc`);
         expect(query.status).toBe(400);
         expect((await query.json()).issues).toEqual([{ parameter: "ms", message: "ms must be an integer from 0 to 600000" }]);
-        const missing = await fetch(`${server.url}/nope`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) });
+        const missing = await fetchOnce(`${server.url}/nope`);
         expect(missing.status).toBe(404);
         expect(await missing.json()).toEqual({ error: "not_found", message: "No route for GET /nope" });
 
@@ -398,7 +399,7 @@ export function hardening(target: Target): void {
         // The generator's mix must actually reach the error paths, not only the happy one.
         expect([...statuses.keys()].filter((s) => s >= 400 && s < 500).length).toBeGreaterThanOrEqual(2);
         expect(server.proc.exitCode).toBeNull();
-        const health = await fetch(`${server.url}/healthz`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) });
+        const health = await fetchOnce(`${server.url}/healthz`);
         expect(health.status).toBe(200);
         expect(await fdsSettle(pid, baseline + FD_SLACK, 2_000)).toBeLessThanOrEqual(baseline + FD_SLACK);
         expect(server.named("handler_error")).toEqual([]);
@@ -432,7 +433,7 @@ export function hardening(target: Target): void {
         const fdsHeld = openFds(pid);
         held.slice(0, 5).forEach((c) => c.destroy());
         expect(await fdsSettle(pid, fdsHeld - 5, 2_000)).toBeLessThanOrEqual(fdsHeld - 5);
-        const metrics = await fetch(`${server.url}/metrics`, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) }).then((r) => r.text());
+        const metrics = await fetchOnce(`${server.url}/metrics`).then((r) => r.text());
         expect(metric(metrics, "connections_refused_total")).toBe(10);
       }, { MAX_CONNECTIONS: "20" }),
       20_000,

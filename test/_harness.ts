@@ -422,6 +422,14 @@ export class RawClient {
   }
 }
 
+/**
+ * One request on a connection of its own, which `Connection: close` leaves nothing of on the
+ * server; rejects when no answer comes within `timeoutMs`.
+ */
+export function fetchOnce(url: string | URL, timeoutMs = 5_000): Promise<Response> {
+  return fetch(url, { headers: { connection: "close" }, signal: AbortSignal.timeout(timeoutMs) });
+}
+
 /** Opens a raw TCP connection to 127.0.0.1:port; rejects after `timeoutMs` without a handshake. */
 export function connect(port: number, timeoutMs = 5_000): Promise<RawClient> {
   return new Promise((resolve, reject) => {

@@ -1,6 +1,7 @@
 import { connect as netConnect, type Socket } from "node:net";
 import { createServer, type Server } from "node:http";
 import { signBody } from "../src/websub.ts";
+import { fetchOnce } from "./_harness.ts";
 
 /**
  * A WebSub hub that behaves like the one in the incident: it verifies a subscription, delivers
@@ -61,7 +62,7 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
     url.searchParams.set("hub.topic", TOPIC);
     url.searchParams.set("hub.challenge", challenge);
     url.searchParams.set("hub.lease_seconds", String(leaseSeconds));
-    const answer = await fetch(url, { headers: { connection: "close" }, signal: AbortSignal.timeout(5_000) });
+    const answer = await fetchOnce(url);
     if (answer.status === 200 && (await answer.text()) === challenge) {
       callback = target;
       onVerified(target);
