@@ -109,7 +109,11 @@ export function watchFds(logger: Logger): void {
     }
     if (!exhausted && open >= limit - 2) {
       exhausted = true;
-      logger.error("fd_exhausted", { openFds: open, limit, message: "The process is out of file descriptors: new connections wait or fail until some close" });
+      logger.error("fd_exhausted", {
+        openFds: open,
+        limit,
+        message: "The process is out of file descriptors: new connections wait or fail until some close",
+      });
     } else if (exhausted && open < limit * 0.9) {
       exhausted = false;
       logger.info("fd_recovered", { openFds: open, limit });

@@ -273,12 +273,10 @@ class Connection implements CancelSignal {
     // the 408 has had time to reach the socket (`completed` settles when it is handed over, before
     // it is written), as Node does after its own 408.
     let expired = false;
-    const request = original.body === null
-      ? original
-      : withBodyDeadline(original, this.#server.options.requestTimeoutMs, () => {
-        expired = true;
-        this.#server.options.onTimeout("request_timeout", this.#remote);
-      });
+    const request = original.body === null ? original : withBodyDeadline(original, this.#server.options.requestTimeoutMs, () => {
+      expired = true;
+      this.#server.options.onTimeout("request_timeout", this.#remote);
+    });
     this.inFlight += 1;
     // Deno's request.signal (legacy abort off in deno.json) aborts when the client leaves while a
     // handler works, but not for a reset during a streaming response: the connection's end covers
@@ -312,7 +310,7 @@ class Connection implements CancelSignal {
     this.#gone = true;
     this.#closing = true;
     clearTimeout(this.#timer);
-    if (this.#requests) for (const request of this.#requests) reportClientGone(request);
+    if (this.#requests) { for (const request of this.#requests) reportClientGone(request); }
     this.#requests = undefined;
     this.#server.gone(this);
   }

@@ -23,9 +23,7 @@ export interface MainOptions {
  */
 export async function main(runtime: Runtime, serve: Serve, options: MainOptions = {}): Promise<void> {
   const result = loadConfig(process.env);
-  const problems = result.ok
-    ? [...checkConnectionLimit(result.config), ...(options.check?.(result.config) ?? [])]
-    : result.problems;
+  const problems = result.ok ? [...checkConnectionLimit(result.config), ...(options.check?.(result.config) ?? [])] : result.problems;
   if (!result.ok || problems.length > 0) {
     for (const problem of problems) process.stderr.write(`${problem}\n`);
     process.exit(EXIT_CONFIG);

@@ -23,7 +23,9 @@ const CONNECTIONS_CHECKING_INTERVAL_MS = 250;
 /** A complete response that closes the connection, with a JSON body saying what was wrong. */
 function clientErrorResponse(status: number, reason: string, error: string, message: string): string {
   const body = JSON.stringify({ error, message });
-  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${
+    Buffer.byteLength(body)
+  }\r\nConnection: close\r\n\r\n${body}`;
 }
 
 /**
@@ -33,9 +35,19 @@ function clientErrorResponse(status: number, reason: string, error: string, mess
 function clientErrorFor(code: string | undefined): string {
   switch (code) {
     case "ERR_HTTP_REQUEST_TIMEOUT":
-      return clientErrorResponse(408, "Request Timeout", "request_timeout", "The request did not arrive within HEADERS_TIMEOUT or REQUEST_TIMEOUT");
+      return clientErrorResponse(
+        408,
+        "Request Timeout",
+        "request_timeout",
+        "The request did not arrive within HEADERS_TIMEOUT or REQUEST_TIMEOUT",
+      );
     case "HPE_HEADER_OVERFLOW":
-      return clientErrorResponse(431, "Request Header Fields Too Large", "headers_too_large", `The request head is larger than ${maxHeaderSize ?? 16_384} bytes`);
+      return clientErrorResponse(
+        431,
+        "Request Header Fields Too Large",
+        "headers_too_large",
+        `The request head is larger than ${maxHeaderSize ?? 16_384} bytes`,
+      );
     case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
       return clientErrorResponse(413, "Payload Too Large", "payload_too_large", "The chunk extensions are too large");
     default:
@@ -64,7 +76,9 @@ export interface NodeHttpOptions {
 export function checkNodeHttp(config: Config): string[] {
   const idle = config.idleTimeoutMs;
   if (idle > 0 && idle <= KEEP_ALIVE_BUFFER_MS) {
-    return [`IDLE_TIMEOUT "${idle}ms" is too short for Node, which always waits ${KEEP_ALIVE_BUFFER_MS}ms past keepAliveTimeout: use more than 1s, or 0 to disable`];
+    return [
+      `IDLE_TIMEOUT "${idle}ms" is too short for Node, which always waits ${KEEP_ALIVE_BUFFER_MS}ms past keepAliveTimeout: use more than 1s, or 0 to disable`,
+    ];
   }
   return [];
 }
@@ -206,4 +220,4 @@ export function serveNodeHttp(
       });
     });
   });
-};
+}

@@ -31,10 +31,16 @@ function check(config: Config): string[] {
   const engine = engineFor(config);
   if (!ENGINES.includes(engine)) return [`BUN_ENGINE "${engine}" is not an engine: use auto, bun-serve or node-http`];
   if (engine === "bun-serve" && config.idleTimeoutMs > BUN_MAX_IDLE_MS) {
-    return [`IDLE_TIMEOUT "${formatDuration(config.idleTimeoutMs)}" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or node-http`];
+    return [
+      `IDLE_TIMEOUT "${
+        formatDuration(config.idleTimeoutMs)
+      }" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or node-http`,
+    ];
   }
   if (engine === "bun-serve" && config.maxConnections) {
-    return [`MAX_CONNECTIONS "${config.maxConnections}" cannot be enforced by Bun.serve, which does not expose its connections: use BUN_ENGINE=auto or node-http`];
+    return [
+      `MAX_CONNECTIONS "${config.maxConnections}" cannot be enforced by Bun.serve, which does not expose its connections: use BUN_ENGINE=auto or node-http`,
+    ];
   }
   return [];
 }

@@ -189,6 +189,8 @@ const n = args.map(Number);
 if (mode === "slowloris" && n.length === 4 && n.every((x) => x > 0)) await slowloris(n[0]!, n[1]!, n[2]!, n[3]!);
 else if (mode === "churn" && n.length === 4 && n.every((x) => x > 0)) await churn(n[0]!, n[1]!, n[2]!, n[3]!);
 else {
-  process.stderr.write("usage: bun bench/_hostile_client.ts slowloris PORT TRICKLERS MEASURE_S WAIT_MS | churn PORT SERVER_PID CYCLES PARALLEL\n");
+  process.stderr.write(
+    "usage: bun bench/_hostile_client.ts slowloris PORT TRICKLERS MEASURE_S WAIT_MS | churn PORT SERVER_PID CYCLES PARALLEL\n",
+  );
   process.exit(2);
 }

@@ -64,16 +64,23 @@ function chart(series: Series[]): string {
     const dash = s.policy === "off" ? ' stroke-dasharray="6 4"' : "";
     const label = `${s.runtime}, policy ${s.policy}`;
     return `<polyline fill="none" stroke="${COLORS[s.runtime]}" stroke-width="2"${dash} points="${points}"/>` +
-      `<line x1="${w - right + 12}" x2="${w - right + 36}" y1="${top + 14 + i * 20}" y2="${top + 14 + i * 20}" stroke="${COLORS[s.runtime]}" stroke-width="2"${dash}/>` +
+      `<line x1="${w - right + 12}" x2="${w - right + 36}" y1="${top + 14 + i * 20}" y2="${top + 14 + i * 20}" stroke="${
+        COLORS[s.runtime]
+      }" stroke-width="2"${dash}/>` +
       `<text x="${w - right + 42}" y="${top + 18 + i * 20}" font-size="11">${escape(label)}</text>`;
   });
   const xTicks = Array.from({ length: OBSERVE_MS / 2_000 + 1 }, (_, i) => i * 2_000).map((ms) =>
-    `<line x1="${x(ms)}" x2="${x(ms)}" y1="${top}" y2="${h - bottom}" stroke="#eee"/><text x="${x(ms)}" y="${h - bottom + 16}" font-size="11" text-anchor="middle">${ms / 1000}s</text>`
+    `<line x1="${x(ms)}" x2="${x(ms)}" y1="${top}" y2="${h - bottom}" stroke="#eee"/><text x="${x(ms)}" y="${
+      h - bottom + 16
+    }" font-size="11" text-anchor="middle">${ms / 1000}s</text>`
   );
   const yTicks = [0, 50, 100, 150, 200].map((n) =>
-    `<line x1="${left}" x2="${w - right}" y1="${y(n)}" y2="${y(n)}" stroke="#eee"/><text x="${left - 8}" y="${y(n) + 4}" font-size="11" text-anchor="end">${n}</text>`
+    `<line x1="${left}" x2="${w - right}" y1="${y(n)}" y2="${y(n)}" stroke="#eee"/><text x="${left - 8}" y="${
+      y(n) + 4
+    }" font-size="11" text-anchor="end">${n}</text>`
   );
-  const idle = `<line x1="${x(IDLE_TIMEOUT_MS)}" x2="${x(IDLE_TIMEOUT_MS)}" y1="${top}" y2="${h - bottom}" stroke="#999" stroke-dasharray="2 3"/>` +
+  const idle =
+    `<line x1="${x(IDLE_TIMEOUT_MS)}" x2="${x(IDLE_TIMEOUT_MS)}" y1="${top}" y2="${h - bottom}" stroke="#999" stroke-dasharray="2 3"/>` +
     `<text x="${x(IDLE_TIMEOUT_MS) + 4}" y="${top + 12}" font-size="11" fill="#666">IDLE_TIMEOUT</text>`;
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif">` +
     `<rect width="${w}" height="${h}" fill="white"/>` +
@@ -95,11 +102,20 @@ if (import.meta.main) {
     for (const policy of ["on", "off"] as const) {
       const result = await replay(runtime, policy);
       const last = result.samples.at(-1)!;
-      console.log(`${runtime.padEnd(5)} policy ${policy.padEnd(3)} ${result.engine.padEnd(28)} open after ${(last[0] / 1000).toFixed(1)}s: ${last[1]} connections, +${last[2]} fds`);
+      console.log(
+        `${runtime.padEnd(5)} policy ${policy.padEnd(3)} ${result.engine.padEnd(28)} open after ${(last[0] / 1000).toFixed(1)}s: ${
+          last[1]
+        } connections, +${last[2]} fds`,
+      );
       series.push(result);
     }
   }
-  const meta = { date: new Date().toISOString(), connections: CONNECTIONS, idleTimeoutMs: IDLE_TIMEOUT_MS, versions: { node: process.versions.node, bun: Bun.version } };
+  const meta = {
+    date: new Date().toISOString(),
+    connections: CONNECTIONS,
+    idleTimeoutMs: IDLE_TIMEOUT_MS,
+    versions: { node: process.versions.node, bun: Bun.version },
+  };
   writeFileSync(`${OUT}replay.json`, JSON.stringify({ meta, series }, null, 1));
   writeFileSync(`${OUT}replay.svg`, chart(series));
   console.log(`wrote ${OUT}replay.svg and ${OUT}replay.json`);

@@ -25,7 +25,7 @@
  * BENCH_CHURN_CYCLES (80000), BENCH_ONLY=throughput,idle,reap,slowloris,churn (a subset runs only
  * those phases and leaves the committed results alone).
  */
-import { type Subprocess, spawnSync } from "bun";
+import { spawnSync, type Subprocess } from "bun";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
@@ -41,7 +41,12 @@ const BENCH = `${ROOT}bench/`;
 const RESULTS = `${BENCH}results/`;
 const RUNTIMES = (process.env.BENCH_RUNTIMES ?? "node,bun,deno").split(",").map((s) => s.trim()) as Runtime[];
 const KINDS: Kind[] = ["raw", "hono", "template"];
-const KIND_LABEL: Record<Kind | IdleKind, string> = { raw: "raw runtime server", hono: "bare Hono", template: "template", engine: "bare per-connection server" };
+const KIND_LABEL: Record<Kind | IdleKind, string> = {
+  raw: "raw runtime server",
+  hono: "bare Hono",
+  template: "template",
+  engine: "bare per-connection server",
+};
 
 const ROUNDS = intEnv("BENCH_ROUNDS", 6);
 const DURATION_S = intEnv("BENCH_DURATION_S", 2);
@@ -238,7 +243,9 @@ async function startServer(runtime: Runtime, kind: Kind | IdleKind, env: Record<
     const server = { runtime, kind, child, url, pid: Number(listening.pid), engine: String(listening.engine ?? listening.server ?? "") };
     const response = await fetchOnce(`${url}/`);
     const body = await response.text();
-    if (response.status !== 200 || body !== "Hello World") throw new Error(`${runtime} ${kind}: GET / answered ${response.status} ${JSON.stringify(body)}`);
+    if (response.status !== 200 || body !== "Hello World") {
+      throw new Error(`${runtime} ${kind}: GET / answered ${response.status} ${JSON.stringify(body)}`);
+    }
     return server;
   } catch (error) {
     await child.stop();
@@ -302,7 +309,10 @@ async function load(url: string, seconds: number): Promise<Load> {
     return { rps: Number(rps[1]), p50Ms: toMs(p50[1]!, p50[2]!), p99Ms: toMs(p99[1]!, p99[2]!), requests: Number(total[1]), errors };
   }
   if (!existsSync(AUTOCANNON)) throw new Error(`autocannon is not installed (${AUTOCANNON}): npm install autocannon`);
-  const out = await run([...LOAD_CPU, "node", AUTOCANNON, "-c", String(CONNECTIONS), "-d", String(seconds), "--json", `${url}/`], timeoutMs);
+  const out = await run(
+    [...LOAD_CPU, "node", AUTOCANNON, "-c", String(CONNECTIONS), "-d", String(seconds), "--json", `${url}/`],
+    timeoutMs,
+  );
   const result = JSON.parse(out.slice(out.indexOf("{"))) as {
     requests: { total: number };
     latency: { p50: number; p99: number };
@@ -346,7 +356,10 @@ function cpuMs(pid: number): number {
 }
 
 /** Per-round ratios of RSS per connection, a / b, rounds paired by their number (a round missing on one side pairs nothing). */
-function pairedByRound(a: Array<{ round: number; rssPerConnectionKb: number }>, b: Array<{ round: number; rssPerConnectionKb: number }>): number[] {
+function pairedByRound(
+  a: Array<{ round: number; rssPerConnectionKb: number }>,
+  b: Array<{ round: number; rssPerConnectionKb: number }>,
+): number[] {
   return a.flatMap((x) => {
     const match = b.find((y) => y.round === x.round);
     return match ? [x.rssPerConnectionKb / match.rssPerConnectionKb] : [];
@@ -375,7 +388,10 @@ function fdCount(pid: number): number {
   }
 }
 
-const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "n/a");
+const fmt = (
+  n: number,
+  digits = 0,
+) => (Number.isFinite(n) ? n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "n/a");
 const ratio = (n: number) => (Number.isFinite(n) ? `${n.toFixed(2)}x` : "n/a");
 const verdict = (ok: boolean | null) => (ok === null ? "n/a" : ok ? "met" : "**missed**");
 
@@ -403,7 +419,9 @@ function machine() {
     node: versionOf(["node", "--version"]),
     bun: versionOf([BUN, "--version"]),
     deno: versionOf([DENO, "--version"]),
-    generator: GENERATOR === "wrk" ? `wrk (${versionOf(["sh", "-c", "wrk -v 2>&1"]).replace(/ Copyright.*/, "")})` : `autocannon ${JSON.parse(readFileSync(`${ROOT}node_modules/autocannon/package.json`, "utf8")).version}`,
+    generator: GENERATOR === "wrk"
+      ? `wrk (${versionOf(["sh", "-c", "wrk -v 2>&1"]).replace(/ Copyright.*/, "")})`
+      : `autocannon ${JSON.parse(readFileSync(`${ROOT}node_modules/autocannon/package.json`, "utf8")).version}`,
   };
 }
 
@@ -413,9 +431,14 @@ function nofileLimit(): { limit: number; note: string } {
   if (wanted.exitCode === 0) return { limit: WANTED_NOFILE, note: `${WANTED_NOFILE}` };
   const hard = Number(spawnSync(["sh", "-c", "ulimit -Hn"]).stdout.toString().trim());
   if (!Number.isFinite(hard) || hard < IDLE_CONNECTIONS + 100) {
-    throw new Error(`cannot raise the fd limit to ${WANTED_NOFILE} (${wanted.stderr.toString().trim()}) and the hard limit ${hard} is too low for ${IDLE_CONNECTIONS} connections`);
+    throw new Error(
+      `cannot raise the fd limit to ${WANTED_NOFILE} (${wanted.stderr.toString().trim()}) and the hard limit ${hard} is too low for ${IDLE_CONNECTIONS} connections`,
+    );
   }
-  return { limit: hard, note: `${hard} (the hard limit; ${WANTED_NOFILE} refused: ${wanted.stderr.toString().trim().replace(/^prlimit: /, "")})` };
+  return {
+    limit: hard,
+    note: `${hard} (the hard limit; ${WANTED_NOFILE} refused: ${wanted.stderr.toString().trim().replace(/^prlimit: /, "")})`,
+  };
 }
 
 /** The raised limit for servers that hold many connections, or none when it cannot be raised. */
@@ -459,7 +482,13 @@ async function throughput(runtime: Runtime): Promise<ThroughputRow[]> {
         const result = await load(server.url, DURATION_S);
         const cpu = cpuMs(server.pid) - cpuBefore;
         rounds.get(kind)!.push({ ...result, cpuMs: cpu, perCpuS: result.requests / (cpu / 1_000) });
-        log(`  ${runtime} round ${round} ${kind.padEnd(8)} ${fmt(result.rps).padStart(7)} req/s  ${fmt(result.requests / (cpu / 1_000)).padStart(7)} req/CPU-s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms${result.errors ? `  errors ${result.errors}` : ""}`);
+        log(
+          `  ${runtime} round ${round} ${kind.padEnd(8)} ${fmt(result.rps).padStart(7)} req/s  ${
+            fmt(result.requests / (cpu / 1_000)).padStart(7)
+          } req/CPU-s  p50 ${result.p50Ms.toFixed(2)} ms  p99 ${result.p99Ms.toFixed(2)} ms${
+            result.errors ? `  errors ${result.errors}` : ""
+          }`,
+        );
       } finally {
         await server.child.stop();
       }
@@ -723,8 +752,10 @@ function chart(rows: ThroughputRow[], meta: ReturnType<typeof machine>): string 
   const barW = groupW / (KINDS.length + 1.5);
   const ticks: string[] = [];
   for (let v = 0; v <= yMax + unit / 2; v += unit) {
-    ticks.push(`<line x1="${left}" x2="${w - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#eee"/>` +
-      `<text x="${left - 8}" y="${(y(v) + 4).toFixed(1)}" font-size="11" text-anchor="end">${fmt(v)}</text>`);
+    ticks.push(
+      `<line x1="${left}" x2="${w - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" stroke="#eee"/>` +
+        `<text x="${left - 8}" y="${(y(v) + 4).toFixed(1)}" font-size="11" text-anchor="end">${fmt(v)}</text>`,
+    );
   }
   const bars = RUNTIMES.flatMap((runtime, g) => {
     const x0 = left + g * groupW + barW * 0.75;
@@ -732,10 +763,19 @@ function chart(rows: ThroughputRow[], meta: ReturnType<typeof machine>): string 
       const row = rows.find((r) => r.runtime === runtime && r.kind === kind);
       if (!row || !Number.isFinite(row.medianRps)) return "";
       const x = x0 + i * barW;
-      return `<rect x="${x.toFixed(1)}" y="${y(row.medianRps).toFixed(1)}" width="${(barW - 4).toFixed(1)}" height="${(y(0) - y(row.medianRps)).toFixed(1)}" fill="${COLORS[kind]}"/>` +
-        `<text x="${(x + (barW - 4) / 2).toFixed(1)}" y="${(y(row.medianRps) - 4).toFixed(1)}" font-size="10" text-anchor="middle">${fmt(row.medianRps / 1000, 1)}k</text>`;
+      return `<rect x="${x.toFixed(1)}" y="${y(row.medianRps).toFixed(1)}" width="${(barW - 4).toFixed(1)}" height="${
+        (y(0) - y(row.medianRps)).toFixed(1)
+      }" fill="${COLORS[kind]}"/>` +
+        `<text x="${(x + (barW - 4) / 2).toFixed(1)}" y="${(y(row.medianRps) - 4).toFixed(1)}" font-size="10" text-anchor="middle">${
+          fmt(row.medianRps / 1000, 1)
+        }k</text>`;
     });
-    return [...group, `<text x="${(left + g * groupW + groupW / 2).toFixed(1)}" y="${h - bottom + 18}" font-size="12" text-anchor="middle">${runtime}</text>`];
+    return [
+      ...group,
+      `<text x="${(left + g * groupW + groupW / 2).toFixed(1)}" y="${
+        h - bottom + 18
+      }" font-size="12" text-anchor="middle">${runtime}</text>`,
+    ];
   });
   const legend = KINDS.map((kind, i) =>
     `<rect x="${left + i * 170}" y="${top - 22}" width="12" height="12" fill="${COLORS[kind]}"/>` +
@@ -744,10 +784,18 @@ function chart(rows: ThroughputRow[], meta: ReturnType<typeof machine>): string 
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif">` +
     `<rect width="${w}" height="${h}" fill="white"/>` +
     `<text x="${left}" y="22" font-size="14">GET / (Hello World): median requests per second over ${ROUNDS} rounds</text>` +
-    `<text x="${left}" y="38" font-size="11" fill="#555">${escape(`${meta.generator}, ${CONNECTIONS} connections, ${DURATION_S} s per round; ${meta.nproc} cores (${meta.cpuModel}), shared; ${meta.date.slice(0, 10)}`)}</text>` +
+    `<text x="${left}" y="38" font-size="11" fill="#555">${
+      escape(
+        `${meta.generator}, ${CONNECTIONS} connections, ${DURATION_S} s per round; ${meta.nproc} cores (${meta.cpuModel}), shared; ${
+          meta.date.slice(0, 10)
+        }`,
+      )
+    }</text>` +
     [...ticks, ...bars, ...legend].join("") +
     `<line x1="${left}" x2="${w - right}" y1="${y(0)}" y2="${y(0)}" stroke="#333"/>` +
-    `<text x="14" y="${(top + h - bottom) / 2}" font-size="11" transform="rotate(-90 14 ${(top + h - bottom) / 2})" text-anchor="middle">requests/s</text>` +
+    `<text x="14" y="${(top + h - bottom) / 2}" font-size="11" transform="rotate(-90 14 ${
+      (top + h - bottom) / 2
+    })" text-anchor="middle">requests/s</text>` +
     `</svg>\n`;
 }
 
@@ -756,7 +804,15 @@ function escape(text: string): string {
 }
 
 interface Results {
-  meta: ReturnType<typeof machine> & { rounds: number; idleRounds: number; durationS: number; warmupS: number; connections: number; nofile?: string; totalSeconds?: number };
+  meta: ReturnType<typeof machine> & {
+    rounds: number;
+    idleRounds: number;
+    durationS: number;
+    warmupS: number;
+    connections: number;
+    nofile?: string;
+    totalSeconds?: number;
+  };
   throughput: ThroughputRow[];
   idle: IdleRow[];
   reap: ReapRow[];
@@ -769,18 +825,42 @@ function markdown(r: Results): string {
   const m = r.meta;
   const out: string[] = [];
   out.push(`# Benchmark: raw runtime server, bare Hono and the template`, "");
-  out.push(`${m.date}. Load generator: **${m.generator}**${PINNED ? " on CPU 1, servers on CPU 0 (taskset)" : ", not pinned (no taskset)"}. Machine: ${m.nproc} cores, ${m.cpuModel}, ${fmt(m.memTotalMiB)} MiB, shared (load average at start ${m.loadAverageAtStart}). ` +
-    `Node ${m.node}, Bun ${m.bun}, ${m.deno}. All on 127.0.0.1; medians; compare ratios within this run only.`, "");
+  out.push(
+    `${m.date}. Load generator: **${m.generator}**${
+      PINNED ? " on CPU 1, servers on CPU 0 (taskset)" : ", not pinned (no taskset)"
+    }. Machine: ${m.nproc} cores, ${m.cpuModel}, ${fmt(m.memTotalMiB)} MiB, shared (load average at start ${m.loadAverageAtStart}). ` +
+      `Node ${m.node}, Bun ${m.bun}, ${m.deno}. All on 127.0.0.1; medians; compare ratios within this run only.`,
+    "",
+  );
   if (r.throughput.length > 0) {
     out.push(`## Throughput and latency of \`GET /\``, "");
-    out.push(`${CONNECTIONS} connections, one generator thread, ${m.warmupS} s warm-up then ${m.durationS} s measured, ${m.rounds} rounds alternating raw, bare Hono and template per runtime (each round starting with the next one), each measurement in a freshly started server process.` +
-      (GENERATOR === "autocannon" ? " autocannon (one Node thread) saturates well below the fastest servers on this machine and reports latency in whole milliseconds, so its ratios are compressed toward 1: prefer wrk." : ""), "");
-    out.push(`| runtime | server | engine | median req/s | req per CPU-second | p50 ms | p99 ms | req/s per round |`, `|---|---|---|---:|---:|---:|---:|---|`);
+    out.push(
+      `${CONNECTIONS} connections, one generator thread, ${m.warmupS} s warm-up then ${m.durationS} s measured, ${m.rounds} rounds alternating raw, bare Hono and template per runtime (each round starting with the next one), each measurement in a freshly started server process.` +
+        (GENERATOR === "autocannon"
+          ? " autocannon (one Node thread) saturates well below the fastest servers on this machine and reports latency in whole milliseconds, so its ratios are compressed toward 1: prefer wrk."
+          : ""),
+      "",
+    );
+    out.push(
+      `| runtime | server | engine | median req/s | req per CPU-second | p50 ms | p99 ms | req/s per round |`,
+      `|---|---|---|---:|---:|---:|---:|---|`,
+    );
     for (const row of r.throughput) {
-      out.push(`| ${row.runtime} | ${KIND_LABEL[row.kind]} | ${row.engine} | ${fmt(row.medianRps)} | ${fmt(row.medianPerCpuS)} | ${row.medianP50Ms.toFixed(2)} | ${row.medianP99Ms.toFixed(2)} | ${row.rounds.map((x) => fmt(x.rps)).join(", ")} |`);
+      out.push(
+        `| ${row.runtime} | ${KIND_LABEL[row.kind]} | ${row.engine} | ${fmt(row.medianRps)} | ${fmt(row.medianPerCpuS)} | ${
+          row.medianP50Ms.toFixed(2)
+        } | ${row.medianP99Ms.toFixed(2)} | ${row.rounds.map((x) => fmt(x.rps)).join(", ")} |`,
+      );
     }
-    out.push("", `Ratios are the median of the per-round ratios (each round measures the servers back to back). "Per CPU-second" divides the requests served by the CPU time the server process used (user + system, all threads, from /proc): on this shared 2-core machine wall-clock req/s swings by ±15% between identical rounds, CPU per request by a few percent, and a server pinned to one core and saturated serves what its CPU time per request allows.`, "");
-    out.push(`| runtime | template / raw | template / bare Hono | template / raw, per CPU-second | template / bare Hono, per CPU-second | target (vs bare Hono) | req/s | per CPU-second |`, `|---|---:|---:|---:|---:|---:|---|---|`);
+    out.push(
+      "",
+      `Ratios are the median of the per-round ratios (each round measures the servers back to back). "Per CPU-second" divides the requests served by the CPU time the server process used (user + system, all threads, from /proc): on this shared 2-core machine wall-clock req/s swings by ±15% between identical rounds, CPU per request by a few percent, and a server pinned to one core and saturated serves what its CPU time per request allows.`,
+      "",
+    );
+    out.push(
+      `| runtime | template / raw | template / bare Hono | template / raw, per CPU-second | template / bare Hono, per CPU-second | target (vs bare Hono) | req/s | per CPU-second |`,
+      `|---|---:|---:|---:|---:|---:|---|---|`,
+    );
     for (const runtime of RUNTIMES) {
       const rounds = (kind: Kind) => r.throughput.find((x) => x.runtime === runtime && x.kind === kind)?.rounds ?? [];
       if (rounds("template").length === 0) continue;
@@ -790,25 +870,55 @@ function markdown(r: Results): string {
       const vsHono = pairedRatio(rps("template"), rps("hono"));
       const vsHonoCpu = pairedRatio(cpu("template"), cpu("hono"));
       const judge = (x: number) => verdict(Number.isFinite(x) ? x >= target : null);
-      out.push(`| ${runtime} | ${ratio(pairedRatio(rps("template"), rps("raw")))} | ${ratio(vsHono)} | ${ratio(pairedRatio(cpu("template"), cpu("raw")))} | ${ratio(vsHonoCpu)} | >= ${target.toFixed(2)}x | ${judge(vsHono)} | ${judge(vsHonoCpu)} |`);
+      out.push(
+        `| ${runtime} | ${ratio(pairedRatio(rps("template"), rps("raw")))} | ${ratio(vsHono)} | ${
+          ratio(pairedRatio(cpu("template"), cpu("raw")))
+        } | ${ratio(vsHonoCpu)} | >= ${target.toFixed(2)}x | ${judge(vsHono)} | ${judge(vsHonoCpu)} |`,
+      );
     }
     out.push("");
   }
   if (r.idle.length > 0) {
     out.push(`## Idle capacity`, "");
-    out.push(`${fmt(IDLE_CONNECTIONS)} keep-alive connections opened ${IDLE_BATCH} at a time, one \`GET /\` each, then left idle; RSS and fds read ${SETTLE_MS / 1000} s after the last response (\"read at\"), before the template's first close; server and client fd limit ${m.nofile}. ` +
-      `The template runs with IDLE_TIMEOUT=${IDLE_TIMEOUT_MS / 1000}s; the raw servers with their own idle timeout off (node:http \`keepAliveTimeout = 0\`, Bun.serve \`idleTimeout: 0\`; Deno.serve has none) and are closed by the client. ` +
-      `On Deno the template's engine is Deno's internal per-connection server (Deno.serve cannot close a connection), so Deno also measures that server bare (bench/fixtures/engine.deno.ts: a minimal handler, each connection kept closable, no policy): Deno's share of the cost is bare / raw, ours template / bare. ` +
-      `${m.idleRounds} rounds per runtime, each starting with the next server, each server freshly started.`, "");
-    out.push(`| runtime | server | round | held | opened in | read at | RSS before MiB | RSS after MiB | RSS per connection KB | fds before / after | fds after close |`, `|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
+    out.push(
+      `${
+        fmt(IDLE_CONNECTIONS)
+      } keep-alive connections opened ${IDLE_BATCH} at a time, one \`GET /\` each, then left idle; RSS and fds read ${
+        SETTLE_MS / 1000
+      } s after the last response (\"read at\"), before the template's first close; server and client fd limit ${m.nofile}. ` +
+        `The template runs with IDLE_TIMEOUT=${
+          IDLE_TIMEOUT_MS / 1000
+        }s; the raw servers with their own idle timeout off (node:http \`keepAliveTimeout = 0\`, Bun.serve \`idleTimeout: 0\`; Deno.serve has none) and are closed by the client. ` +
+        `On Deno the template's engine is Deno's internal per-connection server (Deno.serve cannot close a connection), so Deno also measures that server bare (bench/fixtures/engine.deno.ts: a minimal handler, each connection kept closable, no policy): Deno's share of the cost is bare / raw, ours template / bare. ` +
+        `${m.idleRounds} rounds per runtime, each starting with the next server, each server freshly started.`,
+      "",
+    );
+    out.push(
+      `| runtime | server | round | held | opened in | read at | RSS before MiB | RSS after MiB | RSS per connection KB | fds before / after | fds after close |`,
+      `|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
+    );
     for (const row of r.idle) {
-      out.push(`| ${row.runtime} | ${KIND_LABEL[row.kind]} | ${row.round} | ${fmt(row.heldAtMeasurement)}${row.failed ? ` (${row.failed} failed)` : ""} | ${fmt(row.openMs / 1000, 1)} s | +${fmt(row.measuredAfterLastResponseMs / 1000, 1)} s | ${fmt(row.rssBeforeKb / 1024, 1)} | ${fmt(row.rssAfterKb / 1024, 1)} | ${fmt(row.rssPerConnectionKb, 2)} | ${row.fdsBefore} / ${row.fdsAfter} | ${row.fdsAfterClose} (${row.fdsBackToBaseline ? "baseline" : "**not baseline**"}) |`);
+      out.push(
+        `| ${row.runtime} | ${KIND_LABEL[row.kind]} | ${row.round} | ${fmt(row.heldAtMeasurement)}${
+          row.failed ? ` (${row.failed} failed)` : ""
+        } | ${fmt(row.openMs / 1000, 1)} s | +${fmt(row.measuredAfterLastResponseMs / 1000, 1)} s | ${fmt(row.rssBeforeKb / 1024, 1)} | ${
+          fmt(row.rssAfterKb / 1024, 1)
+        } | ${fmt(row.rssPerConnectionKb, 2)} | ${row.fdsBefore} / ${row.fdsAfter} | ${row.fdsAfterClose} (${
+          row.fdsBackToBaseline ? "baseline" : "**not baseline**"
+        }) |`,
+      );
     }
     out.push("", `Medians over the rounds; a memory ratio is the median of the per-round ratios.`, "");
     /** One runtime's rounds of one server, in round order. */
-    const idleRows = (runtime: Runtime, kind: IdleKind) => r.idle.filter((x) => x.runtime === runtime && x.kind === kind).sort((a, b) => a.round - b.round);
+    const idleRows = (runtime: Runtime, kind: IdleKind) =>
+      r.idle.filter((x) => x.runtime === runtime && x.kind === kind).sort((a, b) => a.round - b.round);
     const medianKb = (rows: IdleRow[]) => fmt(median(rows.map((x) => x.rssPerConnectionKb)), 2);
-    out.push(`| runtime | KB per connection, raw | KB per connection, template | template / raw memory per connection | target | | all ${fmt(IDLE_CONNECTIONS)} closed, after IDLE_TIMEOUT past the last response (per round) | still open | idle_timeout events | fds back to baseline (within 5) |`, `|---|---:|---:|---:|---:|---|---:|---:|---:|---|`);
+    out.push(
+      `| runtime | KB per connection, raw | KB per connection, template | template / raw memory per connection | target | | all ${
+        fmt(IDLE_CONNECTIONS)
+      } closed, after IDLE_TIMEOUT past the last response (per round) | still open | idle_timeout events | fds back to baseline (within 5) |`,
+      `|---|---:|---:|---:|---:|---|---:|---:|---:|---|`,
+    );
     for (const runtime of RUNTIMES) {
       const raw = idleRows(runtime, "raw");
       const tpl = idleRows(runtime, "template");
@@ -816,56 +926,124 @@ function markdown(r: Results): string {
       const paired = pairedByRound(tpl, raw);
       const memRatio = median(paired);
       const target = TARGETS.idleMemoryVsRaw[runtime];
-      const closed = tpl.map((t) => t.allClosedAfterTimeoutMs === null ? "n/a" : `${t.allClosedAfterTimeoutMs >= 0 ? "+" : ""}${fmt(Math.round(t.allClosedAfterTimeoutMs))} ms`).join(", ");
+      const closed = tpl.map((t) =>
+        t.allClosedAfterTimeoutMs === null
+          ? "n/a"
+          : `${t.allClosedAfterTimeoutMs >= 0 ? "+" : ""}${fmt(Math.round(t.allClosedAfterTimeoutMs))} ms`
+      ).join(", ");
       const fdsOk = tpl.every((t) => t.fdsBackToBaseline) && raw.every((x) => x.fdsBackToBaseline);
-      out.push(`| ${runtime} | ${medianKb(raw)} | ${medianKb(tpl)} | ${ratio(memRatio)} (${paired.map(ratio).join(", ")}) | <= ${target.toFixed(1)}x | ${verdict(Number.isFinite(memRatio) ? memRatio <= target : null)} | ${closed} | ${tpl.map((t) => t.stillOpen ?? "n/a").join(", ")} | ${tpl.map((t) => t.idleTimeoutEvents ?? "n/a").join(", ")} | ${fdsOk ? "yes" : "**no**"} |`);
+      out.push(
+        `| ${runtime} | ${medianKb(raw)} | ${medianKb(tpl)} | ${ratio(memRatio)} (${paired.map(ratio).join(", ")}) | <= ${
+          target.toFixed(1)
+        }x | ${verdict(Number.isFinite(memRatio) ? memRatio <= target : null)} | ${closed} | ${
+          tpl.map((t) => t.stillOpen ?? "n/a").join(", ")
+        } | ${tpl.map((t) => t.idleTimeoutEvents ?? "n/a").join(", ")} | ${fdsOk ? "yes" : "**no**"} |`,
+      );
     }
     out.push("");
     const split = RUNTIMES.filter((runtime) => r.idle.some((x) => x.runtime === runtime && x.kind === "engine"));
     if (split.length > 0) {
-      out.push(`Where the memory goes: the runtime's per-connection server against the raw server, and the template against that server.`, "");
-      out.push(`| runtime | KB per connection: raw / bare per-connection server / template | bare per-connection server / raw (the runtime's) | template / bare per-connection server (ours) |`, `|---|---:|---:|---:|`);
+      out.push(
+        `Where the memory goes: the runtime's per-connection server against the raw server, and the template against that server.`,
+        "",
+      );
+      out.push(
+        `| runtime | KB per connection: raw / bare per-connection server / template | bare per-connection server / raw (the runtime's) | template / bare per-connection server (ours) |`,
+        `|---|---:|---:|---:|`,
+      );
       for (const runtime of split) {
         const [raw, engine, tpl] = (["raw", "engine", "template"] as const).map((kind) => idleRows(runtime, kind));
-        out.push(`| ${runtime} | ${medianKb(raw!)} / ${medianKb(engine!)} / ${medianKb(tpl!)} | ${ratio(median(pairedByRound(engine!, raw!)))} | ${ratio(median(pairedByRound(tpl!, engine!)))} |`);
+        out.push(
+          `| ${runtime} | ${medianKb(raw!)} / ${medianKb(engine!)} / ${medianKb(tpl!)} | ${ratio(median(pairedByRound(engine!, raw!)))} | ${
+            ratio(median(pairedByRound(tpl!, engine!)))
+          } |`,
+        );
       }
       out.push("");
     }
   }
   if (r.reap.length > 0) {
     out.push(`## Reap precision`, "");
-    out.push(`Template, ${fmt(REAP_CONNECTIONS)} idle connections, IDLE_TIMEOUT=${REAP_TIMEOUT_MS / 1000}s: close time - response time - IDLE_TIMEOUT, per connection, as the client saw it (the client reads a response a few ms after the server finished it, so a few ms below 0 is measurement, not an early close). ${m.idleRounds} rounds per runtime, each in a freshly started server; the summary is the median of each figure over the rounds, judged against the target, and the worst round's max beside it.`, "");
+    out.push(
+      `Template, ${fmt(REAP_CONNECTIONS)} idle connections, IDLE_TIMEOUT=${
+        REAP_TIMEOUT_MS / 1000
+      }s: close time - response time - IDLE_TIMEOUT, per connection, as the client saw it (the client reads a response a few ms after the server finished it, so a few ms below 0 is measurement, not an early close). ${m.idleRounds} rounds per runtime, each in a freshly started server; the summary is the median of each figure over the rounds, judged against the target, and the worst round's max beside it.`,
+      "",
+    );
     out.push(`| runtime | engine | round | closed | min ms | median ms | p99 ms | max ms |`, `|---|---|---:|---:|---:|---:|---:|---:|`);
     for (const row of r.reap) {
-      out.push(`| ${row.runtime} | ${row.engine} | ${row.round} | ${row.closed} / ${row.connections} | ${fmt(row.minMs, 1)} | ${fmt(row.medianMs, 1)} | ${fmt(row.p99Ms, 1)} | ${fmt(row.maxMs, 1)} |`);
+      out.push(
+        `| ${row.runtime} | ${row.engine} | ${row.round} | ${row.closed} / ${row.connections} | ${fmt(row.minMs, 1)} | ${
+          fmt(row.medianMs, 1)
+        } | ${fmt(row.p99Ms, 1)} | ${fmt(row.maxMs, 1)} |`,
+      );
     }
-    out.push("", `| runtime | still open | min ms | median ms | p99 ms | max ms | worst max ms | target | |`, `|---|---:|---:|---:|---:|---:|---:|---|---|`);
+    out.push(
+      "",
+      `| runtime | still open | min ms | median ms | p99 ms | max ms | worst max ms | target | |`,
+      `|---|---:|---:|---:|---:|---:|---:|---|---|`,
+    );
     for (const runtime of RUNTIMES) {
       const rows = r.reap.filter((x) => x.runtime === runtime);
       if (rows.length === 0) continue;
       const stat = (key: "minMs" | "medianMs" | "p99Ms" | "maxMs") => median(rows.map((x) => x[key]));
       const stillOpen = rows.reduce((n, x) => n + x.stillOpen, 0);
       const ok = stillOpen === 0 && stat("minMs") >= TARGETS.reapEarlyMs && stat("maxMs") <= TARGETS.reapLateMs[runtime];
-      out.push(`| ${runtime} | ${stillOpen} | ${fmt(stat("minMs"), 1)} | ${fmt(stat("medianMs"), 1)} | ${fmt(stat("p99Ms"), 1)} | ${fmt(stat("maxMs"), 1)} | ${fmt(Math.max(...rows.map((x) => x.maxMs)), 1)} | ${TARGETS.reapEarlyMs} to +${TARGETS.reapLateMs[runtime]} | ${verdict(ok)} |`);
+      out.push(
+        `| ${runtime} | ${stillOpen} | ${fmt(stat("minMs"), 1)} | ${fmt(stat("medianMs"), 1)} | ${fmt(stat("p99Ms"), 1)} | ${
+          fmt(stat("maxMs"), 1)
+        } | ${fmt(Math.max(...rows.map((x) => x.maxMs)), 1)} | ${TARGETS.reapEarlyMs} to +${TARGETS.reapLateMs[runtime]} | ${
+          verdict(ok)
+        } |`,
+      );
     }
     out.push("");
   }
   if (r.slowloris.length > 0) {
     out.push(`## Slowloris flood`, "");
-    out.push(`Template with HEADERS_TIMEOUT=${SLOWLORIS_HEADERS_TIMEOUT_MS / 1000}s. Four well-behaved keep-alive clients send \`GET /\` back to back for ${SLOWLORIS_MEASURE_S} s alone, then for ${SLOWLORIS_MEASURE_S} s while ${fmt(SLOWLORIS_CONNECTIONS)} connections each trickle one byte of a never-ending head every 500 ms. The trickling connections must all be closed within the head deadline's window (Bun's is its own fixed one).`, "");
-    out.push(`| runtime | engine | p50 ms alone | p50 ms in flood | p99 ms alone | p99 ms in flood | p99 ratio | errors | trickling closed | closed after (ms) | window (ms) | 408 sent | |`, `|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|`);
+    out.push(
+      `Template with HEADERS_TIMEOUT=${
+        SLOWLORIS_HEADERS_TIMEOUT_MS / 1000
+      }s. Four well-behaved keep-alive clients send \`GET /\` back to back for ${SLOWLORIS_MEASURE_S} s alone, then for ${SLOWLORIS_MEASURE_S} s while ${
+        fmt(SLOWLORIS_CONNECTIONS)
+      } connections each trickle one byte of a never-ending head every 500 ms. The trickling connections must all be closed within the head deadline's window (Bun's is its own fixed one).`,
+      "",
+    );
+    out.push(
+      `| runtime | engine | p50 ms alone | p50 ms in flood | p99 ms alone | p99 ms in flood | p99 ratio | errors | trickling closed | closed after (ms) | window (ms) | 408 sent | |`,
+      `|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|`,
+    );
     for (const row of r.slowloris) {
       const t = row.tricklers;
-      const ok = t.closed === t.opened && t.failedToOpen === 0 && t.minLifetimeMs >= row.windowMs.min - 100 && t.maxLifetimeMs <= row.windowMs.max && row.flood.errors === 0;
-      out.push(`| ${row.runtime} | ${row.engine} | ${fmt(row.baseline.p50Ms, 2)} | ${fmt(row.flood.p50Ms, 2)} | ${fmt(row.baseline.p99Ms, 2)} | ${fmt(row.flood.p99Ms, 2)} | ${ratio(row.flood.p99Ms / row.baseline.p99Ms)} | ${row.baseline.errors + row.flood.errors} | ${fmt(t.closed)} / ${fmt(t.opened)} | ${fmt(t.minLifetimeMs)} to ${fmt(t.maxLifetimeMs)} | ${fmt(row.windowMs.min)} to ${fmt(row.windowMs.max)} | ${fmt(t.answered408)} | ${verdict(ok)} |`);
+      const ok = t.closed === t.opened && t.failedToOpen === 0 && t.minLifetimeMs >= row.windowMs.min - 100 &&
+        t.maxLifetimeMs <= row.windowMs.max && row.flood.errors === 0;
+      out.push(
+        `| ${row.runtime} | ${row.engine} | ${fmt(row.baseline.p50Ms, 2)} | ${fmt(row.flood.p50Ms, 2)} | ${fmt(row.baseline.p99Ms, 2)} | ${
+          fmt(row.flood.p99Ms, 2)
+        } | ${ratio(row.flood.p99Ms / row.baseline.p99Ms)} | ${row.baseline.errors + row.flood.errors} | ${fmt(t.closed)} / ${
+          fmt(t.opened)
+        } | ${fmt(t.minLifetimeMs)} to ${fmt(t.maxLifetimeMs)} | ${fmt(row.windowMs.min)} to ${fmt(row.windowMs.max)} | ${
+          fmt(t.answered408)
+        } | ${verdict(ok)} |`,
+      );
     }
     out.push("");
   }
   if (r.churn.length > 0) {
     out.push(`## Connection churn`, "");
-    out.push(`Template; ${fmt(CHURN_CYCLES)} cycles of connect, \`GET /healthz\`, close (client half-closes, server closes), ${CHURN_PARALLEL} at a time, after 1,000 warm-up cycles. Server fds and RSS sampled every 2,500 cycles; "fds after" is read once the last connection has closed (back to baseline means within 5). ` +
-      `RSS grows while the heaps size themselves to the load, then stays flat, give or take a collection: "late growth" compares the lowest sample of the last 10,000 cycles with the lowest of the 10,000 before (lows are between collections), and must stay under ${CHURN_FLAT_MIB} MiB, i.e. under ~1.6 KB a cycle.`, "");
-    out.push(`| runtime | engine | cycles/s | errors | fds before | fds after | RSS MiB every 10,000 cycles, from 0 to ${fmt(CHURN_CYCLES)} | growth MiB | late growth MiB | |`, `|---|---|---:|---:|---:|---:|---|---:|---:|---|`);
+    out.push(
+      `Template; ${
+        fmt(CHURN_CYCLES)
+      } cycles of connect, \`GET /healthz\`, close (client half-closes, server closes), ${CHURN_PARALLEL} at a time, after 1,000 warm-up cycles. Server fds and RSS sampled every 2,500 cycles; "fds after" is read once the last connection has closed (back to baseline means within 5). ` +
+        `RSS grows while the heaps size themselves to the load, then stays flat, give or take a collection: "late growth" compares the lowest sample of the last 10,000 cycles with the lowest of the 10,000 before (lows are between collections), and must stay under ${CHURN_FLAT_MIB} MiB, i.e. under ~1.6 KB a cycle.`,
+      "",
+    );
+    out.push(
+      `| runtime | engine | cycles/s | errors | fds before | fds after | RSS MiB every 10,000 cycles, from 0 to ${
+        fmt(CHURN_CYCLES)
+      } | growth MiB | late growth MiB | |`,
+      `|---|---|---:|---:|---:|---:|---|---:|---:|---|`,
+    );
     for (const row of r.churn) {
       const first = row.samples[0]!;
       const mib = row.samples.map((x) => x.rssKb / 1024);
@@ -874,12 +1052,21 @@ function markdown(r: Results): string {
       const late = Math.min(...mib.slice(-window)) - Math.min(...mib.slice(-2 * window, -window));
       const ok = row.errors === 0 && row.fdsAfterSettle <= first.fds + 5 && late <= CHURN_FLAT_MIB;
       const every10k = row.samples.filter((x) => x.cycles % 10_000 === 0).map((x) => fmt(x.rssKb / 1024, 1)).join(", ");
-      out.push(`| ${row.runtime} | ${row.engine} | ${fmt(row.cyclesPerSecond)} | ${row.errors} | ${first.fds} | ${row.fdsAfterSettle} | ${every10k} | ${fmt(growth, 1)} | ${fmt(late, 1)} | ${verdict(ok)} |`);
+      out.push(
+        `| ${row.runtime} | ${row.engine} | ${
+          fmt(row.cyclesPerSecond)
+        } | ${row.errors} | ${first.fds} | ${row.fdsAfterSettle} | ${every10k} | ${fmt(growth, 1)} | ${fmt(late, 1)} | ${verdict(ok)} |`,
+      );
     }
     out.push("");
   }
   if (r.errors.length > 0) out.push(`## Errors`, "", ...r.errors.map((e) => `- ${e.split("\n")[0]}`), "");
-  if (m.totalSeconds !== undefined) out.push(`Benchmark took ${m.totalSeconds} s. Reproduce with \`bun bench/run.ts\` (BENCH_LOAD=autocannon forces the fallback generator).`, "");
+  if (m.totalSeconds !== undefined) {
+    out.push(
+      `Benchmark took ${m.totalSeconds} s. Reproduce with \`bun bench/run.ts\` (BENCH_LOAD=autocannon forces the fallback generator).`,
+      "",
+    );
+  }
   return out.join("\n");
 }
 
@@ -916,7 +1103,14 @@ async function main(): Promise<void> {
       }
     }
     /** One row per runtime and round for a phase, logged as it comes; a failure is recorded and the next goes on. */
-    const perRuntime = async <T>(phase: string, title: string, rounds: number, measure: (runtime: Runtime, round: number) => Promise<T>, rows: T[], describe: (row: T) => string) => {
+    const perRuntime = async <T>(
+      phase: string,
+      title: string,
+      rounds: number,
+      measure: (runtime: Runtime, round: number) => Promise<T>,
+      rows: T[],
+      describe: (row: T) => string,
+    ) => {
       if (!ONLY.has(phase)) return;
       for (const runtime of RUNTIMES) {
         for (let round = 1; round <= rounds; round++) {
@@ -929,8 +1123,14 @@ async function main(): Promise<void> {
         }
       }
     };
-    await perRuntime("reap", "reap precision", IDLE_ROUNDS, reapPrecision, results.reap, (row) =>
-      `${row.closed}/${row.connections} closed; late min ${row.minMs} median ${row.medianMs} p99 ${row.p99Ms} max ${row.maxMs} ms`);
+    await perRuntime(
+      "reap",
+      "reap precision",
+      IDLE_ROUNDS,
+      reapPrecision,
+      results.reap,
+      (row) => `${row.closed}/${row.connections} closed; late min ${row.minMs} median ${row.medianMs} p99 ${row.p99Ms} max ${row.maxMs} ms`,
+    );
     if (ONLY.has("idle")) {
       const { limit, note } = nofileLimit();
       results.meta.nofile = note;
@@ -942,17 +1142,41 @@ async function main(): Promise<void> {
             const row = await attempt(`idle ${runtime} round ${round} ${kind}`, () => idleCapacity(runtime, kind, limit, round));
             if (row) {
               results.idle.push(row);
-              log(`  held ${row.heldAtMeasurement} (opened in ${row.openMs} ms); RSS +${fmt(row.rssPerConnectionKb, 2)} KB/conn; fds ${row.fdsBefore} -> ${row.fdsAfter} -> ${row.fdsAfterClose}` +
-                (row.allClosedAfterTimeoutMs === null ? "" : `; all closed ${fmt(row.allClosedAfterTimeoutMs)} ms after IDLE_TIMEOUT, ${row.stillOpen} still open`));
+              log(
+                `  held ${row.heldAtMeasurement} (opened in ${row.openMs} ms); RSS +${
+                  fmt(row.rssPerConnectionKb, 2)
+                } KB/conn; fds ${row.fdsBefore} -> ${row.fdsAfter} -> ${row.fdsAfterClose}` +
+                  (row.allClosedAfterTimeoutMs === null
+                    ? ""
+                    : `; all closed ${fmt(row.allClosedAfterTimeoutMs)} ms after IDLE_TIMEOUT, ${row.stillOpen} still open`),
+              );
             }
           }
         }
       }
     }
-    await perRuntime("slowloris", "slowloris flood", 1, slowlorisFlood, results.slowloris, (row) =>
-      `p99 ${fmt(row.baseline.p99Ms, 2)} ms -> ${fmt(row.flood.p99Ms, 2)} ms; ${row.tricklers.closed}/${row.tricklers.opened} closed in ${fmt(row.tricklers.minLifetimeMs)}-${fmt(row.tricklers.maxLifetimeMs)} ms`);
-    await perRuntime("churn", "connection churn", 1, connectionChurn, results.churn, (row) =>
-      `${fmt(row.cyclesPerSecond)} cycles/s, ${row.errors} errors; fds ${row.samples[0]!.fds} -> ${row.fdsAfterSettle}; RSS ${fmt(row.samples[0]!.rssKb / 1024, 1)} -> ${fmt(row.samples.at(-1)!.rssKb / 1024, 1)} MiB`);
+    await perRuntime(
+      "slowloris",
+      "slowloris flood",
+      1,
+      slowlorisFlood,
+      results.slowloris,
+      (row) =>
+        `p99 ${fmt(row.baseline.p99Ms, 2)} ms -> ${fmt(row.flood.p99Ms, 2)} ms; ${row.tricklers.closed}/${row.tricklers.opened} closed in ${
+          fmt(row.tricklers.minLifetimeMs)
+        }-${fmt(row.tricklers.maxLifetimeMs)} ms`,
+    );
+    await perRuntime(
+      "churn",
+      "connection churn",
+      1,
+      connectionChurn,
+      results.churn,
+      (row) =>
+        `${fmt(row.cyclesPerSecond)} cycles/s, ${row.errors} errors; fds ${row.samples[0]!.fds} -> ${row.fdsAfterSettle}; RSS ${
+          fmt(row.samples[0]!.rssKb / 1024, 1)
+        } -> ${fmt(row.samples.at(-1)!.rssKb / 1024, 1)} MiB`,
+    );
   } finally {
     killAll();
   }

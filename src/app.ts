@@ -37,7 +37,9 @@ function query<S extends v.GenericSchema>(c: Context, schema: S): v.InferOutput<
 
 function tooLarge(c: Context, limitBytes: number): Response {
   // Closing spares the server reading (or the connection carrying) the rest of an unwanted body.
-  return c.json({ error: "payload_too_large", message: `The request body is larger than BODY_LIMIT (${limitBytes} bytes)` }, 413, { connection: "close" });
+  return c.json({ error: "payload_too_large", message: `The request body is larger than BODY_LIMIT (${limitBytes} bytes)` }, 413, {
+    connection: "close",
+  });
 }
 
 /** Resolves after `ms`, or as soon as `signal` aborts. */

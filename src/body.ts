@@ -48,6 +48,9 @@ async function unreadable<T>(read: () => Promise<T>): Promise<T> {
     return await read();
   } catch (error) {
     if (error instanceof HTTPException) throw error;
-    throw new HTTPException(400, { message: `The request body could not be read: ${(error as Error)?.message ?? String(error)}`, cause: error });
+    throw new HTTPException(400, {
+      message: `The request body could not be read: ${(error as Error)?.message ?? String(error)}`,
+      cause: error,
+    });
   }
 }

@@ -61,7 +61,10 @@ export function parseSizeBytes(value: string): number {
 const HttpUrl = v.optional(
   v.pipe(
     v.string(),
-    v.check((value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol), (issue) => `"${issue.input}" is not an http(s) URL`),
+    v.check(
+      (value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol),
+      (issue) => `"${issue.input}" is not an http(s) URL`,
+    ),
   ),
 );
 
@@ -78,7 +81,10 @@ const Port = v.optional(
 const Host = v.optional(
   v.pipe(
     v.string(),
-    v.regex(/^[A-Za-z0-9.:[\]-]+$/, (issue) => `"${issue.input}" is not an address: use an IP address or a host name, e.g. 0.0.0.0 or 127.0.0.1`),
+    v.regex(
+      /^[A-Za-z0-9.:[\]-]+$/,
+      (issue) => `"${issue.input}" is not an address: use an IP address or a host name, e.g. 0.0.0.0 or 127.0.0.1`,
+    ),
   ),
   "0.0.0.0",
 );
@@ -134,7 +140,9 @@ export const EnvSchema = v.pipe(
       (env) => env.HEADERS_TIMEOUT === 0 || env.REQUEST_TIMEOUT === 0 || env.HEADERS_TIMEOUT <= env.REQUEST_TIMEOUT,
       (issue) => {
         const env = issue.input as { HEADERS_TIMEOUT: number; REQUEST_TIMEOUT: number };
-        return `"${formatDuration(env.HEADERS_TIMEOUT)}" is longer than REQUEST_TIMEOUT "${formatDuration(env.REQUEST_TIMEOUT)}": the head is part of the request, so use at most that`;
+        return `"${formatDuration(env.HEADERS_TIMEOUT)}" is longer than REQUEST_TIMEOUT "${
+          formatDuration(env.REQUEST_TIMEOUT)
+        }": the head is part of the request, so use at most that`;
       },
     ),
     ["HEADERS_TIMEOUT"],

@@ -46,9 +46,7 @@ class RequestState implements Lifecycle {
   }
 
   get done(): Promise<Outcome> {
-    this.#done ??= this.#outcome
-      ? Promise.resolve(this.#outcome)
-      : new Promise<Outcome>((resolve) => (this.#resolve = resolve));
+    this.#done ??= this.#outcome ? Promise.resolve(this.#outcome) : new Promise<Outcome>((resolve) => (this.#resolve = resolve));
     return this.#done;
   }
 

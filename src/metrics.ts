@@ -120,7 +120,7 @@ function createSeries(name: string, labelNames: readonly string[]) {
       const labelValues = labelValuesOf(labels);
       const key = JSON.stringify(labelValues);
       let entry = values.get(key);
-      if (!entry) values.set(key, (entry = { labelValues, value: 0 }));
+      if (!entry) values.set(key, entry = { labelValues, value: 0 });
       return entry;
     },
     update(labels: Labels | undefined, change: (old: number) => number): void {

@@ -7,13 +7,21 @@ import { type Counter, type CounterSeries, createRegistry, type Registry } from 
  */
 const COUNTED_EVENTS = {
   idle_timeout: ["connections_idle_closed_total", "Connections closed after IDLE_TIMEOUT without a request.", {}],
-  headers_timeout: ["connections_deadline_closed_total", "Connections closed for a head or body that missed its deadline.", { deadline: "headers" }],
-  request_timeout: ["connections_deadline_closed_total", "Connections closed for a head or body that missed its deadline.", { deadline: "request" }],
+  headers_timeout: ["connections_deadline_closed_total", "Connections closed for a head or body that missed its deadline.", {
+    deadline: "headers",
+  }],
+  request_timeout: ["connections_deadline_closed_total", "Connections closed for a head or body that missed its deadline.", {
+    deadline: "request",
+  }],
   websub_delivery: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "accepted" }],
   websub_signature_rejected: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "signature_rejected" }],
   websub_gone: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "gone" }],
   websub_too_large: ["websub_deliveries_total", "WebSub content deliveries by result.", { result: "too_large" }],
-  connections_refused: ["connections_refused_total", "Connections closed at once because MAX_CONNECTIONS (or the fd limit) was reached.", {}],
+  connections_refused: [
+    "connections_refused_total",
+    "Connections closed at once because MAX_CONNECTIONS (or the fd limit) was reached.",
+    {},
+  ],
   accept_failed: ["accept_failures_total", "Connections the server failed to accept (e.g. EMFILE: out of file descriptors).", {}],
   fd_exhausted: ["fd_exhausted_total", "Times the process ran out of file descriptors.", {}],
 } as const satisfies Record<string, readonly [string, string, Record<string, string>]>;

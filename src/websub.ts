@@ -54,7 +54,9 @@ export async function signBody(body: Uint8Array, secret: string, algorithm: Hash
 /** One subscription as the callback knows it; `id` is the path segment in /websub/:id. */
 export interface Subscription {
   id: string;
-  hub: string; topic: string; secret?: string;
+  hub: string;
+  topic: string;
+  secret?: string;
   state: "pending" | "active" | "unsubscribing" | "denied";
   leaseSeconds?: number; // what the hub granted
   expiresAtMs?: number; // epoch ms when the lease ends; absent means no expiry

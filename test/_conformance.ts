@@ -10,12 +10,12 @@ import {
   metric,
   openFds,
   type RawClient,
-  tryRequest,
   type ServerProcess,
   spawnServer,
   startServer,
   suiteSetup,
   trickle,
+  tryRequest,
   using,
   within,
 } from "./_harness.ts";
@@ -36,7 +36,10 @@ async function open(port: number, defer: (cleanup: () => unknown) => void): Prom
  * script. Every scenario runs on every runtime; bounds come from adapters/_capabilities.ts.
  */
 export function conformance(target: Target): void {
-  const { runtime, engine, engineEnv, caps, env, IDLE_MS, REQUEST_MS, SHUTDOWN_MS, IDLE_LATE_MS, headersWindow } = suiteSetup(target, 2_000);
+  const { runtime, engine, engineEnv, caps, env, IDLE_MS, REQUEST_MS, SHUTDOWN_MS, IDLE_LATE_MS, headersWindow } = suiteSetup(
+    target,
+    2_000,
+  );
 
   /** A concurrent test, or a skipped one whose name states the runtime limit behind the skip. */
   function scenario(name: string, unsupported: string | undefined, fn: () => Promise<void>, timeoutMs: number) {
@@ -45,7 +48,10 @@ export function conformance(target: Target): void {
   }
 
   /** Starts a server for one test and stops it afterwards, whatever happens. */
-  function withServer(fn: (server: ServerProcess, defer: (cleanup: () => unknown) => void) => Promise<void>, extraEnv: Record<string, string> = {}) {
+  function withServer(
+    fn: (server: ServerProcess, defer: (cleanup: () => unknown) => void) => Promise<void>,
+    extraEnv: Record<string, string> = {},
+  ) {
     return () =>
       using(async (defer) => {
         const server = await startServer(runtime, { ...env, ...extraEnv });
@@ -415,7 +421,11 @@ export function conformance(target: Target): void {
       test.concurrent(
         `an IDLE_TIMEOUT above this engine's ${max / 1000}s is refused at startup, never clamped`,
         async () => {
-          const server = spawnServer(runtime, { ...engineEnv, [`${runtime.toUpperCase()}_ENGINE`]: engine ?? `${runtime}-serve`, IDLE_TIMEOUT: `${max + 1000}ms` });
+          const server = spawnServer(runtime, {
+            ...engineEnv,
+            [`${runtime.toUpperCase()}_ENGINE`]: engine ?? `${runtime}-serve`,
+            IDLE_TIMEOUT: `${max + 1000}ms`,
+          });
           try {
             expect(await server.exitCode()).toBe(2);
             expect(server.stderr).toContain(`IDLE_TIMEOUT "${(max + 1000) / 1000}s" is longer than`);

@@ -175,47 +175,52 @@ export function hardening(target: Target): void {
       60_000,
     );
 
-    const incident = "the incident: more idle connections than the fd limit; exhaustion is logged, nothing crashes, and new clients are served once idle ones are reaped";
+    const incident =
+      "the incident: more idle connections than the fd limit; exhaustion is logged, nothing crashes, and new clients are served once idle ones are reaped";
     const noRecovery = caps.unsupported.fdExhaustionRecovery;
     (noRecovery ? (name: string, fn: () => Promise<void>, _timeoutMs: number) => test.skip(`${name} (skipped: ${noRecovery})`, fn) : test)(
       incident,
-      withServer(async (server, pid, defer) => {
-        const NOFILE = 256;
-        const CONNECTIONS = 300;
-        const baseline = openFds(pid);
-        const listening = server.named("listening")[0]!;
-        const clients = await openMany(server.port, CONNECTIONS, defer);
-        const sentAt = Date.now();
-        for (const client of clients) client.write(get("/"));
-        if (listening.maxConnections !== null) {
-          // An engine that counts connections closes the extra ones at once, before the limit.
-          expect(listening.maxConnectionsFrom).toBe("fd limit");
-          expect(Number(listening.maxConnections)).toBeLessThan(NOFILE);
-          const refused = await server.waitForEvent("connections_refused", 3_000);
-          expect(refused.level).toBe("warn");
-        } else {
-          // Bun.serve cannot count its connections: it stops accepting at the limit, and the
-          // descriptor watchdog says so.
-          const exhausted = await server.waitForEvent("fd_exhausted", 3_000);
-          expect(exhausted.limit).toBe(NOFILE);
-        }
-        // Every connection either got its answer and then idled, or was turned away without one;
-        // once IDLE_TIMEOUT has reaped the idle ones (and Bun has accepted its waiting backlog,
-        // which then idles too), all are closed.
-        const settleBy = IDLE_MS + IDLE_LATE_MS + 1_000;
-        const until = sentAt + 2 * settleBy + 2_000;
-        await Promise.race([Promise.all(clients.map((c) => c.closed)), Bun.sleep(until - Date.now())]);
-        expect(clients.filter((c) => c.closedAt === null).length).toBe(0);
-        const answered = clients.filter((c) => completeResponses(c.data) === 1).length;
-        const turnedAway = clients.filter((c) => c.data === "").length;
-        expect(answered + turnedAway).toBe(CONNECTIONS);
-        expect(answered).toBeGreaterThanOrEqual(NOFILE / 2);
-        expect(server.proc.exitCode).toBeNull();
-        const fresh = await fetchOnce(`${server.url}/healthz`);
-        expect(fresh.status).toBe(200);
-        expect(await fdsSettle(pid, baseline + FD_SLACK, 2_000)).toBeLessThanOrEqual(baseline + FD_SLACK);
-        expect(server.stderr).toBe("");
-      }, {}, 256),
+      withServer(
+        async (server, pid, defer) => {
+          const NOFILE = 256;
+          const CONNECTIONS = 300;
+          const baseline = openFds(pid);
+          const listening = server.named("listening")[0]!;
+          const clients = await openMany(server.port, CONNECTIONS, defer);
+          const sentAt = Date.now();
+          for (const client of clients) client.write(get("/"));
+          if (listening.maxConnections !== null) {
+            // An engine that counts connections closes the extra ones at once, before the limit.
+            expect(listening.maxConnectionsFrom).toBe("fd limit");
+            expect(Number(listening.maxConnections)).toBeLessThan(NOFILE);
+            const refused = await server.waitForEvent("connections_refused", 3_000);
+            expect(refused.level).toBe("warn");
+          } else {
+            // Bun.serve cannot count its connections: it stops accepting at the limit, and the
+            // descriptor watchdog says so.
+            const exhausted = await server.waitForEvent("fd_exhausted", 3_000);
+            expect(exhausted.limit).toBe(NOFILE);
+          }
+          // Every connection either got its answer and then idled, or was turned away without one;
+          // once IDLE_TIMEOUT has reaped the idle ones (and Bun has accepted its waiting backlog,
+          // which then idles too), all are closed.
+          const settleBy = IDLE_MS + IDLE_LATE_MS + 1_000;
+          const until = sentAt + 2 * settleBy + 2_000;
+          await Promise.race([Promise.all(clients.map((c) => c.closed)), Bun.sleep(until - Date.now())]);
+          expect(clients.filter((c) => c.closedAt === null).length).toBe(0);
+          const answered = clients.filter((c) => completeResponses(c.data) === 1).length;
+          const turnedAway = clients.filter((c) => c.data === "").length;
+          expect(answered + turnedAway).toBe(CONNECTIONS);
+          expect(answered).toBeGreaterThanOrEqual(NOFILE / 2);
+          expect(server.proc.exitCode).toBeNull();
+          const fresh = await fetchOnce(`${server.url}/healthz`);
+          expect(fresh.status).toBe(200);
+          expect(await fdsSettle(pid, baseline + FD_SLACK, 2_000)).toBeLessThanOrEqual(baseline + FD_SLACK);
+          expect(server.stderr).toBe("");
+        },
+        {},
+        256,
+      ),
       60_000,
     );
 
@@ -301,14 +306,16 @@ export function hardening(target: Target): void {
       withServer(async (server, pid, defer) => {
         const baseline = openFds(pid);
         const head = (line: string, ...headers: string[]) => [line, "Host: 127.0.0.1", ...headers, "", ""].join("\r\n");
-        for (const bytes of [
-          "GARBAGE\r\n\r\n",
-          head("GET / HTTP/1.1", "Bad Header: v"),
-          head("GET / HTTP/1.1", "X-A: a\x00b"),
-          head("GET /\x01path HTTP/1.1"),
-          head("POST /echo HTTP/1.1", "Content-Length: abc"),
-          head("POST /echo HTTP/1.1", "Transfer-Encoding: chunked") + "ZZ\r\nhello\r\n0\r\n\r\n",
-        ]) {
+        for (
+          const bytes of [
+            "GARBAGE\r\n\r\n",
+            head("GET / HTTP/1.1", "Bad Header: v"),
+            head("GET / HTTP/1.1", "X-A: a\x00b"),
+            head("GET /\x01path HTTP/1.1"),
+            head("POST /echo HTTP/1.1", "Content-Length: abc"),
+            head("POST /echo HTTP/1.1", "Transfer-Encoding: chunked") + "ZZ\r\nhello\r\n0\r\n\r\n",
+          ]
+        ) {
           const answer = await exchange(server.port, Buffer.from(bytes, "latin1"), 1_000, defer);
           expect(caps.malformedStatuses).toContain(answer.status);
           // Node's parser errors are answered by the adapter, with a JSON body like the app's.
@@ -359,7 +366,11 @@ export function hardening(target: Target): void {
             defer,
           );
           expect(answer.status).toBe(200);
-          expectBetween(answer.closedAfterMs, Math.min(REQUEST_MS, IDLE_MS) - EARLY_MS, Math.max(REQUEST_MS + caps.deadlineLateMs, IDLE_MS + IDLE_LATE_MS));
+          expectBetween(
+            answer.closedAfterMs,
+            Math.min(REQUEST_MS, IDLE_MS) - EARLY_MS,
+            Math.max(REQUEST_MS + caps.deadlineLateMs, IDLE_MS + IDLE_LATE_MS),
+          );
         }),
         20_000,
       );
@@ -389,7 +400,9 @@ export function hardening(target: Target): void {
             statuses.set(status, (statuses.get(status) ?? 0) + 1);
             // 505 (HTTP Version Not Supported) is a protocol answer, not a failure: Bun gives it to a
             // version it cannot parse, bare-LF heads included.
-            if (status >= 500 && status !== 505) serverErrors.push(`${JSON.stringify(bytes.toString("latin1").slice(0, 200))} -> ${client.data.slice(0, 300)}`);
+            if (status >= 500 && status !== 505) {
+              serverErrors.push(`${JSON.stringify(bytes.toString("latin1").slice(0, 200))} -> ${client.data.slice(0, 300)}`);
+            }
           } finally {
             client.destroy();
           }

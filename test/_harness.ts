@@ -1,5 +1,5 @@
 import { expect } from "bun:test";
-import { type Subprocess, spawn, spawnSync } from "bun";
+import { spawn, spawnSync, type Subprocess } from "bun";
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, unlinkSync } from "node:fs";
 import { connect as netConnect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -225,7 +225,13 @@ export class ServerProcess {
     const expired = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         const group = spawnSync(["ps", "-o", "pid,stat,wchan:20,etime,args", "-g", String(this.proc.pid)]).stdout.toString().trim();
-        reject(new Error(`no exit within ${timeoutMs}ms; its process group:\n${group}\nevents: ${this.events.map((e) => e.event).join(", ")}; stderr: ${this.stderr}`));
+        reject(
+          new Error(
+            `no exit within ${timeoutMs}ms; its process group:\n${group}\nevents: ${
+              this.events.map((e) => e.event).join(", ")
+            }; stderr: ${this.stderr}`,
+          ),
+        );
       }, timeoutMs);
     });
     return Promise.race([this.exited, expired]).finally(() => clearTimeout(timer));
@@ -248,7 +254,11 @@ export class ServerProcess {
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new Error(`no "${name}" event within ${timeoutMs}ms; events: ${this.events.map((e) => e.event).join(", ")}; stderr: ${this.stderr}`));
+        reject(
+          new Error(
+            `no "${name}" event within ${timeoutMs}ms; events: ${this.events.map((e) => e.event).join(", ")}; stderr: ${this.stderr}`,
+          ),
+        );
       }, timeoutMs);
       this.#waiters.add(check);
       void this.exited.then((code) => {
@@ -592,7 +602,19 @@ export function suiteSetup(target: Target, shutdownMs: number) {
   };
   const window = headDeadlineWindow(caps, HEADERS_MS);
   const headersWindow = { min: window.min - EARLY_MS, max: window.max };
-  return { runtime, engine, engineEnv, caps, env, IDLE_MS, HEADERS_MS, REQUEST_MS, SHUTDOWN_MS: shutdownMs, IDLE_LATE_MS: caps.idleCloseLateMs(IDLE_MS), headersWindow };
+  return {
+    runtime,
+    engine,
+    engineEnv,
+    caps,
+    env,
+    IDLE_MS,
+    HEADERS_MS,
+    REQUEST_MS,
+    SHUTDOWN_MS: shutdownMs,
+    IDLE_LATE_MS: caps.idleCloseLateMs(IDLE_MS),
+    headersWindow,
+  };
 }
 
 export { ROOT };

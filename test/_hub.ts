@@ -114,8 +114,7 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
               reject(new Error(`connection closed before a response: ${JSON.stringify(data)}`));
             });
             socket.on("connect", () => socket.write(head + body));
-          })
-        ),
+          })),
       );
       const mine = opened.slice(-connections);
       return {

@@ -32,11 +32,37 @@ const CONTROL = [..."\x00\x01\x07\x08\x0b\x0c\x0e\x1f\x7f"];
 /** Each breaks one thing; names say what. */
 const MUTATIONS: Record<string, Mutation> = {
   badMethod: (p, pick) => (p.method = pick(["G ET", "", "GET\x00", "\u00e9TAT", "GET/", "(GET)", "X".repeat(300)])),
-  badTarget: (p, pick) =>
-    (p.target = pick(["", "noslash", "/a b", "/\x01", "/%zz", "/\x7f", "/\u00ff\u00fe", "/" + "a".repeat(20_000), "//../../etc/passwd", "*", "http://"])),
+  badTarget: (
+    p,
+    pick,
+  ) => (p.target = pick([
+    "",
+    "noslash",
+    "/a b",
+    "/\x01",
+    "/%zz",
+    "/\x7f",
+    "/\u00ff\u00fe",
+    "/" + "a".repeat(20_000),
+    "//../../etc/passwd",
+    "*",
+    "http://",
+  ])),
   badVersion: (p, pick) => (p.version = pick(["HTTP/2.0", "HTTP/1.x", "HTTP/9.9", "HTTP", "http/1.1", "HTTP/1.1 extra", "", "HTTP/01.1"])),
-  badQuery: (p, pick) =>
-    (p.target = pick(["/slow?ms=abc", "/slow?ms=-1", "/slow?ms=1e3", "/slow?ms=999999999", "/stream?chunks=0", "/stream?interval=x", "/delay?ms=1.5", "/nope", "/echo"])),
+  badQuery: (
+    p,
+    pick,
+  ) => (p.target = pick([
+    "/slow?ms=abc",
+    "/slow?ms=-1",
+    "/slow?ms=1e3",
+    "/slow?ms=999999999",
+    "/stream?chunks=0",
+    "/stream?interval=x",
+    "/delay?ms=1.5",
+    "/nope",
+    "/echo",
+  ])),
   badHeaderName: (p, pick) => p.headers.push([pick(["Bad Header", "X:Y", "", " X-Lead", "X-\x00", "X\u00e9", "("]), "v"]),
   controlInValue: (p, pick) => p.headers.push(["X-Ctl", `a${pick(CONTROL)}b`]),
   obsFold: (p) => p.headers.push(["X-Fold", "a\r\n b"]),
@@ -68,7 +94,14 @@ const MUTATIONS: Record<string, Mutation> = {
     p.method = "POST";
     p.target = "/echo";
     p.headers.push(["Transfer-Encoding", pick(["chunked", "gzip, chunked", "chunked, gzip", "identity", "xchunked"])]);
-    p.body = pick(["ZZ\r\nhello\r\n0\r\n\r\n", "5\r\nhel", "5\r\nhelloXX\r\n0\r\n\r\n", "-1\r\n\r\n", "ffffffffffffffff\r\n", "5;ext=" + "e".repeat(20_000) + "\r\nhello\r\n0\r\n\r\n"]);
+    p.body = pick([
+      "ZZ\r\nhello\r\n0\r\n\r\n",
+      "5\r\nhel",
+      "5\r\nhelloXX\r\n0\r\n\r\n",
+      "-1\r\n\r\n",
+      "ffffffffffffffff\r\n",
+      "5;ext=" + "e".repeat(20_000) + "\r\nhello\r\n0\r\n\r\n",
+    ]);
   },
   truncatedBody: (p) => {
     p.method = "POST";

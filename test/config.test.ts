@@ -120,7 +120,10 @@ describe("loadConfig", () => {
       ok: false,
       problems: ['BODY_LIMIT "1048576" is not a size: use an integer with a unit b, kb or mb, e.g. 512kb or 1mb'],
     });
-    expect(loadConfig({ BODY_LIMIT: "101mb" })).toEqual({ ok: false, problems: ['BODY_LIMIT "101mb" is out of range: use from 1b to 100mb'] });
+    expect(loadConfig({ BODY_LIMIT: "101mb" })).toEqual({
+      ok: false,
+      problems: ['BODY_LIMIT "101mb" is out of range: use from 1b to 100mb'],
+    });
   });
 
   test("MAX_CONNECTIONS is a plain count; 0 turns the limit off", () => {

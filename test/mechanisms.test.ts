@@ -203,7 +203,10 @@ describe("releaseBody (adapters/_request_deadline.ts)", () => {
 });
 
 describe("reapIdleConnections (adapters/_idle_reaper.ts), on this runtime's node:http", () => {
-  async function withReapedServer(idleMs: number, fn: (port: number, reaped: number[], closeIdle: () => void, slowArrived: Promise<void>) => Promise<void>) {
+  async function withReapedServer(
+    idleMs: number,
+    fn: (port: number, reaped: number[], closeIdle: () => void, slowArrived: Promise<void>) => Promise<void>,
+  ) {
     let arrived = () => {};
     const slowArrived = new Promise<void>((resolve) => (arrived = resolve));
     const server = createServer((req, res) => {
@@ -249,21 +252,25 @@ describe("reapIdleConnections (adapters/_idle_reaper.ts), on this runtime's node
         expect(reaped).toEqual([]);
       })), 10_000);
 
-  test("closeIdle closes idle connections and leaves busy ones", () =>
-    withReapedServer(5_000, (port, _reaped, closeIdle, slowArrived) =>
-      using(async (defer) => {
-        const idle = await connect(port);
-        defer(() => idle.destroy());
-        idle.write(get("/"));
-        await idle.waitFor((d) => completeResponses(d) === 1, 1_000, "a response");
-        const busy = await connect(port);
-        defer(() => busy.destroy());
-        busy.write(get("/slow"));
-        await slowArrived;
-        closeIdle();
-        await idle.waitForClose(1_000);
-        await busy.waitFor((d) => d.includes("slow"), 7_000, "the busy response, uncut");
-      })), 15_000);
+  test(
+    "closeIdle closes idle connections and leaves busy ones",
+    () =>
+      withReapedServer(5_000, (port, _reaped, closeIdle, slowArrived) =>
+        using(async (defer) => {
+          const idle = await connect(port);
+          defer(() => idle.destroy());
+          idle.write(get("/"));
+          await idle.waitFor((d) => completeResponses(d) === 1, 1_000, "a response");
+          const busy = await connect(port);
+          defer(() => busy.destroy());
+          busy.write(get("/slow"));
+          await slowArrived;
+          closeIdle();
+          await idle.waitForClose(1_000);
+          await busy.waitFor((d) => d.includes("slow"), 7_000, "the busy response, uncut");
+        })),
+    15_000,
+  );
 });
 
 describe("connection limit (adapters/_connection_limit.ts)", () => {
@@ -287,7 +294,9 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
     const { budget, limit } = fdBudget()!;
     expect(checkConnectionLimit(config(budget))).toEqual([]);
     const [problem] = checkConnectionLimit(config(budget + 1));
-    expect(problem).toStartWith(`MAX_CONNECTIONS "${budget + 1}" is more than this process can open: its file-descriptor limit is ${limit}`);
+    expect(problem).toStartWith(
+      `MAX_CONNECTIONS "${budget + 1}" is more than this process can open: its file-descriptor limit is ${limit}`,
+    );
     expect(problem).toEndWith(`use at most ${budget}, or raise the limit`);
   });
 
@@ -328,7 +337,12 @@ describe("spawnFollowed (test/_harness.ts)", () => {
     const stderr: string[] = [];
     const script = `for (let i = 0; i < 30000; i++) process.stdout.write("line " + i + " ${"x".repeat(90)}\\n");` +
       `process.stderr.write("no newline at the end"); process.exitCode = 3;`;
-    const child = spawnFollowed(["node", "-e", script], { env: process.env, stdin: "ignore" }, (line) => stdout.push(line), (line) => stderr.push(line));
+    const child = spawnFollowed(
+      ["node", "-e", script],
+      { env: process.env, stdin: "ignore" },
+      (line) => stdout.push(line),
+      (line) => stderr.push(line),
+    );
     expect(await child.done).toBe(3);
     expect(stdout).toHaveLength(30_000);
     expect(stdout[0]).toStartWith("line 0 x");

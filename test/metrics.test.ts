@@ -109,8 +109,14 @@ describe("values", () => {
     const r = createRegistry();
     const g = r.gauge("v", "v", ["k"]);
     const cases: [number, string][] = [
-      [2, "2"], [-7, "-7"], [2.0, "2"], [0.25, "0.25"], [1e-7, "1e-7"],
-      [NaN, "NaN"], [Infinity, "+Inf"], [-Infinity, "-Inf"],
+      [2, "2"],
+      [-7, "-7"],
+      [2.0, "2"],
+      [0.25, "0.25"],
+      [1e-7, "1e-7"],
+      [NaN, "NaN"],
+      [Infinity, "+Inf"],
+      [-Infinity, "-Inf"],
     ];
     cases.forEach(([value], i) => g.set(value, { k: String(i) }));
     const lines = r.render().trimEnd().split("\n").slice(2);
@@ -291,7 +297,12 @@ describe("parser over a registry exercising every feature", () => {
     r.gauge("app_unused", "Never set.", ["x"]);
     r.collect("process_open_fds", "Open fds.", "gauge", () => [{ value: 7 }]);
     r.collect("app_empty", "Empty.", "gauge", () => []);
-    r.collect("app_jobs_done_total", "Jobs.", "counter", () => [{ labels: { queue: "a" }, value: 1e21 }, { labels: { queue: "b" }, value: 0.1 }]);
+    r.collect(
+      "app_jobs_done_total",
+      "Jobs.",
+      "counter",
+      () => [{ labels: { queue: "a" }, value: 1e21 }, { labels: { queue: "b" }, value: 0.1 }],
+    );
     return r;
   }
 

@@ -16,13 +16,16 @@ function setup(options: { maxBodyBytes?: number; onDelivery?: (d: Delivery) => v
   const clock = { now: NOW };
   const deliveries: Delivery[] = [];
   const app = new Hono();
-  app.route("/websub", websubRoutes({
-    store,
-    logger,
-    maxBodyBytes: options.maxBodyBytes ?? 1024,
-    onDelivery: options.onDelivery ?? ((d) => void deliveries.push(d)),
-    now: () => clock.now,
-  }));
+  app.route(
+    "/websub",
+    websubRoutes({
+      store,
+      logger,
+      maxBodyBytes: options.maxBodyBytes ?? 1024,
+      onDelivery: options.onDelivery ?? ((d) => void deliveries.push(d)),
+      now: () => clock.now,
+    }),
+  );
   const put = (s: Partial<Subscription> & { id: string }) => store.put({ hub: HUB, topic: TOPIC, state: "active", ...s });
   return { app, store, clock, deliveries, lines, put, named: (event: string) => lines.filter((l) => l.event === event) };
 }
@@ -92,7 +95,9 @@ describe("verification of intent", () => {
   test("a pending subscribe is confirmed by echoing the challenge, and becomes active with its lease", async () => {
     const { app, store, put, named } = setup();
     await put({ id: "a", state: "pending" });
-    const res = await app.request(verify("a", { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c-123", "hub.lease_seconds": "600" }));
+    const res = await app.request(
+      verify("a", { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c-123", "hub.lease_seconds": "600" }),
+    );
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toStartWith("text/plain");
     expect(await res.text()).toBe("c-123");
@@ -113,12 +118,32 @@ describe("verification of intent", () => {
 
   const refusals: Array<[string, Partial<Subscription> | undefined, Record<string, string>, string]> = [
     ["an unknown id", undefined, { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c" }, "unknown_subscription"],
-    ["a wrong topic", { state: "pending" }, { "hub.mode": "subscribe", "hub.topic": "https://evil.example/", "hub.challenge": "c" }, "topic_mismatch"],
-    ["an unsolicited subscribe", { state: "denied" }, { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c" }, "not_requested"],
+    [
+      "a wrong topic",
+      { state: "pending" },
+      { "hub.mode": "subscribe", "hub.topic": "https://evil.example/", "hub.challenge": "c" },
+      "topic_mismatch",
+    ],
+    [
+      "an unsolicited subscribe",
+      { state: "denied" },
+      { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c" },
+      "not_requested",
+    ],
     ["a missing challenge", { state: "pending" }, { "hub.mode": "subscribe", "hub.topic": TOPIC }, "missing_challenge"],
     ["an unknown mode", { state: "pending" }, { "hub.mode": "resubscribe", "hub.topic": TOPIC, "hub.challenge": "c" }, "unknown_mode"],
-    ["an unsubscribe we did not ask for", { state: "active" }, { "hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "c" }, "not_requested"],
-    ["a malformed lease", { state: "pending" }, { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c", "hub.lease_seconds": "-5" }, "invalid_lease_seconds"],
+    [
+      "an unsubscribe we did not ask for",
+      { state: "active" },
+      { "hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "c" },
+      "not_requested",
+    ],
+    ["a malformed lease", { state: "pending" }, {
+      "hub.mode": "subscribe",
+      "hub.topic": TOPIC,
+      "hub.challenge": "c",
+      "hub.lease_seconds": "-5",
+    }, "invalid_lease_seconds"],
   ];
   for (const [name, existing, params, reason] of refusals) {
     test(`${name} is refused with 404`, async () => {
@@ -237,8 +262,15 @@ describe("content distribution", () => {
     const { app, put, deliveries, named } = setup({ maxBodyBytes: 100 });
     await put({ id: "a" });
     let pulled = false;
-    const body = new ReadableStream<Uint8Array>({ pull() { pulled = true; } }, { highWaterMark: 0 });
-    const req = new Request("http://localhost/websub/a", { method: "POST", body, headers: { "content-length": "101" }, duplex: "half" } as RequestInit);
+    const body = new ReadableStream<Uint8Array>({
+      pull() {
+        pulled = true;
+      },
+    }, { highWaterMark: 0 });
+    const req = new Request(
+      "http://localhost/websub/a",
+      { method: "POST", body, headers: { "content-length": "101" }, duplex: "half" } as RequestInit,
+    );
     const res = await app.request(req);
     expect(res.status).toBe(413);
     expect(await res.json()).toMatchObject({ error: "payload_too_large" });
@@ -270,7 +302,11 @@ describe("content distribution", () => {
   });
 
   test("a failing onDelivery is logged, not thrown", async () => {
-    const { app, put, named } = setup({ onDelivery: async () => { throw new Error("consumer broke"); } });
+    const { app, put, named } = setup({
+      onDelivery: async () => {
+        throw new Error("consumer broke");
+      },
+    });
     await put({ id: "a" });
     expect((await app.request(post("x"))).status).toBe(202);
     await settle();
@@ -283,13 +319,24 @@ describe("requestSubscription", () => {
     const calls: Array<{ url: string; method: string; contentType: string | null; form: URLSearchParams }> = [];
     const fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
       const req = new Request(input, init);
-      calls.push({ url: req.url, method: req.method, contentType: req.headers.get("content-type"), form: new URLSearchParams(await req.text()) });
+      calls.push({
+        url: req.url,
+        method: req.method,
+        contentType: req.headers.get("content-type"),
+        form: new URLSearchParams(await req.text()),
+      });
       return new Response(null, { status });
     }) as typeof globalThis.fetch;
     return { calls, fetch };
   }
-  const base = (store: SubscriptionStore, fetch: typeof globalThis.fetch) =>
-    ({ store, fetch, hub: HUB, topic: TOPIC, id: "a", callbackUrl: "https://me.example/websub/a" });
+  const base = (store: SubscriptionStore, fetch: typeof globalThis.fetch) => ({
+    store,
+    fetch,
+    hub: HUB,
+    topic: TOPIC,
+    id: "a",
+    callbackUrl: "https://me.example/websub/a",
+  });
 
   test("subscribe POSTs the form to the hub and records a pending subscription", async () => {
     const store = memoryStore();
@@ -334,10 +381,18 @@ describe("requestSubscription", () => {
   test("a full round trip: subscribe, verify, deliver signed content", async () => {
     const { app, store, deliveries } = setup();
     await requestSubscription({ ...base(store, fakeHub().fetch), secret: "s3cret", leaseSeconds: 60 });
-    const res = await app.request(verify("a", { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "hi", "hub.lease_seconds": "60" }));
+    const res = await app.request(
+      verify("a", { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "hi", "hub.lease_seconds": "60" }),
+    );
     expect(await res.text()).toBe("hi");
     const body = encoder.encode("news");
-    const posted = await app.request(new Request("http://localhost/websub/a", { method: "POST", body, headers: { "x-hub-signature": await signBody(body, "s3cret", "sha1") } }));
+    const posted = await app.request(
+      new Request("http://localhost/websub/a", {
+        method: "POST",
+        body,
+        headers: { "x-hub-signature": await signBody(body, "s3cret", "sha1") },
+      }),
+    );
     expect(posted.status).toBe(202);
     await settle();
     expect(new TextDecoder().decode(deliveries[0]!.body)).toBe("news");
@@ -365,7 +420,9 @@ describe("requestSubscription", () => {
     expect(await store.get("a")).toBeUndefined();
     const existing: Subscription = { id: "a", hub: HUB, topic: TOPIC, state: "active" };
     await store.put(existing);
-    const down = (async () => { throw new TypeError("connection refused"); }) as unknown as typeof fetch;
+    const down = (async () => {
+      throw new TypeError("connection refused");
+    }) as unknown as typeof fetch;
     await expect(requestSubscription({ ...base(store, down), mode: "unsubscribe" })).rejects.toThrow("connection refused");
     expect(await store.get("a")).toEqual(existing);
   });
