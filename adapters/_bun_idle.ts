@@ -1,4 +1,4 @@
-import { trackBody } from "../src/lifecycle.ts";
+import { trackBody } from "../src/policy/lifecycle.ts";
 import { BUN_TICK_MS } from "./_capabilities.ts";
 
 /** Bun's largest idle timeout: `server.timeout()` accepts more but closes at 255 s (measured). */

@@ -1,4 +1,5 @@
-import type { Capabilities, Target } from "./_types.ts";
+import type { Engine } from "../src/policy/types.ts";
+import type { Capabilities } from "./_types.ts";
 
 /** Bun's timers fire on a global 4 s clock (runtime-facts.md). */
 export const BUN_TICK_MS = 4_000;
@@ -33,9 +34,9 @@ const nodeHttp: Capabilities = {
  * Every engine's declared precision and runtime-fixed limits, in one place: the README's table
  * and the conformance suite's bounds both come from here.
  */
-export const capabilities: Record<Target, Capabilities> = {
-  node: nodeHttp,
-  bun: {
+export const capabilities: Record<Engine, Capabilities> = {
+  "node-http": nodeHttp,
+  "bun-serve": {
     // The close lands in (T, 4*ceil(T/4) + 4] s (adapters/_bun_idle.ts), plus the tick's own slop:
     // 1,000 connections at T = 4 s closed up to 35 ms past 8 s (npm run bench, 2026-11-26).
     idleCloseLateMs: (idleTimeoutMs) =>
@@ -54,7 +55,7 @@ export const capabilities: Record<Target, Capabilities> = {
     headTooLargeStatus: 431,
     unsupported: {
       pipelineBehindSlowResponse:
-        "Bun.serve 1.4.5 closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (measured; upstream Bun bug; BUN_ENGINE=node-http answers them)",
+        "Bun.serve 1.4.5 closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (measured; upstream Bun bug; BUN_ENGINE=bun-node-http answers them)",
     },
   },
   "bun-node-http": {
@@ -63,7 +64,7 @@ export const capabilities: Record<Target, Capabilities> = {
     ...nodeHttp,
     deadlineLateMs: 1_500,
   },
-  deno: {
+  "deno-per-connection": {
     idleCloseLateMs: () => 1_000,
     logsIdleTimeout: true,
     fixedHeadersTimeoutMs: null,
@@ -77,7 +78,7 @@ export const capabilities: Record<Target, Capabilities> = {
     headTooLargeStatus: 400,
     unsupported: {
       unfinishedGetBody:
-        "Deno 2.9.6 gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (measured; MAX_CONNECTIONS bounds how many; DENO_ENGINE=node-http closes it at REQUEST_TIMEOUT)",
+        "Deno 2.9.6 gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (measured; MAX_CONNECTIONS bounds how many; DENO_ENGINE=deno-node-http closes it at REQUEST_TIMEOUT)",
     },
   },
   "deno-node-http": {

@@ -1,5 +1,6 @@
-import type { Config } from "../src/config.ts";
-import type { Logger } from "../src/log.ts";
+import type { Config } from "../src/policy/config.ts";
+import type { Logger } from "../src/policy/log.ts";
+import type { ConnectionLimit } from "../src/policy/types.ts";
 import { countFds, maxFds, openFds } from "./_process_metrics.ts";
 
 /**
@@ -14,12 +15,6 @@ const REPORT_EVERY_MS = 1_000;
 
 /** How often the descriptor watchdog looks at /proc/self/fd. */
 const FD_WATCH_EVERY_MS = 1_000;
-
-/** The most connections an engine that counts them keeps open at once, and where that number comes from. */
-export interface ConnectionLimit {
-  readonly max: number;
-  readonly source: "MAX_CONNECTIONS" | "fd limit";
-}
 
 /** Descriptors left for connections under the soft limit, or undefined where it cannot be read. */
 export function fdBudget(): { budget: number; limit: number; open: number } | undefined {
@@ -92,11 +87,12 @@ function summarised(log: (count: number) => void): () => void {
 /**
  * Logs `fd_exhausted` when the process has (nearly) no descriptor left, and `fd_recovered` once it
  * is back under 90% of the limit. Works for every engine, including Bun.serve, which stops
- * accepting at the limit without a word (measured) and cannot be capped by the adapter.
+ * accepting at the limit without a word (docs/runtimes.md) and cannot be capped by the adapter.
+ * Returns what stops it.
  */
-export function watchFds(logger: Logger): void {
+export function watchFds(logger: Logger): () => void {
   const limit = maxFds();
-  if (limit === undefined || !Number.isFinite(limit)) return;
+  if (limit === undefined || !Number.isFinite(limit)) return () => {};
   let exhausted = false;
   const timer = setInterval(() => {
     let open: number;
@@ -120,6 +116,7 @@ export function watchFds(logger: Logger): void {
     }
   }, FD_WATCH_EVERY_MS);
   unref(timer);
+  return () => clearInterval(timer);
 }
 
 function codeOf(error: unknown): string | undefined {

@@ -6,7 +6,7 @@
  * Internal API, measured on Deno 2.9.6 (runtime-facts.md); upstream has no public idle timeout
  * (denoland/deno#32497). It is feature-detected and adapters/deno.ts falls back to node:http.
  */
-import { reportClientGone } from "../src/lifecycle.ts";
+import { reportClientGone } from "../src/policy/lifecycle.ts";
 import type { DisconnectWatch } from "./_disconnect_watch.ts";
 import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
 

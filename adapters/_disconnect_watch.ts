@@ -1,4 +1,4 @@
-import { reportClientGone } from "../src/lifecycle.ts";
+import { reportClientGone } from "../src/policy/lifecycle.ts";
 
 /** How long a request runs before its AbortSignal is watched. */
 export const WATCH_AFTER_MS = 25;

@@ -1,18 +1,32 @@
 import { createServer, maxHeaderSize, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
-import { reportClientGone } from "../src/lifecycle.ts";
-import type { Config } from "../src/config.ts";
+import process from "node:process";
+import type { Config } from "../src/policy/config.ts";
+import { reportClientGone } from "../src/policy/lifecycle.ts";
+import type { Logger } from "../src/policy/log.ts";
+import type { FetchHandler } from "../src/policy/types.ts";
 import { acceptFailures, connectionLimit, FD_RESERVE, refusals } from "./_connection_limit.ts";
 import { reapIdleConnections } from "./_idle_reaper.ts";
-import type { Logger } from "../src/log.ts";
-import { displayUrl, type FetchHandler, type ServerHandle } from "./_types.ts";
+import { displayUrl, type EngineServer } from "./_types.ts";
 
 /**
- * Node 20 closes an idle keep-alive socket at keepAliveTimeout + this fixed buffer
- * (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER in lib/_http_server.js; newer Node makes it an option).
+ * node:http closes an idle keep-alive socket at keepAliveTimeout plus a buffer: fixed at 1 s
+ * where the server has no `keepAliveTimeoutBuffer` option (Node 22.18 and 22.19, Deno's node:http),
+ * settable (to 0, so the close lands at IDLE_TIMEOUT exactly) where it has (docs/runtimes.md).
  */
 const KEEP_ALIVE_BUFFER_MS = 1_000;
+
+let bufferOption: boolean | undefined;
+/** Whether this node:http takes `keepAliveTimeoutBuffer`: Node 22.20+ and 24.8+, where it is reliable. */
+export function hasKeepAliveBufferOption(): boolean {
+  if (bufferOption === undefined) {
+    const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
+    const reliable = !(major === 22 && minor < 20) && !(major === 24 && minor < 8);
+    bufferOption = reliable && "keepAliveTimeoutBuffer" in createServer();
+  }
+  return bufferOption;
+}
 /**
  * How often Node checks headersTimeout and requestTimeout. Its default, 30 s, lets a 3 s deadline
  * fire at 29.7 s; 250 ms keeps the deadlines within 0.5 s at the cost of a walk over the
@@ -55,6 +69,9 @@ function clientErrorFor(code: string | undefined): string {
   }
 }
 
+/** How long a connection answered with a parser error (408, 431, 400) may linger half-closed before it is destroyed. */
+const ANSWER_LINGER_MS = 1_000;
+
 /** How far above MAX_CONNECTIONS node:http's own guard sits (within the descriptor reserve). */
 const NATIVE_LIMIT_HEADROOM = 16;
 
@@ -75,7 +92,7 @@ export interface NodeHttpOptions {
 /** Configurations node:http cannot honour, refused at startup rather than clamped. */
 export function checkNodeHttp(config: Config): string[] {
   const idle = config.idleTimeoutMs;
-  if (idle > 0 && idle <= KEEP_ALIVE_BUFFER_MS) {
+  if (idle > 0 && idle <= KEEP_ALIVE_BUFFER_MS && !hasKeepAliveBufferOption()) {
     return [
       `IDLE_TIMEOUT "${idle}ms" is too short for Node, which always waits ${KEEP_ALIVE_BUFFER_MS}ms past keepAliveTimeout: use more than 1s, or 0 to disable`,
     ];
@@ -93,8 +110,9 @@ export function serveNodeHttp(
   config: Config,
   logger: Logger,
   options: NodeHttpOptions = {},
-): Promise<ServerHandle> {
+): Promise<EngineServer> {
   const reapInJs = options.idle === "reaper";
+  const exactIdle = !reapInJs && hasKeepAliveBufferOption();
   let draining = false;
   const listener = getRequestListener((request, env) => {
     const res = (env as HttpBindings).outgoing as Response_;
@@ -105,8 +123,9 @@ export function serveNodeHttp(
 
   const server = createServer(
     {
-      // 0 disables; otherwise subtract the buffer Node adds so the close lands at IDLE_TIMEOUT.
-      keepAliveTimeout: config.idleTimeoutMs === 0 || reapInJs ? 0 : config.idleTimeoutMs - KEEP_ALIVE_BUFFER_MS,
+      // 0 disables; otherwise no buffer, or subtract the fixed one, so the close lands at IDLE_TIMEOUT.
+      keepAliveTimeout: config.idleTimeoutMs === 0 || reapInJs ? 0 : config.idleTimeoutMs - (exactIdle ? 0 : KEEP_ALIVE_BUFFER_MS),
+      ...(exactIdle ? { keepAliveTimeoutBuffer: 0 } : {}),
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
@@ -160,7 +179,11 @@ export function serveNodeHttp(
       logger.info(deadline, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
     }
     if (socket.writable && socket.bytesWritten === 0) {
-      socket.write(clientErrorFor(error.code));
+      // Half-close after the answer and destroy a moment later: destroying a socket that still has
+      // unread bytes (a slowloris keeps sending) resets it, and the reset can overtake the answer.
+      socket.end(clientErrorFor(error.code));
+      setTimeout(() => socket.destroy(), ANSWER_LINGER_MS).unref();
+      return;
     }
     socket.destroy(error);
   });
@@ -191,7 +214,6 @@ export function serveNodeHttp(
       const port = typeof address === "object" && address ? address.port : config.port;
       resolve({
         url: displayUrl(config.host, port),
-        engine: "node:http",
         limit,
         inFlight,
         openConnections: () => sockets.size,

@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from "node:fs";
 import process from "node:process";
-import type { Registry } from "../src/metrics.ts";
+import type { Registry } from "../src/policy/metrics.ts";
 
 /**
  * The standard process metrics, read at scrape time the same way on Node, Bun and Deno (all

@@ -1,14 +1,6 @@
-import type { Config } from "../src/config.ts";
-import type { Logger } from "../src/log.ts";
-import type { ConnectionLimit } from "./_connection_limit.ts";
-
-export type Runtime = "node" | "bun" | "deno";
-
-/** A runtime and the engine serving it: the runtime alone names its default engine. */
-export type Target = Runtime | "bun-node-http" | "deno-node-http";
-
-/** Anything that answers a Request, such as a Hono app's `fetch`. */
-export type FetchHandler = (request: Request, env?: unknown) => Response | Promise<Response>;
+import type { Config } from "../src/policy/config.ts";
+import type { Logger } from "../src/policy/log.ts";
+import type { Engine, FetchHandler, Server } from "../src/policy/types.ts";
 
 /** What an adapter can and cannot do on its runtime; the conformance suite reads these. */
 export interface Capabilities {
@@ -35,26 +27,23 @@ export interface Capabilities {
   unsupported: Partial<Record<"pipelineBehindSlowResponse" | "unfinishedGetBody" | "fdExhaustionRecovery", string>>;
 }
 
-/** A started server, the same shape on every runtime. */
-export interface ServerHandle {
-  /** `http://127.0.0.1:PORT` (or the bound host), with the real port. */
-  readonly url: string;
-  /** The mechanism serving connections, e.g. `node:http`, `Bun.serve`, `Deno.serve/per-connection`. */
-  readonly engine: string;
-  /** Requests whose response is not complete yet. */
-  inFlight(): number;
-  /** The connection limit this engine enforces, or null when it has none (Bun.serve cannot count). */
-  readonly limit: ConnectionLimit | null;
-  /** Open client connections, where the engine can know them (Bun.serve cannot). */
-  openConnections?(): number;
-  /** Stops accepting, closes idle connections now and each busy one right after its response; resolves when none is left. */
-  drain(): Promise<void>;
-  /** Closes every remaining connection at once; returns how many requests it cut. */
-  cut(): number;
+/** What an engine returns once listening; `_serve.ts` makes a `Server` of it. */
+export type EngineServer = Pick<Server, "url" | "limit" | "inFlight" | "openConnections" | "drain" | "cut">;
+
+/** One engine of a runtime: the configurations it cannot honour, and how it serves. */
+export interface EngineDef {
+  /** Problems with a valid configuration this engine cannot honour, one sentence each. */
+  check?(config: Config): string[];
+  serve(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer>;
 }
 
-/** Every adapter exports one `serve()` of this shape. */
-export type Serve = (fetch: FetchHandler, config: Config, logger: Logger) => Promise<ServerHandle>;
+/** A runtime's engines, and which one `auto` picks for a configuration. */
+export interface Engines<E extends Engine> {
+  /** The variable that names the engine in the environment, for messages. */
+  readonly variable: string;
+  readonly engines: Record<E, EngineDef>;
+  auto(config: Config): E;
+}
 
 /** The URL to print for a bound address: wildcard hosts become loopback so the URL is usable. */
 export function displayUrl(host: string, port: number): string {

@@ -1,61 +1,54 @@
 import { HTTPException } from "hono/http-exception";
-import process from "node:process";
-import { internalError, invalidUrl } from "../src/app.ts";
-import { type Config, formatDuration } from "../src/config.ts";
-import { isTrackedStream } from "../src/lifecycle.ts";
-import { watchDisconnects } from "./_disconnect_watch.ts";
+import { type Config, formatDuration } from "../src/policy/config.ts";
+import { internalError, invalidUrl } from "../src/policy/errors.ts";
+import { isTrackedStream } from "../src/policy/lifecycle.ts";
+import type { Logger } from "../src/policy/log.ts";
+import type { FetchHandler, Serve } from "../src/policy/types.ts";
 import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
+import { watchDisconnects } from "./_disconnect_watch.ts";
 import { serveNodeHttp } from "./_node_http.ts";
-import { main } from "./_main.ts";
 import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
-import { displayUrl, type Serve } from "./_types.ts";
-
-const ENGINES = ["auto", "bun-serve", "node-http"] as const;
-type Engine = (typeof ENGINES)[number];
+import { serveWith } from "./_serve.ts";
+import { displayUrl, type Engines, type EngineServer } from "./_types.ts";
 
 /**
- * `BUN_ENGINE` picks what serves connections:
+ * `BUN_ENGINE` (the `engine` option) picks what serves connections:
  * - `bun-serve` (what `auto` picks for IDLE_TIMEOUT up to 252 s): Bun.serve, Bun's fast path.
- * - `node-http` (what `auto` picks above that, or when MAX_CONNECTIONS is set): Bun's node:http
- *   with the idle timer in JavaScript, because Bun's own timer stops at 255 s (`server.timeout()`
- *   accepts more and still closes at 255 s, measured), and because Bun.serve does not expose its
- *   connections, so it cannot count them. About 0.63x of Bun.serve's throughput (runtime-facts.md).
+ * - `bun-node-http` (what `auto` picks above that, or when MAX_CONNECTIONS is set): Bun's node:http
+ *   with the idle timer in JavaScript, because Bun's own timer stops at 255 s, and because Bun.serve
+ *   does not expose its connections, so it cannot count them. Slower than Bun.serve (docs/runtimes.md).
  */
-function engineFor(config: Config): Engine {
-  const engine = (process.env.BUN_ENGINE?.trim() || "auto") as Engine;
-  if (engine !== "auto") return engine;
-  return config.idleTimeoutMs > BUN_MAX_IDLE_MS || config.maxConnections ? "node-http" : "bun-serve";
-}
-
-function check(config: Config): string[] {
-  const engine = engineFor(config);
-  if (!ENGINES.includes(engine)) return [`BUN_ENGINE "${engine}" is not an engine: use auto, bun-serve or node-http`];
-  if (engine === "bun-serve" && config.idleTimeoutMs > BUN_MAX_IDLE_MS) {
-    return [
-      `IDLE_TIMEOUT "${
-        formatDuration(config.idleTimeoutMs)
-      }" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or node-http`,
-    ];
-  }
-  if (engine === "bun-serve" && config.maxConnections) {
-    return [
-      `MAX_CONNECTIONS "${config.maxConnections}" cannot be enforced by Bun.serve, which does not expose its connections: use BUN_ENGINE=auto or node-http`,
-    ];
-  }
-  return [];
-}
-
-/** Serves the app on Bun with the engine `BUN_ENGINE` (or the IDLE_TIMEOUT) calls for. */
-export const serve: Serve = async (fetch, config, logger) => {
-  if (engineFor(config) === "node-http") {
-    const server = await serveNodeHttp(fetch, config, logger, { idle: "reaper" });
-    return { ...server, engine: "node:http (Bun compat)" };
-  }
-  return serveBun(fetch, config, logger);
+const engines: Engines<"bun-serve" | "bun-node-http"> = {
+  variable: "BUN_ENGINE",
+  engines: {
+    "bun-serve": {
+      check(config) {
+        if (config.idleTimeoutMs > BUN_MAX_IDLE_MS) {
+          return [
+            `IDLE_TIMEOUT "${
+              formatDuration(config.idleTimeoutMs)
+            }" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or bun-node-http`,
+          ];
+        }
+        if (config.maxConnections) {
+          return [
+            `MAX_CONNECTIONS "${config.maxConnections}" cannot be enforced by Bun.serve, which does not expose its connections: use BUN_ENGINE=auto or bun-node-http`,
+          ];
+        }
+        return [];
+      },
+      serve: (fetch, config, logger) => serveBun(fetch, config, logger),
+    },
+    "bun-node-http": { serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger, { idle: "reaper" }) },
+  },
+  auto: (config) => config.idleTimeoutMs > BUN_MAX_IDLE_MS || config.maxConnections ? "bun-node-http" : "bun-serve",
 };
 
+/** Serves `app` on Bun with the engine the options call for, enforcing the whole connection policy. */
+export const serve: Serve = (app, options) => serveWith("bun", engines, app, options);
+
 /** Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work. */
-const serveBun: Serve = async (fetch, config, logger) => {
+async function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
   const idleSeconds = bunIdleSeconds(config.idleTimeoutMs);
   const disconnects = watchDisconnects();
   const expired = (raw: Request) => {
@@ -117,9 +110,8 @@ const serveBun: Serve = async (fetch, config, logger) => {
   });
   return {
     url: displayUrl(config.host, server.port ?? config.port),
-    engine: "Bun.serve",
     // Bun.serve stops accepting at the descriptor limit and resumes once some close (measured);
-    // the descriptor watchdog in _main.ts logs it.
+    // the descriptor watchdog (_connection_limit.ts) logs it.
     limit: null,
     inFlight: () => server.pendingRequests,
     drain: () => server.stop(),
@@ -129,6 +121,4 @@ const serveBun: Serve = async (fetch, config, logger) => {
       return cut;
     },
   };
-};
-
-await main("bun", serve, { check });
+}

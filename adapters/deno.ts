@@ -1,47 +1,49 @@
-import process from "node:process";
-import { internalError } from "../src/app.ts";
-import type { Config } from "../src/config.ts";
+import type { Config } from "../src/policy/config.ts";
+import { internalError } from "../src/policy/errors.ts";
+import type { Logger } from "../src/policy/log.ts";
+import type { FetchHandler, Serve } from "../src/policy/types.ts";
 import { acceptFailures, connectionLimit, refusals } from "./_connection_limit.ts";
 import { findServeHttpOnConnection, serveConnections } from "./_deno_connections.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
-import { main } from "./_main.ts";
 import { checkNodeHttp, serveNodeHttp } from "./_node_http.ts";
-import { displayUrl, type Serve } from "./_types.ts";
-
-const ENGINES = ["auto", "per-connection", "node-http"] as const;
-type Engine = (typeof ENGINES)[number];
+import { serveWith } from "./_serve.ts";
+import { displayUrl, type Engines, type EngineServer } from "./_types.ts";
 
 /**
- * `DENO_ENGINE` picks what serves connections:
- * - `per-connection` (what `auto` picks when this Deno has it): Deno's HTTP server, one connection
- *   at a time under its own AbortSignal, so the adapter can enforce the idle and head deadlines
- *   that Deno.serve lacks. Uses an internal API (see adapters/_deno_connections.ts).
- * - `node-http`: Deno's node:http compatibility, which enforces Node's options with Node's
- *   numbers at about a quarter of Deno.serve's throughput. The fallback.
+ * `DENO_ENGINE` (the `engine` option) picks what serves connections:
+ * - `deno-per-connection` (what `auto` picks when this Deno has it): Deno's HTTP server, one
+ *   connection at a time under its own AbortSignal, so the adapter can enforce the idle and head
+ *   deadlines that Deno.serve lacks. Uses an internal API (see adapters/_deno_connections.ts).
+ * - `deno-node-http`: Deno's node:http compatibility, which enforces Node's options with Node's
+ *   numbers, several times slower than Deno's own server (docs/runtimes.md). The fallback.
  */
-function engineFromEnv(): Engine {
-  return (process.env.DENO_ENGINE?.trim() || "auto") as Engine;
-}
+const engines: Engines<"deno-per-connection" | "deno-node-http"> = {
+  variable: "DENO_ENGINE",
+  engines: {
+    "deno-per-connection": {
+      check: () =>
+        findServeHttpOnConnection()
+          ? []
+          : [`DENO_ENGINE "deno-per-connection" is not available in Deno ${Deno.version.deno}: use auto or deno-node-http`],
+      serve: servePerConnection,
+    },
+    "deno-node-http": {
+      check: checkNodeHttp,
+      serve(fetch, config, logger) {
+        if (!findServeHttpOnConnection()) {
+          logger.warn("engine_fallback", { reason: `serveHttpOnConnection is missing in Deno ${Deno.version.deno}` });
+        }
+        return serveNodeHttp(fetch, config, logger);
+      },
+    },
+  },
+  auto: () => findServeHttpOnConnection() ? "deno-per-connection" : "deno-node-http",
+};
 
-function check(config: Config): string[] {
-  const engine = engineFromEnv();
-  if (!ENGINES.includes(engine)) {
-    return [`DENO_ENGINE "${engine}" is not an engine: use auto, per-connection or node-http`];
-  }
-  if (engine === "per-connection" && !findServeHttpOnConnection()) {
-    return [`DENO_ENGINE "per-connection" is not available in Deno ${Deno.version.deno}: use auto or node-http`];
-  }
-  return engine === "per-connection" || (engine === "auto" && findServeHttpOnConnection()) ? [] : checkNodeHttp(config);
-}
+/** Serves `app` on Deno with the connection policy Deno.serve does not enforce by itself. */
+export const serve: Serve = (app, options) => serveWith("deno", engines, app, options);
 
-/** Serves the app on Deno with the connection policy Deno.serve does not enforce by itself. */
-export const serve: Serve = async (fetch, config, logger) => {
-  const engine = engineFromEnv();
-  if (engine === "node-http" || !findServeHttpOnConnection()) {
-    if (engine === "auto") logger.warn("engine_fallback", { reason: `serveHttpOnConnection is missing in Deno ${Deno.version.deno}` });
-    const server = await serveNodeHttp(fetch, config, logger);
-    return { ...server, engine: "node:http (Deno compat)" };
-  }
+function servePerConnection(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
   const listener = Deno.listen({ hostname: config.host, port: config.port });
   const limit = connectionLimit(config);
   const server = serveConnections(listener, fetch, {
@@ -58,12 +60,5 @@ export const serve: Serve = async (fetch, config, logger) => {
       return internalError();
     },
   });
-  return {
-    url: displayUrl(config.host, (listener.addr as Deno.NetAddr).port),
-    engine: "Deno HTTP, per connection",
-    limit,
-    ...server,
-  };
-};
-
-await main("deno", serve, { check });
+  return Promise.resolve({ url: displayUrl(config.host, (listener.addr as Deno.NetAddr).port), limit, ...server });
+}

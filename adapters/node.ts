@@ -1,8 +1,13 @@
+import type { Serve } from "../src/policy/types.ts";
 import { checkNodeHttp, serveNodeHttp } from "./_node_http.ts";
-import { main } from "./_main.ts";
-import type { Serve } from "./_types.ts";
+import { serveWith } from "./_serve.ts";
+import type { Engines } from "./_types.ts";
 
-/** Serves the app with node:http through @hono/node-server. */
-export const serve: Serve = (fetch, config, logger) => serveNodeHttp(fetch, config, logger);
+const engines: Engines<"node-http"> = {
+  variable: "NODE_ENGINE",
+  engines: { "node-http": { check: checkNodeHttp, serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger) } },
+  auto: () => "node-http",
+};
 
-await main("node", serve, { check: checkNodeHttp });
+/** Serves `app` on Node with node:http (through @hono/node-server), enforcing the whole connection policy. */
+export const serve: Serve = (app, options) => serveWith("node", engines, app, options);

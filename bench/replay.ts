@@ -1,19 +1,22 @@
 /**
- * `npm run replay`: the incident, replayed on each runtime with the policy on and off. A hub
- * delivers signed content over 200 keep-alive connections and leaves them idle; we sample the
- * server's open file descriptors and the hub's open connections every 100 ms, then write the
- * raw samples and an SVG chart of open connections over time.
+ * `npm run replay`: the incident, replayed on each runtime with the policy on and off. A client
+ * behaves as the WebSub hub did: one delivery (a POST) on each of 200 keep-alive connections, which
+ * it then leaves idle. We sample the server's open file descriptors and the client's open
+ * connections every 100 ms, then write the raw samples and an SVG chart of open connections over time.
  */
-import { readdirSync, writeFileSync } from "node:fs";
-import type { Runtime } from "../adapters/_types.ts";
-import { startServer } from "../test/_harness.ts";
-import { HUB_TOPIC, startHub } from "../test/_hub.ts";
+import { writeFileSync } from "node:fs";
+import { holdConnections, postRequest } from "../harness/keep_alive.ts";
+import { openFds } from "../harness/proc.ts";
+import { startServer } from "../harness/servers.ts";
+import type { Engine, Runtime } from "../src/policy/types.ts";
 
 const CONNECTIONS = 200;
 const IDLE_TIMEOUT_MS = 4_000;
 const OBSERVE_MS = 12_000;
 const SAMPLE_EVERY_MS = 100;
-const RUNTIMES: Runtime[] = ["node", "bun", "deno"];
+/** Each runtime's default engine. */
+const ENGINES: Record<Runtime, Engine> = { node: "node-http", bun: "bun-serve", deno: "deno-per-connection" };
+const RUNTIMES = Object.keys(ENGINES) as Runtime[];
 const OUT = new URL(".", import.meta.url).pathname;
 
 interface Series {
@@ -25,30 +28,30 @@ interface Series {
 }
 
 async function replay(runtime: Runtime, policy: "on" | "off"): Promise<Series> {
-  const hub = await startHub({ secret: "replay" });
-  const server = await startServer(runtime, {
-    IDLE_TIMEOUT: policy === "on" ? `${IDLE_TIMEOUT_MS}ms` : "0",
-    WEBSUB_HUB: hub.url,
-    WEBSUB_TOPIC: HUB_TOPIC,
-    WEBSUB_SECRET: "replay",
-  });
+  const server = await startServer(ENGINES[runtime], { IDLE_TIMEOUT: policy === "on" ? `${IDLE_TIMEOUT_MS}ms` : "0" });
   try {
-    await hub.verified;
     const listening = server.named("listening")[0]!;
     const pid = Number(listening.pid);
-    const fds = () => readdirSync(`/proc/${pid}/fd`).length;
-    const baseline = fds();
+    const baseline = openFds(pid);
     const start = Date.now();
-    const delivered = await hub.deliver(CONNECTIONS);
-    const samples: Series["samples"] = [];
-    while (Date.now() - start <= OBSERVE_MS) {
-      samples.push([Date.now() - start, delivered.open(), Math.max(0, fds() - baseline)]);
-      await Bun.sleep(SAMPLE_EVERY_MS);
+    const target = new URL("/echo", server.url);
+    const delivered = await holdConnections(
+      target,
+      CONNECTIONS,
+      postRequest(target, JSON.stringify({ items: [{ title: "Hello World" }] })),
+    );
+    try {
+      const samples: Series["samples"] = [];
+      while (Date.now() - start <= OBSERVE_MS) {
+        samples.push([Date.now() - start, delivered.open(), Math.max(0, openFds(pid) - baseline)]);
+        await Bun.sleep(SAMPLE_EVERY_MS);
+      }
+      return { runtime, policy, engine: String(listening.engine), samples };
+    } finally {
+      delivered.destroy();
     }
-    return { runtime, policy, engine: String(listening.engine), samples };
   } finally {
     await server.kill();
-    await hub.close();
   }
 }
 

@@ -29,9 +29,14 @@ import { spawnSync, type Subprocess } from "bun";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
-import { fetchOnce, type Followed, openFds, rss, spawnFollowed } from "../test/_harness.ts";
+import { fetchOnce } from "../harness/http.ts";
+import { openFds, rss } from "../harness/proc.ts";
+import { type Followed, spawnFollowed } from "../harness/process.ts";
+import { FIXTURE_APP } from "../harness/servers.ts";
 
 type Runtime = "node" | "bun" | "deno";
+/** The engine each runtime's template serves with, unless told otherwise. */
+const DEFAULT_ENGINE = { node: "node-http", bun: "bun-serve", deno: "deno-per-connection" } as const;
 type Kind = "raw" | "hono" | "template";
 /** What the idle phase measures: the raw server and the template, and on Deno its bare per-connection server too. */
 type IdleKind = "raw" | "engine" | "template";
@@ -94,19 +99,19 @@ const DENO = existsSync(`${ROOT}node_modules/.bin/deno`) ? `${ROOT}node_modules/
 /** How each server starts: fixtures for raw and bare Hono, the adapters directly for the template. */
 const COMMANDS: Record<Runtime, Record<Kind, string[]> & { engine?: string[] }> = {
   node: {
-    raw: ["node", "--import", "tsx", "bench/fixtures/raw.node.ts"],
-    hono: ["node", "--import", "tsx", "bench/fixtures/hono.node.ts"],
-    template: ["node", "--import", "tsx", "adapters/node.ts"],
+    raw: ["node", "bench/fixtures/raw.node.ts"],
+    hono: ["node", "bench/fixtures/hono.node.ts"],
+    template: ["node", "src/main/node.ts", FIXTURE_APP],
   },
   bun: {
     raw: [BUN, "bench/fixtures/raw.bun.ts"],
     hono: [BUN, "bench/fixtures/hono.bun.ts"],
-    template: [BUN, "adapters/bun.ts"],
+    template: [BUN, "src/main/bun.ts", FIXTURE_APP],
   },
   deno: {
     raw: [DENO, "run", "--allow-all", "bench/fixtures/raw.deno.ts"],
     hono: [DENO, "run", "--allow-all", "bench/fixtures/hono.deno.ts"],
-    template: [DENO, "run", "--allow-all", "adapters/deno.ts"],
+    template: [DENO, "run", "--allow-all", "src/main/deno.ts", FIXTURE_APP],
     engine: [DENO, "run", "--allow-all", "bench/fixtures/engine.deno.ts"],
   },
 };
@@ -701,7 +706,7 @@ async function hostileClient<T>(args: Array<string | number>, timeoutMs: number)
 }
 
 async function slowlorisFlood(runtime: Runtime): Promise<SlowlorisRow> {
-  const windowMs = headDeadlineWindow(capabilities[runtime], SLOWLORIS_HEADERS_TIMEOUT_MS);
+  const windowMs = headDeadlineWindow(capabilities[DEFAULT_ENGINE[runtime]], SLOWLORIS_HEADERS_TIMEOUT_MS);
   const server = await startServer(runtime, "template", {
     HEADERS_TIMEOUT: `${SLOWLORIS_HEADERS_TIMEOUT_MS}ms`,
     REQUEST_TIMEOUT: "10s",

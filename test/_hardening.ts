@@ -1,22 +1,12 @@
 import { describe, expect, test } from "bun:test";
-import type { Target } from "../adapters/_types.ts";
-import {
-  completeResponses,
-  connect,
-  EARLY_MS,
-  expectBetween,
-  fetchOnce,
-  get,
-  metric,
-  openFds,
-  type RawClient,
-  rss,
-  type ServerProcess,
-  spawnServer,
-  startServer,
-  suiteSetup,
-  using,
-} from "./_harness.ts";
+import type { Engine } from "../src/policy/types.ts";
+import { completeResponses, fetchOnce, get, metric } from "../harness/http.ts";
+import { connect, type RawClient } from "../harness/raw_client.ts";
+import { openFds, rss } from "../harness/proc.ts";
+import { spawnServer, startServer } from "../harness/servers.ts";
+import { using } from "../harness/wait.ts";
+import { type ServerProcess } from "../harness/process.ts";
+import { EARLY_MS, expectBetween, suiteSetup } from "./_suite.ts";
 import { malformedRequests, mulberry32 } from "./_malformed.ts";
 
 /** "Back to baseline" means within this many descriptors of it (the bound). */
@@ -57,7 +47,7 @@ function statusOf(data: string): number {
  * one at a time (not concurrently with each other or the conformance suite's timing tests): each
  * one loads the machine on purpose.
  */
-export function hardening(target: Target): void {
+export function hardening(target: Engine): void {
   const { runtime, caps, env, IDLE_MS, REQUEST_MS, SHUTDOWN_MS, IDLE_LATE_MS, headersWindow } = suiteSetup(target, 3_000);
   /** The longest a connection with an incomplete head may stay open, on this engine. */
   const headCloseMaxMs = headersWindow.max;
@@ -70,7 +60,7 @@ export function hardening(target: Target): void {
   ) {
     return () =>
       using(async (defer) => {
-        const server = await startServer(runtime, { ...env, ...extraEnv }, 15_000, { nofile });
+        const server = await startServer(target, { ...env, ...extraEnv }, 15_000, { nofile });
         defer(() => server.kill());
         await fn(server, Number(server.named("listening")[0]!.pid), defer);
         expect(server.proc.exitCode).toBeNull();
@@ -228,7 +218,7 @@ export function hardening(target: Target): void {
       "shutdown under load: every request completes or is turned away before a byte; none is cut mid-body; exit within SHUTDOWN_TIMEOUT",
       () =>
         using(async (defer) => {
-          const server = await startServer(runtime, env);
+          const server = await startServer(target, env);
           defer(() => server.kill());
           const paths = ["/", "/slow?ms=400", "/stream?chunks=4&interval=100", "/healthz"];
           const tally = { completed: 0, turnedAway: 0, refused: 0, cut: [] as string[] };
@@ -441,7 +431,7 @@ export function hardening(target: Target): void {
         // The first refusal is logged at once, the rest in a summary within a second.
         await server.waitForEvent("connections_refused", 2_500, () => refusedSoFar() >= 10);
         expect(refusedSoFar()).toBe(10);
-        if (runtime === "bun") expect(listening.engine).toBe("node:http (Bun compat)");
+        if (runtime === "bun") expect(listening.engine).toBe("bun-node-http");
         // Room again once held connections close.
         const fdsHeld = openFds(pid);
         held.slice(0, 5).forEach((c) => c.destroy());
@@ -456,7 +446,7 @@ export function hardening(target: Target): void {
       "a MAX_CONNECTIONS the fd limit cannot hold stops the server at startup, naming the variable",
       () =>
         using(async (defer) => {
-          const server = spawnServer(runtime, { ...env, MAX_CONNECTIONS: "1000" }, { nofile: 256 });
+          const server = spawnServer(target, { ...env, MAX_CONNECTIONS: "1000" }, { nofile: 256 });
           defer(() => server.kill());
           expect(await server.exitCode()).toBe(2);
           expect(server.stderr).toStartWith('MAX_CONNECTIONS "1000" is more than this process can open: its file-descriptor limit is 256');

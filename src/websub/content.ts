@@ -1,4 +1,4 @@
-import type { Logger } from "./log.ts";
+import type { Logger } from "../policy/log.ts";
 import type { Delivery } from "./websub.ts";
 
 /**

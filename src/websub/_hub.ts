@@ -1,13 +1,14 @@
-import { connect as netConnect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { createServer, type Server } from "node:http";
-import { signBody } from "../src/websub.ts";
-import { fetchOnce } from "./_harness.ts";
+import { fetchOnce } from "../../harness/http.ts";
+import { type HeldConnections, holdConnections, postRequest } from "../../harness/keep_alive.ts";
+import { signBody } from "./websub.ts";
 
 /**
  * A WebSub hub that behaves like the one in the incident: it verifies a subscription, delivers
  * signed content over many keep-alive connections, then leaves them idle and never closes them.
- * Used by the conformance suite's replay and by `npm run replay`; runnable on its own:
- * `bun test/_hub.ts` prints its URL and serves until interrupted.
+ * Used by the module's tests; runnable on its own: `bun src/websub/_hub.ts` prints its URL and
+ * serves until interrupted.
  */
 export interface Hub {
   /** Where subscribers send `hub.mode=subscribe` (a form POST), e.g. http://127.0.0.1:PORT/ */
@@ -15,26 +16,12 @@ export interface Hub {
   /** Resolves with the callback URL once a subscriber has passed verification of intent. */
   readonly verified: Promise<string>;
   /** Opens `connections` keep-alive connections to the verified callback and posts one signed delivery on each. */
-  deliver(connections: number, body?: string): Promise<HubConnections>;
+  deliver(connections: number, body?: string): Promise<HeldConnections>;
   /** Closes the hub's own server and every connection it opened. */
   close(): Promise<void>;
 }
 
-/** The hub's side of its delivery connections. */
-export interface HubConnections {
-  /** Status codes of the deliveries, one per connection. */
-  readonly statuses: number[];
-  /** How many of the connections are still open. */
-  open(): number;
-  /** Close times (Date.now()) of the connections the subscriber closed, in order. */
-  readonly closedAt: number[];
-  /** Resolves when every connection has been closed by the subscriber, or rejects after `timeoutMs`. */
-  allClosed(timeoutMs: number): Promise<void>;
-}
-
 const TOPIC = "https://example.com/feed";
-/** How long a delivery may wait for the subscriber's answer. */
-const DELIVERY_TIMEOUT_MS = 10_000;
 
 /** Starts a hub on 127.0.0.1, port 0, signing with `secret` (sha256, as most hubs do). */
 export async function startHub(options: { secret?: string; leaseSeconds?: number } = {}): Promise<Hub> {
@@ -74,7 +61,7 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;
-  const opened: Socket[] = [];
+  const deliveries: HeldConnections[] = [];
 
   return {
     url: `http://127.0.0.1:${port}/`,
@@ -82,65 +69,15 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
     async deliver(connections, body = JSON.stringify({ items: [{ title: "Hello World" }] })) {
       if (!callback) throw new Error("No subscriber has been verified yet");
       const target = new URL(callback);
-      const bytes = new TextEncoder().encode(body);
-      const signature = secret ? `X-Hub-Signature: ${await signBody(bytes, secret, "sha256")}\r\n` : "";
-      const head = `POST ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${bytes.byteLength}\r\n${signature}` +
-        `Link: <${TOPIC}>; rel="self"\r\n\r\n`;
-      const closedAt: number[] = [];
-      const closeWaiters = new Set<() => void>();
-      const statuses = await Promise.all(
-        Array.from({ length: connections }, () =>
-          new Promise<number>((resolve, reject) => {
-            const socket = netConnect({ host: target.hostname, port: Number(target.port) });
-            // A subscriber that never answers fails the delivery instead of hanging it.
-            const timer = setTimeout(() => reject(new Error(`no response within ${DELIVERY_TIMEOUT_MS}ms`)), DELIVERY_TIMEOUT_MS);
-            socket.once("close", () => clearTimeout(timer));
-            opened.push(socket);
-            let data = "";
-            socket.setEncoding("latin1");
-            socket.on("data", (chunk: string) => {
-              data += chunk;
-              const status = /^HTTP\/1\.1 (\d{3})/.exec(data);
-              if (status && data.includes("\r\n\r\n")) {
-                clearTimeout(timer);
-                resolve(Number(status[1]));
-              }
-            });
-            socket.on("error", () => {});
-            socket.on("close", () => {
-              closedAt.push(Date.now());
-              for (const wake of closeWaiters) wake();
-              reject(new Error(`connection closed before a response: ${JSON.stringify(data)}`));
-            });
-            socket.on("connect", () => socket.write(head + body));
-          })),
-      );
-      const mine = opened.slice(-connections);
-      return {
-        statuses,
-        open: () => mine.filter((s) => !s.destroyed && s.readyState === "open").length,
-        closedAt,
-        allClosed(timeoutMs) {
-          return new Promise<void>((resolve, reject) => {
-            const check = () => {
-              if (closedAt.length < connections) return;
-              clearTimeout(timer);
-              closeWaiters.delete(check);
-              resolve();
-            };
-            const timer = setTimeout(() => {
-              closeWaiters.delete(check);
-              reject(new Error(`${connections - closedAt.length} of ${connections} hub connections still open after ${timeoutMs}ms`));
-            }, timeoutMs);
-            closeWaiters.add(check);
-            check();
-          });
-        },
-      };
+      const signature: Record<string, string> = secret
+        ? { "X-Hub-Signature": await signBody(new TextEncoder().encode(body), secret, "sha256") }
+        : {};
+      const held = await holdConnections(target, connections, postRequest(target, body, { ...signature, Link: `<${TOPIC}>; rel="self"` }));
+      deliveries.push(held);
+      return held;
     },
     async close() {
-      for (const socket of opened) socket.destroy();
+      for (const held of deliveries) held.destroy();
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
-import { readBody } from "./body.ts";
-import type { Logger } from "./log.ts";
+import { readBody } from "../policy/body.ts";
+import type { Logger } from "../policy/log.ts";
 
 /** HMAC hashes a hub may sign content with (WebSub §8). */
 export type HashAlgorithm = "sha1" | "sha256" | "sha384" | "sha512";

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { createRegistry, METRICS_CONTENT_TYPE } from "../src/metrics.ts";
+import { createRegistry, METRICS_CONTENT_TYPE } from "../../src/policy/metrics.ts";
 
 interface ParsedFamily {
   name: string;

@@ -1,5 +1,5 @@
 import { conformance } from "./_conformance.ts";
 import { hardening } from "./_hardening.ts";
 
-conformance("deno");
-hardening("deno");
+conformance("node-http");
+hardening("node-http");

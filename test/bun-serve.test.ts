@@ -1,5 +1,5 @@
 import { conformance } from "./_conformance.ts";
 import { hardening } from "./_hardening.ts";
 
-conformance("bun");
-hardening("bun");
+conformance("bun-serve");
+hardening("bun-serve");

@@ -2,16 +2,20 @@ import { describe, expect, test } from "bun:test";
 import { createServer } from "node:http";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../adapters/_bun_idle.ts";
-import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../adapters/_capabilities.ts";
-import { reapIdleConnections } from "../adapters/_idle_reaper.ts";
-import { acceptFailures, checkConnectionLimit, connectionLimit, FD_RESERVE, fdBudget, refusals } from "../adapters/_connection_limit.ts";
-import { bodyWithDeadline, releaseBody, withBodyDeadline } from "../adapters/_request_deadline.ts";
-import { loadConfig } from "../src/config.ts";
-import { notifyFinish, type Outcome, reportClientGone, requestLifecycle, withLifecycle } from "../src/lifecycle.ts";
-import { createLogger } from "../src/log.ts";
-import { createTelemetry } from "../src/telemetry.ts";
-import { completeResponses, connect, get, spawnFollowed, using } from "./_harness.ts";
+import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../../adapters/_bun_idle.ts";
+import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../../adapters/_capabilities.ts";
+import { reapIdleConnections } from "../../adapters/_idle_reaper.ts";
+import { acceptFailures, checkConnectionLimit, connectionLimit, FD_RESERVE, fdBudget, refusals } from "../../adapters/_connection_limit.ts";
+import { bodyWithDeadline, releaseBody, withBodyDeadline } from "../../adapters/_request_deadline.ts";
+import { resolveServeOptions } from "../../src/policy/config.ts";
+import { notifyFinish, type Outcome, reportClientGone, requestLifecycle, withLifecycle } from "../../src/policy/lifecycle.ts";
+import { createLogger } from "../../src/policy/log.ts";
+import { createRegistry } from "../../src/policy/metrics.ts";
+import { countEvents, POLICY_EVENTS } from "../../src/policy/telemetry.ts";
+import { completeResponses, get } from "../../harness/http.ts";
+import { spawnFollowed } from "../../harness/process.ts";
+import { connect } from "../../harness/raw_client.ts";
+import { using } from "../../harness/wait.ts";
 
 const encoder = new TextEncoder();
 
@@ -116,9 +120,9 @@ describe("bunIdleSeconds (adapters/_bun_idle.ts)", () => {
   });
 
   test("the declared lateness matches the window", () => {
-    expect(capabilities.bun.idleCloseLateMs(4_000)).toBe(4_000 + BUN_TICK_SLOP_MS);
-    expect(capabilities.bun.idleCloseLateMs(2_000)).toBe(6_000 + BUN_TICK_SLOP_MS);
-    expect(capabilities.bun.idleCloseLateMs(75_000)).toBe(5_000 + BUN_TICK_SLOP_MS);
+    expect(capabilities["bun-serve"].idleCloseLateMs(4_000)).toBe(4_000 + BUN_TICK_SLOP_MS);
+    expect(capabilities["bun-serve"].idleCloseLateMs(2_000)).toBe(6_000 + BUN_TICK_SLOP_MS);
+    expect(capabilities["bun-serve"].idleCloseLateMs(75_000)).toBe(5_000 + BUN_TICK_SLOP_MS);
   });
 });
 
@@ -275,11 +279,7 @@ describe("reapIdleConnections (adapters/_idle_reaper.ts), on this runtime's node
 
 describe("connection limit (adapters/_connection_limit.ts)", () => {
   const config = (maxConnections: number | null) => ({ ...baseConfig, maxConnections });
-  const baseConfig = (() => {
-    const result = loadConfig({});
-    if (!result.ok) throw new Error("defaults must load");
-    return result.config;
-  })();
+  const baseConfig = resolveServeOptions({});
 
   test("MAX_CONNECTIONS wins; unset means the fd limit's room; 0 means none", () => {
     expect(connectionLimit(config(0))).toBeNull();
@@ -314,7 +314,8 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
   }, 5_000);
 
   test("the telemetry counts a summary by its count", () => {
-    const { logger, registry } = createTelemetry(() => {});
+    const registry = createRegistry();
+    const logger = countEvents(createLogger(() => {}), registry, POLICY_EVENTS);
     logger.warn("connections_refused", { count: 4 });
     logger.warn("connections_refused", { count: 1 });
     logger.error("accept_failed", { count: 2, code: "EMFILE" });
@@ -323,7 +324,7 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
     expect(text).toContain("\naccept_failures_total 2\n");
   });
 
-  test("accept failures name the code, Deno's os error 24 included", async () => {
+  test("accept failures name the code, Deno's os error 24 included", () => {
     const lines: Array<Record<string, unknown>> = [];
     const failed = acceptFailures(createLogger((line) => lines.push(JSON.parse(line))));
     failed(new Error("Too many open files (os error 24)"));
@@ -331,7 +332,7 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
   });
 });
 
-describe("spawnFollowed (test/_harness.ts)", () => {
+describe("spawnFollowed (harness/process.ts)", () => {
   test("every line of a child that writes far more than a pipe holds arrives, in order, and then its exit code", async () => {
     const stdout: string[] = [];
     const stderr: string[] = [];

@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { Hono } from "hono";
-import { createLogger } from "../src/log.ts";
-import { memoryStore, requestSubscription, signBody, verifySignature, websubRoutes } from "../src/websub.ts";
-import type { Delivery, HashAlgorithm, Subscription, SubscriptionStore } from "../src/websub.ts";
+import { createLogger } from "../policy/log.ts";
+import { loadWebSubConfig } from "./mod.ts";
+import { memoryStore, requestSubscription, signBody, verifySignature, websubRoutes } from "./websub.ts";
+import type { Delivery, HashAlgorithm, Subscription, SubscriptionStore } from "./websub.ts";
 
 const encoder = new TextEncoder();
 const NOW = 1_700_000_000_000;
@@ -433,5 +434,41 @@ describe("requestSubscription", () => {
     await expect(requestSubscription({ ...base(store, hub.fetch), secret: "x".repeat(200) })).rejects.toThrow(RangeError);
     expect(hub.calls).toHaveLength(0);
     expect(await store.get("a")).toBeUndefined();
+  });
+});
+
+describe("configuration (WEBSUB_*)", () => {
+  test("a WebSub subscription needs a hub and a topic, both http(s) URLs", () => {
+    const result = loadWebSubConfig({
+      WEBSUB_HUB: "http://127.0.0.1:9/hub",
+      WEBSUB_TOPIC: "https://example.com/feed",
+      WEBSUB_SECRET: "s3cret",
+      WEBSUB_LEASE: "1h",
+    });
+    expect(result.ok && result.config).toEqual({
+      hub: "http://127.0.0.1:9/hub",
+      topic: "https://example.com/feed",
+      secret: "s3cret",
+      leaseSeconds: 3_600,
+      callbackUrl: undefined,
+    });
+    expect(loadWebSubConfig({ WEBSUB_HUB: "http://hub.example/" })).toEqual({
+      ok: false,
+      problems: ['WEBSUB_TOPIC "" is missing: WEBSUB_HUB "http://hub.example/" needs a topic to subscribe to'],
+    });
+    expect(loadWebSubConfig({ WEBSUB_TOPIC: "https://example.com/feed" })).toEqual({
+      ok: false,
+      problems: ['WEBSUB_TOPIC "https://example.com/feed" has no hub: set WEBSUB_HUB too'],
+    });
+    expect(loadWebSubConfig({ WEBSUB_HUB: "ftp://hub.example/", WEBSUB_TOPIC: "https://example.com/feed" })).toEqual({
+      ok: false,
+      problems: ['WEBSUB_HUB "ftp://hub.example/" is not an http(s) URL'],
+    });
+    const long = loadWebSubConfig({ WEBSUB_HUB: "http://h.example/", WEBSUB_TOPIC: "http://t.example/", WEBSUB_SECRET: "x".repeat(200) });
+    expect(long.ok ? [] : long.problems[0]).toContain("WEBSUB_SECRET");
+  });
+
+  test("unset, the module is off", () => {
+    expect(loadWebSubConfig({})).toEqual({ ok: true, config: null });
   });
 });

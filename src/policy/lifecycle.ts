@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import type { Logger } from "./log.ts";
+import type { FetchHandler } from "./types.ts";
 
 /** How a response ended: its last byte was handed to the runtime, or the client left first. */
 export type Outcome = "finished" | "aborted";
@@ -86,9 +87,6 @@ export interface LifecycleOptions {
   onResponse?(status: number): void;
 }
 
-/** A fetch handler, as Hono's `app.fetch` and every runtime's server take it. */
-export type Fetch = (request: Request, ...rest: any[]) => Response | Promise<Response>;
-
 /**
  * Wraps `fetch` so that it tracks every request's end and logs `request_aborted` when a client
  * leaves before its response is complete, as the adapter reports it (`reportClientGone`) or, for a
@@ -102,7 +100,7 @@ export type Fetch = (request: Request, ...rest: any[]) => Response | Promise<Res
  * synchronous, and @hono/node-server writes such a response without awaiting anything (a fifth
  * of Node's throughput for `GET /`, measured with `npm run bench`).
  */
-export function withLifecycle<F extends Fetch>(fetch: F, { logger, onOutcome, onResponse }: LifecycleOptions): F {
+export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutcome, onResponse }: LifecycleOptions): F {
   const shared: Shared = { logger, onOutcome };
   const answered = (state: RequestState, res: Response): Response => {
     onResponse?.(res.status);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { formatDuration, loadConfig, parseDurationMs } from "../src/config.ts";
+import { ConfigError, formatDuration, loadConfig, parseDurationMs, resolveServeOptions } from "../../src/policy/config.ts";
 
 describe("parseDurationMs", () => {
   test("reads every unit", () => {
@@ -45,7 +45,6 @@ describe("loadConfig", () => {
         shutdownTimeoutMs: 10_000,
         bodyLimitBytes: 1_048_576,
         maxConnections: null,
-        websub: null,
       },
     });
   });
@@ -77,7 +76,6 @@ describe("loadConfig", () => {
         shutdownTimeoutMs: 500,
         bodyLimitBytes: 1_048_576,
         maxConnections: 500,
-        websub: null,
       },
     });
   });
@@ -141,37 +139,46 @@ describe("loadConfig", () => {
     });
   });
 
-  test("a WebSub subscription needs a hub and a topic, both http(s) URLs", () => {
-    const result = loadConfig({
-      WEBSUB_HUB: "http://127.0.0.1:9/hub",
-      WEBSUB_TOPIC: "https://example.com/feed",
-      WEBSUB_SECRET: "s3cret",
-      WEBSUB_LEASE: "1h",
-    });
-    expect(result.ok && result.config.websub).toEqual({
-      hub: "http://127.0.0.1:9/hub",
-      topic: "https://example.com/feed",
-      secret: "s3cret",
-      leaseSeconds: 3_600,
-      callbackUrl: undefined,
-    });
-    expect(loadConfig({ WEBSUB_HUB: "http://hub.example/" })).toEqual({
-      ok: false,
-      problems: ['WEBSUB_TOPIC "" is missing: WEBSUB_HUB "http://hub.example/" needs a topic to subscribe to'],
-    });
-    expect(loadConfig({ WEBSUB_TOPIC: "https://example.com/feed" })).toEqual({
-      ok: false,
-      problems: ['WEBSUB_TOPIC "https://example.com/feed" has no hub: set WEBSUB_HUB too'],
-    });
-    expect(loadConfig({ WEBSUB_HUB: "ftp://hub.example/", WEBSUB_TOPIC: "https://example.com/feed" })).toEqual({
-      ok: false,
-      problems: ['WEBSUB_HUB "ftp://hub.example/" is not an http(s) URL'],
-    });
-    const long = loadConfig({ WEBSUB_HUB: "http://h.example/", WEBSUB_TOPIC: "http://t.example/", WEBSUB_SECRET: "x".repeat(200) });
-    expect(long.ok ? [] : long.problems[0]).toContain("WEBSUB_SECRET");
-  });
-
   test("unrelated variables are ignored", () => {
     expect(loadConfig({ PATH: "/bin", IDLE_TIMEOUTS: "x" }).ok).toBe(true);
+  });
+});
+
+describe("resolveServeOptions (what serve() accepts)", () => {
+  test("fills in the same defaults the environment has", () => {
+    const config = resolveServeOptions({});
+    const env = loadConfig({});
+    expect(env.ok).toBe(true);
+    if (!env.ok) return;
+    const { bodyLimitBytes: _, ...policy } = env.config;
+    expect(config).toEqual({ ...policy, engine: "auto" });
+  });
+
+  test("every wrong option is named in one ConfigError, with its value", () => {
+    let caught: unknown;
+    try {
+      resolveServeOptions({ port: 70_000, idleTimeoutMs: -1, headersTimeoutMs: 1.5, maxConnections: 2_000_000 });
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect((caught as ConfigError).problems).toEqual([
+      "port 70000 is not a port: use an integer from 0 to 65535",
+      "idleTimeoutMs -1 is not a duration in milliseconds: use an integer from 0 to 86400000",
+      "headersTimeoutMs 1.5 is not a duration in milliseconds: use an integer from 0 to 86400000",
+      "maxConnections 2000000 is not a connection count: use an integer from 0 to 1000000",
+    ]);
+    expect((caught as Error).message).toBe((caught as ConfigError).problems.join("\n"));
+  });
+
+  test("a misspelt option is refused rather than ignored", () => {
+    expect(() => resolveServeOptions({ idleTimeout: 5 } as never)).toThrow(ConfigError);
+  });
+
+  test("the head deadline may not be longer than the request's", () => {
+    expect(() => resolveServeOptions({ headersTimeoutMs: 30_000, requestTimeoutMs: 10_000 })).toThrow(
+      "headersTimeoutMs 30000 is longer than requestTimeoutMs 10000: the head is part of the request",
+    );
+    expect(resolveServeOptions({ headersTimeoutMs: 30_000, requestTimeoutMs: 0 }).headersTimeoutMs).toBe(30_000);
   });
 });

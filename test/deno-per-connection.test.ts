@@ -1,5 +1,5 @@
 import { conformance } from "./_conformance.ts";
 import { hardening } from "./_hardening.ts";
 
-conformance("node");
-hardening("node");
+conformance("deno-per-connection");
+hardening("deno-per-connection");

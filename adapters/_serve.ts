@@ -1,0 +1,87 @@
+import process from "node:process";
+import { ConfigError, resolveServeOptions } from "../src/policy/config.ts";
+import { withLifecycle } from "../src/policy/lifecycle.ts";
+import { createLogger } from "../src/policy/log.ts";
+import { createRegistry } from "../src/policy/metrics.ts";
+import { countEvents, POLICY_EVENTS, requestMetrics } from "../src/policy/telemetry.ts";
+import type { App, Engine, Runtime, ServeOptions, Server, ShutdownResult } from "../src/policy/types.ts";
+import { checkConnectionLimit, watchFds } from "./_connection_limit.ts";
+import { registerProcessMetrics } from "./_process_metrics.ts";
+import type { Engines } from "./_types.ts";
+
+/**
+ * What every adapter's `serve()` does around its engine, so that `serve()` alone is the whole
+ * policy: validates the options and refuses what the engine cannot honour (a ConfigError), tracks
+ * every request's end (`request_aborted`), counts the policy's events and requests on the
+ * registry, adds the connection and process gauges, watches the descriptor limit, logs
+ * `listening`, and offers the graceful `shutdown()`.
+ */
+export async function serveWith<E extends Engine>(
+  runtime: Runtime,
+  engines: Engines<E>,
+  app: App,
+  options: ServeOptions = {},
+): Promise<Server> {
+  const config = resolveServeOptions(options);
+  const engine = pickEngine(engines, config.engine, config);
+  const problems = [...checkConnectionLimit(config), ...(engines.engines[engine].check?.(config) ?? [])];
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const registry = config.registry ?? createRegistry();
+  const logger = countEvents(config.logger ?? createLogger((line) => console.log(line), { runtime }), registry, POLICY_EVENTS);
+  const appFetch = typeof app === "function" ? app : app.fetch.bind(app);
+  const fetch = withLifecycle(appFetch, { logger, ...requestMetrics(registry) });
+  const handle = await engines.engines[engine].serve(fetch, config, logger);
+
+  registry.collect("connections_open", "Open client connections.", "gauge", () => {
+    const open = handle.openConnections?.();
+    return open === undefined ? [] : [{ value: open }];
+  });
+  registerProcessMetrics(registry);
+  const stopWatchingFds = watchFds(logger);
+  logger.info("listening", {
+    runtime,
+    url: handle.url,
+    pid: process.pid,
+    engine,
+    idleTimeoutMs: config.idleTimeoutMs,
+    headersTimeoutMs: config.headersTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    maxConnections: handle.limit?.max ?? null,
+    maxConnectionsFrom: handle.limit?.source ?? null,
+  });
+
+  let shutdown: Promise<ShutdownResult> | undefined;
+  return {
+    ...handle,
+    runtime,
+    engine,
+    registry,
+    shutdown(reason = "shutdown") {
+      shutdown ??= (async () => {
+        const started = Date.now();
+        stopWatchingFds();
+        logger.info("shutdown_started", { signal: reason, inFlight: handle.inFlight(), shutdownTimeoutMs: config.shutdownTimeoutMs });
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const expired = new Promise<"expired">((resolve) => (timer = setTimeout(resolve, config.shutdownTimeoutMs, "expired")));
+        const drained = await Promise.race([handle.drain().then(() => "drained" as const), expired]);
+        clearTimeout(timer);
+        const cut = drained === "expired" ? handle.cut() : 0;
+        const result = { cut, durationMs: Date.now() - started };
+        logger.info("shutdown_complete", { signal: reason, ...result });
+        return result;
+      })();
+      return shutdown;
+    },
+  };
+}
+
+/** The engine `requested` names, or the one `auto` picks; a name this runtime does not have is a ConfigError. */
+function pickEngine<E extends Engine>(engines: Engines<E>, requested: string, config: Parameters<Engines<E>["auto"]>[0]): E {
+  const name = requested.trim() || "auto";
+  if (name === "auto") return engines.auto(config);
+  if (Object.hasOwn(engines.engines, name)) return name as E;
+  const names = ["auto", ...Object.keys(engines.engines)];
+  throw new ConfigError([`${engines.variable} "${name}" is not an engine: use ${names.slice(0, -1).join(", ")} or ${names.at(-1)}`]);
+}

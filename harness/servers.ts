@@ -1,0 +1,84 @@
+import type { Engine, Runtime } from "../src/policy/types.ts";
+import { ServerProcess } from "./process.ts";
+
+/** The npm script a user runs for each runtime. */
+export const SCRIPTS: Record<Runtime, string[]> = {
+  node: ["npm", "start", "--silent"],
+  bun: ["npm", "run", "start:bun", "--silent"],
+  deno: ["npm", "run", "start:deno", "--silent"],
+};
+
+/** The app the policy suites and the bench serve: their own fixture, never the example app. */
+export const FIXTURE_APP = "test/_fixture.ts";
+
+/** The runtime an engine runs on: the first word of its name. */
+export function runtimeOf(engine: Engine): Runtime {
+  return engine.slice(0, engine.indexOf("-")) as Runtime;
+}
+
+export interface SpawnOptions {
+  /** A lower limit on open file descriptors for the server (`ulimit -n`). */
+  nofile?: number;
+  /** The app module to serve, relative to the project. @default FIXTURE_APP */
+  app?: string;
+}
+
+/**
+ * How a user starts `engine`'s server: its npm script, serving `app`. With NODE_BINARY set, Node
+ * engines run on that binary directly instead (the Node version matrix in .ci/run).
+ */
+function command(engine: Engine, app: string): string[] {
+  const runtime = runtimeOf(engine);
+  const node = process.env.NODE_BINARY;
+  if (runtime === "node" && node) return [node, "src/main/node.ts", app];
+  return [...SCRIPTS[runtime], "--", app];
+}
+
+/** Spawns `engine`'s server on 127.0.0.1, port 0; does not wait for it to listen. */
+export function spawnServer(engine: Engine, env: Record<string, string>, options: SpawnOptions = {}): ServerProcess {
+  const runtime = runtimeOf(engine);
+  const engineEnv = runtime === "node" ? {} : { [`${runtime.toUpperCase()}_ENGINE`]: engine };
+  const start = command(engine, options.app ?? FIXTURE_APP);
+  const cmd = options.nofile === undefined ? start : ["sh", "-c", `ulimit -n ${options.nofile} && exec "$@"`, "sh", ...start];
+  return new ServerProcess(cmd, { ...process.env, PORT: "0", HOST: "127.0.0.1", ...engineEnv, ...env });
+}
+
+/**
+ * At most this many servers start at once. Starting one (npm, then the runtime loading its
+ * TypeScript) takes most of a core for a moment; a burst of them on a 2-core machine would delay
+ * the timers of the servers already under test and skew their measurements.
+ */
+const STARTING_AT_ONCE = 2;
+let starting = 0;
+const startQueue: Array<() => void> = [];
+
+async function startSlot(): Promise<() => void> {
+  if (starting >= STARTING_AT_ONCE) await new Promise<void>((resolve) => startQueue.push(resolve));
+  starting += 1;
+  return () => {
+    starting -= 1;
+    startQueue.shift()?.();
+  };
+}
+
+/** Spawns a server and resolves once its `listening` event names the URL. */
+export async function startServer(
+  engine: Engine,
+  env: Record<string, string>,
+  timeoutMs = 15_000,
+  options: SpawnOptions = {},
+): Promise<ServerProcess> {
+  const release = await startSlot();
+  const server = spawnServer(engine, env, options);
+  try {
+    const listening = await server.waitForEvent("listening", timeoutMs);
+    server.url = String(listening.url);
+    server.port = Number(new URL(server.url).port);
+  } catch (error) {
+    await server.kill();
+    throw error;
+  } finally {
+    release();
+  }
+  return server;
+}

@@ -1,0 +1,46 @@
+import { METRICS_CONTENT_TYPE, type Registry } from "../policy/metrics.ts";
+import type { FetchHandler } from "../policy/types.ts";
+
+/** A path answered by a handler of its own: exactly `path`, or everything under it when it ends in `/`. */
+export type Route = readonly [path: string, handler: FetchHandler];
+
+/** The path of a request URL, found the way Hono finds it: no URL object per request. */
+function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("://") + 3);
+  if (start < 0) return "/";
+  const query = url.indexOf("?", start);
+  return query < 0 ? url.slice(start) : url.slice(start, query);
+}
+
+/**
+ * Answers `routes` with their own handlers, everything else with `fetch`. The operational routes
+ * and the modules' are put in front of the app this way, so the app stays the user's alone.
+ */
+export function withRoutes(fetch: FetchHandler, routes: readonly Route[]): FetchHandler {
+  if (routes.length === 0) return fetch;
+  return (request, env, executionCtx) => {
+    const path = pathOf(request.url);
+    for (const [prefix, handler] of routes) {
+      if (path === prefix || (prefix.endsWith("/") && path.startsWith(prefix))) return handler(request, env, executionCtx);
+    }
+    return fetch(request, env, executionCtx);
+  };
+}
+
+/** `GET /healthz` (liveness) and `GET /metrics` (the registry, in Prometheus' text format). */
+export function operationalRoutes(registry: Registry): Route[] {
+  const onlyGet = (request: Request, answer: () => Response): Response =>
+    request.method === "GET" || request.method === "HEAD"
+      ? answer()
+      : Response.json({ error: "method_not_allowed", message: `Use GET for ${pathOf(request.url)}` }, {
+        status: 405,
+        headers: { allow: "GET, HEAD" },
+      });
+  return [
+    ["/healthz", (request) => onlyGet(request, () => Response.json({ status: "ok" }))],
+    [
+      "/metrics",
+      (request) => onlyGet(request, () => new Response(registry.render(), { headers: { "content-type": METRICS_CONTENT_TYPE } })),
+    ],
+  ];
+}

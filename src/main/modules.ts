@@ -1,0 +1,2 @@
+// The optional modules the entry points mount. To remove one, delete its folder and its line here.
+export { websub } from "../websub/mod.ts";

@@ -1,0 +1,243 @@
+import * as v from "valibot";
+import type { Logger } from "./log.ts";
+import type { Registry } from "./metrics.ts";
+import type { ServeOptions } from "./types.ts";
+
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
+const DURATION = /^(\d+)(ms|s|m|h)$/;
+/** Upper bound for every duration: Node's timers overflow past 2^31-1 ms (~24.8 days). */
+const MAX_DURATION_MS = 24 * UNIT_MS.h;
+
+/** Parses `500ms`, `75s`, `15m`, `2h` or `0` into milliseconds; throws a sentence naming what is allowed. */
+export function parseDurationMs(value: string): number {
+  const text = value.trim();
+  if (text === "0") return 0;
+  if (/^\d+$/.test(text)) {
+    throw new Error(`"${value}" has no unit: use e.g. ${text}s or ${text}m (0 disables)`);
+  }
+  const match = DURATION.exec(text);
+  if (!match) {
+    throw new Error(`"${value}" is not a duration: use an integer with a unit ms, s, m or h, e.g. 500ms, 75s, 15m`);
+  }
+  const ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
+  if (ms > MAX_DURATION_MS) throw new Error(`"${value}" is too long: at most 24h`);
+  return ms;
+}
+
+/** Formats milliseconds back into the shortest exact duration string (`75000` -> `75s`). */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return "0";
+  for (const unit of ["h", "m", "s"] as const) {
+    if (ms % UNIT_MS[unit] === 0) return `${ms / UNIT_MS[unit]}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+/** A string turned into a value by `parse`, whose error message becomes the issue. */
+export function fromParser<T>(parse: (value: string) => T) {
+  return v.rawTransform<string, T>(({ dataset, addIssue, NEVER }) => {
+    try {
+      return parse(dataset.value);
+    } catch (error) {
+      addIssue({ message: (error as Error).message });
+      return NEVER;
+    }
+  });
+}
+
+function Duration(fallback: string) {
+  return v.optional(v.pipe(v.string(), fromParser(parseDurationMs)), fallback);
+}
+
+const SIZE = /^(\d+)(b|kb|mb)$/;
+const UNIT_BYTES = { b: 1, kb: 1_024, mb: 1_048_576 } as const;
+
+/** Parses `512kb`, `1mb` or `100b` into bytes; throws a sentence naming what is allowed. */
+export function parseSizeBytes(value: string): number {
+  const match = SIZE.exec(value.trim().toLowerCase());
+  if (!match) throw new Error(`"${value}" is not a size: use an integer with a unit b, kb or mb, e.g. 512kb or 1mb`);
+  const bytes = Number(match[1]) * UNIT_BYTES[match[2] as keyof typeof UNIT_BYTES];
+  if (bytes < 1 || bytes > 100 * UNIT_BYTES.mb) throw new Error(`"${value}" is out of range: use from 1b to 100mb`);
+  return bytes;
+}
+
+const Port = v.optional(
+  v.pipe(
+    v.string(),
+    v.regex(/^\d+$/, (issue) => `"${issue.input}" is not a port: use an integer from 0 to 65535 (0 picks a free one)`),
+    v.transform(Number),
+    v.maxValue(65_535, (issue) => `"${issue.input}" is not a port: use an integer from 0 to 65535 (0 picks a free one)`),
+  ),
+  "8080",
+);
+
+const Host = v.optional(
+  v.pipe(
+    v.string(),
+    v.regex(
+      /^[A-Za-z0-9.:[\]-]+$/,
+      (issue) => `"${issue.input}" is not an address: use an IP address or a host name, e.g. 0.0.0.0 or 127.0.0.1`,
+    ),
+  ),
+  "0.0.0.0",
+);
+
+const MaxConnections = v.optional(
+  v.pipe(
+    v.string(),
+    v.regex(/^\d{1,7}$/, (issue) => `"${issue.input}" is not a connection count: use an integer from 1 to 1000000, or 0 for no limit`),
+    v.transform(Number),
+    v.maxValue(1_000_000, (issue) => `"${issue.input}" is too large: use at most 1000000, or 0 for no limit`),
+  ),
+);
+
+/** The policy's defaults, in milliseconds: the environment's defaults are these, written as durations. */
+export const DEFAULTS = {
+  port: 8080,
+  host: "0.0.0.0",
+  idleTimeoutMs: 75_000,
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 60_000,
+  shutdownTimeoutMs: 10_000,
+  bodyLimitBytes: 1_048_576,
+} as const;
+
+/** The one cross-field rule: the head is part of the request (0 disables either deadline). */
+function headWithinRequest(headersTimeoutMs: number, requestTimeoutMs: number): boolean {
+  return headersTimeoutMs === 0 || requestTimeoutMs === 0 || headersTimeoutMs <= requestTimeoutMs;
+}
+
+/** The environment variables the entry points read for the server, with their defaults. */
+export const EnvSchema = v.pipe(
+  v.object({
+    PORT: Port,
+    HOST: Host,
+    IDLE_TIMEOUT: Duration(formatDuration(DEFAULTS.idleTimeoutMs)),
+    HEADERS_TIMEOUT: Duration(formatDuration(DEFAULTS.headersTimeoutMs)),
+    REQUEST_TIMEOUT: Duration(formatDuration(DEFAULTS.requestTimeoutMs)),
+    SHUTDOWN_TIMEOUT: Duration(formatDuration(DEFAULTS.shutdownTimeoutMs)),
+    BODY_LIMIT: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
+    MAX_CONNECTIONS: MaxConnections,
+  }),
+  v.forward(
+    v.check(
+      (env) => headWithinRequest(env.HEADERS_TIMEOUT, env.REQUEST_TIMEOUT),
+      (issue) => {
+        const env = issue.input as { HEADERS_TIMEOUT: number; REQUEST_TIMEOUT: number };
+        return `"${formatDuration(env.HEADERS_TIMEOUT)}" is longer than REQUEST_TIMEOUT "${
+          formatDuration(env.REQUEST_TIMEOUT)
+        }": the head is part of the request, so use at most that`;
+      },
+    ),
+    ["HEADERS_TIMEOUT"],
+  ),
+);
+
+export type EnvInput = v.InferInput<typeof EnvSchema>;
+export type EnvOutput = v.InferOutput<typeof EnvSchema>;
+
+/** What the environment configures: the server's policy and address, and the body limit handed to the app. */
+export interface EnvConfig extends Required<Pick<ServeOptions, PolicyKey>> {
+  /** The largest request body the app and modules accept; larger gets 413. @default 1_048_576 */
+  readonly bodyLimitBytes: number;
+}
+
+export type ConfigResult<T> = { ok: true; config: T } | { ok: false; problems: string[] };
+
+/**
+ * Validates the variables `schema` names, empty ones counting as unset; every problem is one
+ * sentence that starts with the variable's name. Modules read their own variables with it too.
+ */
+export function readEnv<S extends v.GenericSchema & { entries: Record<string, unknown> }>(
+  schema: S,
+  env: Record<string, string | undefined>,
+): ConfigResult<v.InferOutput<S>> {
+  const input = Object.fromEntries(Object.keys(schema.entries).map((key) => [key, emptyToUndefined(env[key])]));
+  const result = v.safeParse(schema, input);
+  if (result.success) return { ok: true, config: result.output };
+  return { ok: false, problems: result.issues.map((issue) => `${v.getDotPath(issue) ?? "configuration"} ${issue.message}`) };
+}
+
+/** Validates the server's variables (see EnvSchema) into options for `serve()`. */
+export function loadConfig(env: Record<string, string | undefined>): ConfigResult<EnvConfig> {
+  const result = readEnv(EnvSchema, env);
+  if (!result.ok) return result;
+  const out = result.config;
+  return {
+    ok: true,
+    config: {
+      port: out.PORT,
+      host: out.HOST,
+      idleTimeoutMs: out.IDLE_TIMEOUT,
+      headersTimeoutMs: out.HEADERS_TIMEOUT,
+      requestTimeoutMs: out.REQUEST_TIMEOUT,
+      shutdownTimeoutMs: out.SHUTDOWN_TIMEOUT,
+      maxConnections: out.MAX_CONNECTIONS ?? null,
+      bodyLimitBytes: out.BODY_LIMIT,
+    },
+  };
+}
+
+function emptyToUndefined(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === "" ? undefined : value;
+}
+
+/** A configuration the server cannot run with; `problems` holds one sentence each, naming what is wrong. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+
+  constructor(problems: readonly string[]) {
+    super(problems.join("\n"));
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+/** The options `serve()` reads that are policy and address, as opposed to its collaborators. */
+type PolicyKey = "port" | "host" | "idleTimeoutMs" | "headersTimeoutMs" | "requestTimeoutMs" | "shutdownTimeoutMs" | "maxConnections";
+
+function wholeNumber(max: number, what: string) {
+  const message = (issue: v.BaseIssue<unknown>) => `${JSON.stringify(issue.input)} is not ${what}: use an integer from 0 to ${max}`;
+  return v.pipe(v.number(message), v.integer(message), v.minValue(0, message), v.maxValue(max, message));
+}
+
+const Milliseconds = (fallback: number) => v.optional(wholeNumber(MAX_DURATION_MS, "a duration in milliseconds"), fallback);
+
+/** What `serve()` accepts; unknown keys are refused, to catch a misspelt option. */
+export const ServeOptionsSchema = v.pipe(
+  v.strictObject({
+    port: v.optional(wholeNumber(65_535, "a port"), DEFAULTS.port),
+    host: v.optional(
+      v.pipe(v.string(), v.regex(/^[A-Za-z0-9.:[\]-]+$/, (issue) => `"${issue.input}" is not an address`)),
+      DEFAULTS.host,
+    ),
+    idleTimeoutMs: Milliseconds(DEFAULTS.idleTimeoutMs),
+    headersTimeoutMs: Milliseconds(DEFAULTS.headersTimeoutMs),
+    requestTimeoutMs: Milliseconds(DEFAULTS.requestTimeoutMs),
+    shutdownTimeoutMs: Milliseconds(DEFAULTS.shutdownTimeoutMs),
+    maxConnections: v.optional(v.nullable(wholeNumber(1_000_000, "a connection count")), null),
+    engine: v.optional(v.string(), "auto"),
+    logger: v.optional(v.custom<Logger>((value) => typeof (value as Logger | null)?.info === "function", "is not a Logger")),
+    registry: v.optional(v.custom<Registry>((value) => typeof (value as Registry | null)?.render === "function", "is not a Registry")),
+  }),
+  v.forward(
+    v.check(
+      (options) => headWithinRequest(options.headersTimeoutMs, options.requestTimeoutMs),
+      (issue) => {
+        const options = issue.input as { headersTimeoutMs: number; requestTimeoutMs: number };
+        return `${options.headersTimeoutMs} is longer than requestTimeoutMs ${options.requestTimeoutMs}: the head is part of the request`;
+      },
+    ),
+    ["headersTimeoutMs"],
+  ),
+);
+
+/** `serve()`'s options with every default filled in, every duration in milliseconds. */
+export type Config = v.InferOutput<typeof ServeOptionsSchema>;
+
+/** Fills in the defaults; throws a ConfigError naming each option that is wrong. */
+export function resolveServeOptions(options: ServeOptions): Config {
+  const result = v.safeParse(ServeOptionsSchema, options);
+  if (result.success) return result.output;
+  throw new ConfigError(result.issues.map((issue) => `${v.getDotPath(issue) ?? "options"} ${issue.message}`));
+}

@@ -1,0 +1,131 @@
+/**
+ * The connection-policy library's public types, in one place. Each runtime's adapter
+ * (`adapters/node.ts`, `adapters/bun.ts`, `adapters/deno.ts`) exports a `serve()` of the shape
+ * `Serve`; files whose name starts with `_` are internal.
+ */
+import type { Logger } from "./log.ts";
+import type { Registry } from "./metrics.ts";
+
+export type { Logger } from "./log.ts";
+export type { Registry } from "./metrics.ts";
+
+export type Runtime = "node" | "bun" | "deno";
+
+/**
+ * What serves connections, spelt the same in `BUN_ENGINE`/`DENO_ENGINE`, the `listening` event,
+ * and the test suites: the runtime, then the mechanism.
+ */
+export type Engine = "node-http" | "bun-serve" | "bun-node-http" | "deno-per-connection" | "deno-node-http";
+
+/**
+ * Anything that answers a Request, such as a Hono app's `fetch`. Hono types `env` by the app's
+ * bindings, so only `any` lets every app's fetch fit.
+ */
+// deno-lint-ignore no-explicit-any
+export type FetchHandler = (request: Request, env?: any, executionCtx?: any) => Response | Promise<Response>;
+
+/** An app as `serve()` takes it: a Hono app (anything with a `fetch`), or a fetch handler. */
+export type App = { fetch: FetchHandler } | FetchHandler;
+
+/**
+ * How one server treats its connections. Every duration is in milliseconds; `0` disables it.
+ * Runtime support: every option holds on Node, Bun and Deno; how each runtime enforces it is
+ * in docs/policy.md.
+ */
+export interface ServeOptions {
+  /** TCP port to bind; 0 picks a free one. @default 8080 */
+  port?: number;
+  /** Address to bind. @default "0.0.0.0" */
+  host?: string;
+  /**
+   * Close a connection that has had no request in progress for this long.
+   * @default 75_000
+   * - Node: `keepAliveTimeout` (with `keepAliveTimeoutBuffer` 0 where Node has it, else minus Node's fixed 1 s).
+   * - Bun: per-request `server.timeout()` re-armed as each response ends, rounded up to Bun's 4 s tick.
+   * - Deno: the adapter's own per-connection idle timer.
+   */
+  idleTimeoutMs?: number;
+  /**
+   * The request head must arrive within this long of its first byte (of connection open for the first request).
+   * @default 20_000
+   * - Node: `headersTimeout`, checked every 250 ms; answers 408.
+   * - Bun: not configurable; Bun.serve closes a connection without a complete head after ~12 s.
+   * - Deno: the adapter's per-connection timer, from connection open to the first request.
+   */
+  headersTimeoutMs?: number;
+  /**
+   * The whole request, head and body, must arrive within this long.
+   * @default 60_000
+   * - Node: `requestTimeout`; answers 408.
+   * - Bun and Deno: a deadline on the request body stream; answers 408 and closes.
+   */
+  requestTimeoutMs?: number;
+  /** How long `shutdown()` lets in-flight requests finish before it cuts them. @default 10_000 */
+  shutdownTimeoutMs?: number;
+  /**
+   * The most client connections open at once; more are accepted and closed at once. `null`: as many
+   * as the file-descriptor limit leaves room for, where the engine can count connections; `0`: no limit.
+   * @default null
+   * - Node, Deno, and Bun's `bun-node-http` engine: the adapter counts and closes the extra ones.
+   * - Bun.serve cannot count its connections: a limit selects `bun-node-http`.
+   */
+  maxConnections?: number | null;
+  /**
+   * The engine, where a runtime has two (`bun-serve` or `bun-node-http`; `deno-per-connection` or
+   * `deno-node-http`). `auto` picks the fastest one that can honour the other options.
+   * @default "auto"
+   */
+  engine?: string;
+  /** Where the server's events go. @default JSON lines on stdout */
+  logger?: Logger;
+  /** Where the server's metrics go; give each server its own. @default a registry of its own (`server.registry`) */
+  registry?: Registry;
+}
+
+/** The connection limit an engine enforces, and where that number comes from. */
+export interface ConnectionLimit {
+  readonly max: number;
+  readonly source: "MAX_CONNECTIONS" | "fd limit";
+}
+
+/** How a shutdown went: requests cut at the deadline, and how long it took. */
+export interface ShutdownResult {
+  readonly cut: number;
+  readonly durationMs: number;
+}
+
+/** A listening server, the same shape on every runtime. */
+export interface Server {
+  /** `http://127.0.0.1:PORT` (or the bound host), with the real port. */
+  readonly url: string;
+  readonly runtime: Runtime;
+  readonly engine: Engine;
+  /** The connection limit this engine enforces, or null when it has none (Bun.serve cannot count). */
+  readonly limit: ConnectionLimit | null;
+  /** The registry the server's metrics are in. */
+  readonly registry: Registry;
+  /** Requests whose response is not complete yet. */
+  inFlight(): number;
+  /** Open client connections, where the engine can know them (Bun.serve cannot). */
+  openConnections?(): number;
+  /** Stops accepting, closes idle connections now and each busy one right after its response; resolves when none is left. */
+  drain(): Promise<void>;
+  /** Closes every remaining connection at once; returns how many requests it cut. */
+  cut(): number;
+  /**
+   * The graceful shutdown: logs `shutdown_started`, drains, cuts what is left at `shutdownTimeoutMs`,
+   * logs `shutdown_complete`. Calling it again returns the same promise.
+   */
+  shutdown(reason?: string): Promise<ShutdownResult>;
+}
+
+/** Every adapter's `serve()`: validates the options (a ConfigError says what is wrong), listens, and enforces the policy. */
+export type Serve = (app: App, options?: ServeOptions) => Promise<Server>;
+
+/** What an app module's default export is given by the entry points, when it is a function. */
+export interface AppContext {
+  readonly logger: Logger;
+  readonly registry: Registry;
+  /** BODY_LIMIT: the largest request body the app should read. */
+  readonly bodyLimitBytes: number;
+}

@@ -1,0 +1,85 @@
+/**
+ * The policy suites' own app: the routes the conformance and hardening suites and the bench drive,
+ * so that src/app.ts stays the user's to replace. Served through the real entry points:
+ * `npm start -- test/_fixture.ts`.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { readBody } from "../src/policy/body.ts";
+import { jsonErrors } from "../src/policy/errors.ts";
+import { requestLifecycle } from "../src/policy/lifecycle.ts";
+import type { AppContext } from "../src/policy/types.ts";
+
+const encoder = new TextEncoder();
+
+/** The integer query parameter `name`, 0 to `max`; anything else is a 400 naming it. */
+function intQuery(c: Context, name: string, min: number, max: number, fallback: number): number {
+  const raw = c.req.query(name) ?? String(fallback);
+  const value = /^\d{1,9}$/.test(raw) ? Number(raw) : NaN;
+  if (value >= min && value <= max) return value;
+  const message = `${name} must be an integer from ${min} to ${max}`;
+  throw new HTTPException(400, {
+    res: Response.json({ error: "invalid_query", message, issues: [{ parameter: name, message }] }, { status: 400 }),
+  });
+}
+
+/** Waits `ms`, or less if `signal` aborts first. */
+const pause = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+  });
+
+/**
+ * A text body of `parts`, the first at once and each next one `gapMs` later, through the lifecycle
+ * helper; with `lingerMs`, the body ends that long after its last part. It stops as soon as the
+ * client leaves, and `onEnd` hears how it ended and how many parts went out.
+ */
+function paced(c: Context, parts: string[], gapMs: number, lingerMs: number, onEnd: (outcome: string, sent: number) => void) {
+  const life = requestLifecycle(c);
+  let sent = 0;
+  life.done.then((outcome) => onEnd(outcome, sent));
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (sent > 0) await pause(sent < parts.length ? gapMs : lingerMs, life.signal);
+      if (life.signal.aborted) return;
+      if (sent === parts.length) return controller.close();
+      controller.enqueue(encoder.encode(parts[sent++]));
+      if (sent === parts.length && lingerMs === 0) controller.close();
+    },
+  }, { highWaterMark: 0 });
+  return c.body(body, 200, { "content-type": "text/plain; charset=utf-8" });
+}
+
+export default function fixture({ logger, bodyLimitBytes }: AppContext): Hono {
+  const app = new Hono()
+    .get("/", (c) => c.text("Hello World"))
+    // A response that starts at once and ends `ms` later.
+    .get("/slow", (c) => {
+      const ms = intQuery(c, "ms", 0, 600_000, 10_000);
+      return paced(c, ["Hello World"], 0, ms, (outcome) => logger.info("slow_request", { ms, outcome }));
+    })
+    // `chunks` lines, one every `interval` ms.
+    .get("/stream", (c) => {
+      const chunks = intQuery(c, "chunks", 1, 10_000, 10);
+      const interval = intQuery(c, "interval", 0, 60_000, 1_000);
+      const lines = Array.from({ length: chunks }, (_, i) => `chunk ${i + 1} of ${chunks}\n`);
+      return paced(c, lines, interval, 0, (outcome, sent) => logger.info("stream_request", { chunks, sent, outcome }));
+    })
+    // A handler that works `ms` before it answers anything.
+    .get("/delay", async (c) => {
+      const ms = intQuery(c, "ms", 0, 600_000, 1_000);
+      await pause(ms, c.req.raw.signal);
+      return c.json({ delayedMs: ms });
+    })
+    // Reads the whole body, so a slow upload meets REQUEST_TIMEOUT; answers its size.
+    .post("/echo", async (c) => {
+      const body = await readBody(c.req.raw, bodyLimitBytes);
+      if (body !== undefined) return c.json({ bytes: body.byteLength });
+      const message = `The request body is larger than BODY_LIMIT (${bodyLimitBytes} bytes)`;
+      return c.json({ error: "payload_too_large", message }, 413, { connection: "close" });
+    });
+  return jsonErrors(app, logger);
+}
