@@ -1,5 +1,6 @@
 import type { Engine, Runtime } from "../src/policy/types.ts";
-import { ServerProcess } from "./process.ts";
+import { existsSync } from "node:fs";
+import { ROOT, ServerProcess } from "./process.ts";
 
 /** The npm script a user runs for each runtime. */
 export const SCRIPTS: Record<Runtime, string[]> = {
@@ -7,6 +8,9 @@ export const SCRIPTS: Record<Runtime, string[]> = {
   bun: ["npm", "run", "start:bun", "--silent"],
   deno: ["npm", "run", "start:deno", "--silent"],
 };
+
+/** The project's pinned Node (node_modules/.bin, as npm scripts see it), whatever Node is on PATH. */
+export const NODE = existsSync(`${ROOT}node_modules/.bin/node`) ? `${ROOT}node_modules/.bin/node` : "node";
 
 /** The app the policy suites and the bench serve: their own fixture, never the example app. */
 export const FIXTURE_APP = "test/_fixture.ts";
