@@ -48,7 +48,7 @@ const engines: Engines<"bun-serve" | "bun-node-http"> = {
 export const serve: Serve = (app, options) => serveWith("bun", engines, app, options);
 
 /** Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work. */
-async function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
+function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
   const idleSeconds = bunIdleSeconds(config.idleTimeoutMs);
   const disconnects = watchDisconnects();
   const expired = (raw: Request) => {
@@ -108,7 +108,7 @@ async function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Pr
       return internalError();
     },
   });
-  return {
+  return Promise.resolve({
     url: displayUrl(config.host, server.port ?? config.port),
     // Bun.serve stops accepting at the descriptor limit and resumes once some close (measured);
     // the descriptor watchdog (_connection_limit.ts) logs it.
@@ -120,5 +120,5 @@ async function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Pr
       void server.stop(true);
       return cut;
     },
-  };
+  });
 }

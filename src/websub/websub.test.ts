@@ -304,9 +304,7 @@ describe("content distribution", () => {
 
   test("a failing onDelivery is logged, not thrown", async () => {
     const { app, put, named } = setup({
-      onDelivery: async () => {
-        throw new Error("consumer broke");
-      },
+      onDelivery: () => Promise.reject(new Error("consumer broke")),
     });
     await put({ id: "a" });
     expect((await app.request(post("x"))).status).toBe(202);
@@ -421,9 +419,7 @@ describe("requestSubscription", () => {
     expect(await store.get("a")).toBeUndefined();
     const existing: Subscription = { id: "a", hub: HUB, topic: TOPIC, state: "active" };
     await store.put(existing);
-    const down = (async () => {
-      throw new TypeError("connection refused");
-    }) as unknown as typeof fetch;
+    const down = (() => Promise.reject(new TypeError("connection refused"))) as unknown as typeof fetch;
     await expect(requestSubscription({ ...base(store, down), mode: "unsubscribe" })).rejects.toThrow("connection refused");
     expect(await store.get("a")).toEqual(existing);
   });

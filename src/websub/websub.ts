@@ -73,9 +73,9 @@ export interface SubscriptionStore {
 export function memoryStore(): SubscriptionStore {
   const map = new Map<string, Subscription>();
   return {
-    get: async (id) => (map.has(id) ? { ...map.get(id)! } : undefined),
-    put: async (s) => void map.set(s.id, { ...s }),
-    delete: async (id) => void map.delete(id),
+    get: (id) => Promise.resolve(map.has(id) ? { ...map.get(id)! } : undefined),
+    put: (s) => Promise.resolve(void map.set(s.id, { ...s })),
+    delete: (id) => Promise.resolve(void map.delete(id)),
   };
 }
 
