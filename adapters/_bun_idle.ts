@@ -1,7 +1,7 @@
 import { trackBody } from "../src/policy/lifecycle.ts";
 import { BUN_TICK_MS } from "./_capabilities.ts";
 
-/** Bun's largest idle timeout: `server.timeout()` accepts more but closes at 255 s (measured). */
+/** Bun's largest idle timeout: `server.timeout()` accepts more but closes at 255 s (docs/runtimes.md#bun-caps-idletimeout-at-255-seconds). */
 export const BUN_MAX_IDLE_SECONDS = 255;
 /** The longest IDLE_TIMEOUT Bun's own timer can honour without closing early: see bunIdleSeconds. */
 export const BUN_MAX_IDLE_MS = 252_000;

@@ -1,7 +1,7 @@
 import type { Engine } from "../src/policy/types.ts";
 import type { Capabilities } from "./_types.ts";
 
-/** Bun's timers fire on a global 4 s clock (runtime-facts.md). */
+/** Bun's timers fire on a global 4 s clock (docs/runtimes.md#bun-timers-tick-every-4-seconds). */
 export const BUN_TICK_MS = 4_000;
 /** How late past its tick a Bun timer has been seen to fire. */
 export const BUN_TICK_SLOP_MS = 100;
@@ -38,29 +38,30 @@ export const capabilities: Record<Engine, Capabilities> = {
   "node-http": nodeHttp,
   "bun-serve": {
     // The close lands in (T, 4*ceil(T/4) + 4] s (adapters/_bun_idle.ts), plus the tick's own slop:
-    // 1,000 connections at T = 4 s closed up to 35 ms past 8 s (npm run bench, 2026-11-26).
+    // Bun closes the connections due at one tick one after another (bench/README.md, Bun's reap).
     idleCloseLateMs: (idleTimeoutMs) =>
       BUN_TICK_MS * Math.ceil(idleTimeoutMs / BUN_TICK_MS) + BUN_TICK_MS - idleTimeoutMs + BUN_TICK_SLOP_MS,
     logsIdleTimeout: false,
-    // Bun.serve closes a connection that has not completed a head after ~10-12 s (measured 9.3 to
-    // 13.0 s on Bun 1.4.5), whatever idleTimeout says, and writes nothing back; no option changes it.
+    // Bun.serve closes a connection that has not completed a head after about 12 s, whatever
+    // idleTimeout says, and writes nothing back; no option changes it
+    // (docs/runtimes.md#bun-head-limit-of-about-12-seconds).
     fixedHeadersTimeoutMs: { min: 8_000, max: 13_500 },
     deadlineLateMs: 1_000,
     headersTimeoutSends408: false,
     // server.timeout() accepts more, and still closes at 255 s.
     maxIdleTimeoutMs: 252_000,
     // Bun answers 505 to a request line it cannot read: a control byte in the target, bare LF line
-    // ends, a version other than HTTP/1.0 or 1.1 (measured).
+    // ends, a version other than HTTP/1.0 or 1.1 (docs/policy.md#what-the-template-cannot-remove).
     malformedStatuses: [400, 505],
     headTooLargeStatus: 431,
     unsupported: {
       pipelineBehindSlowResponse:
-        "Bun.serve 1.4.5 closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (measured; upstream Bun bug; BUN_ENGINE=bun-node-http answers them)",
+        "Bun.serve closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (docs/runtimes.md#bun-pipelining-bug; BUN_ENGINE=bun-node-http answers them)",
     },
   },
   "bun-node-http": {
     // The idle timer is the adapter's own (adapters/_idle_reaper.ts); Bun's node:http checks
-    // headersTimeout about once a second (a silent connection closed 1.0-1.1 s late, measured).
+    // headersTimeout about once a second (docs/runtimes.md#bun-node-http-compatibility).
     ...nodeHttp,
     deadlineLateMs: 1_500,
   },
@@ -72,20 +73,21 @@ export const capabilities: Record<Engine, Capabilities> = {
     // The connection belongs to Deno's HTTP server: the adapter can close it, not write to it.
     headersTimeoutSends408: false,
     maxIdleTimeoutMs: null,
-    // Deno closes a connection whose chunked framing is broken without answering (measured).
+    // Deno closes a connection whose chunked framing is broken without answering
+    // (docs/policy.md#what-the-template-cannot-remove).
     malformedStatuses: [400, 0],
     // Deno's parser accepts heads up to about 64 KiB and answers a larger one with a bare 400.
     headTooLargeStatus: 400,
     unsupported: {
       unfinishedGetBody:
-        "Deno 2.9.6 gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (measured; MAX_CONNECTIONS bounds how many; DENO_ENGINE=deno-node-http closes it at REQUEST_TIMEOUT)",
+        "Deno gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (docs/runtimes.md#deno-get-body-on-a-per-connection-server; MAX_CONNECTIONS bounds how many; DENO_ENGINE=deno-node-http closes it at REQUEST_TIMEOUT)",
     },
   },
   "deno-node-http": {
     ...nodeHttp,
     unsupported: {
       fdExhaustionRecovery:
-        "Deno 2.9.6's node:http stops accepting for good at its first EMFILE (measured with a bare node:http server at ulimit -n 256: 231 connections accepted, then none, even once all had closed); the connection limit keeps it below the fd limit in steady state, but a burst of new connections can still reach it. The default per-connection engine recovers",
+        "Deno's node:http stops accepting for good at its first EMFILE (docs/runtimes.md#deno-node-http-stops-accepting-at-its-first-emfile); the connection limit keeps it below the fd limit in steady state, but a burst of new connections can still reach it. The default per-connection engine recovers",
     },
   },
 };

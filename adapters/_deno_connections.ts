@@ -3,7 +3,7 @@
  * signal that means "the client left", graceful close per connection), built on Deno's internal
  * `serveHttpOnConnection`, which serves one accepted connection under its own AbortSignal.
  *
- * Internal API, measured on Deno 2.9.6 (runtime-facts.md); upstream has no public idle timeout
+ * Internal API (docs/runtimes.md#deno-servehttponconnection-internal-api); upstream has no public idle timeout
  * (denoland/deno#32497). It is feature-detected and adapters/deno.ts falls back to node:http.
  */
 import { reportClientGone } from "../src/policy/lifecycle.ts";
@@ -31,7 +31,7 @@ interface ServedConnection {
 
 /**
  * What Deno does with the signal it is given: `addEventListener("abort", cancel, { once: true })`,
- * nothing else (Deno 2.9.6, ext/http/00_serve.ts, CallbackContext).
+ * nothing else (Deno's ext/http/00_serve.ts, CallbackContext).
  */
 interface CancelSignal {
   addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
@@ -175,12 +175,11 @@ interface Server {
 /**
  * One accepted connection: its deadlines, its in-flight requests and their signals.
  *
- * Per idle connection this engine costs ~2x what Deno.serve does (32 KB against 16 KB, 10,000
- * connections), and most of that is Deno's: serveHttpOnConnection builds a server per connection
- * (its own native state, ~50 JS objects, an async loop). Measured with nothing kept and no signal
- * at all, it is already ~26.5 KB. What is ours is kept small: the connection is its own cancel
- * signal (an AbortController and its AbortSignal together cost ~1.2 KB), shares its callbacks with the
- * server's other connections, listens once for its end, and makes its request set on first use.
+ * An idle connection costs about twice what it costs Deno.serve, most of it Deno's own:
+ * serveHttpOnConnection builds a server per connection (bench/README.md, Deno memory). What is
+ * ours is kept small: the connection is its own cancel signal (no AbortController), shares its
+ * callbacks with the server's other connections, listens once for its end, and makes its request
+ * set on first use.
  */
 class Connection implements CancelSignal {
   inFlight = 0;
@@ -286,7 +285,8 @@ class Connection implements CancelSignal {
     const done = () => {
       // A body that missed its deadline, or one the app answered without reading (a 413 from
       // Content-Length): Deno's server would wait for the rest before it closes or reads the next
-      // request, holding the connection until the deadline, or forever without one (measured).
+      // request, holding the connection until the deadline, or forever without one
+      // (docs/runtimes.md#deno-get-body-on-a-per-connection-server).
       if ((request !== original && releaseBody(request)) || expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
       if (watched) this.#server.options.disconnects.stop(request);
       this.#requests?.delete(request);

@@ -6,7 +6,7 @@ export const WATCH_AFTER_MS = 25;
 /**
  * Tells the lifecycle when a client leaves before its response is done, for runtimes whose only
  * per-request word of it is the request's AbortSignal (Bun.serve; Deno while a handler works). A
- * listener on every request's signal costs ~14% of Bun's throughput and more on Deno (measured),
+ * listener on every request's signal costs a large share of throughput (bench/README.md#per-request-costs-the-code-avoids),
  * and most requests are answered before anyone could leave, so a request's signal is watched
  * only once it has run for WATCH_AFTER_MS to twice that: a sweep attaches the listener then (or
  * reports at once if the signal has already aborted). A handler that reads `c.req.raw.signal` itself learns at

@@ -10,7 +10,7 @@ export interface IdleReaper {
 /**
  * An idle timer per connection for node:http servers whose own keep-alive timer cannot express
  * IDLE_TIMEOUT: Bun's node:http runs on Bun's timers, capped at 255 s, and its
- * closeIdleConnections() leaves keep-alive connections open (measured, Bun 1.4.5). A connection
+ * closeIdleConnections() leaves keep-alive connections open (docs/runtimes.md#bun-node-http-compatibility). A connection
  * is idle while no request on it is in flight; the timer starts when it opens and again when its
  * last response is done, and a new request stops it. `onIdle` is called before the close.
  */

@@ -110,7 +110,8 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
   });
   return Promise.resolve({
     url: displayUrl(config.host, server.port ?? config.port),
-    // Bun.serve stops accepting at the descriptor limit and resumes once some close (measured);
+    // Bun.serve stops accepting at the descriptor limit and resumes once some close
+    // (docs/runtimes.md#bun-stops-accepting-at-the-fd-limit);
     // the descriptor watchdog (_connection_limit.ts) logs it.
     limit: null,
     inFlight: () => server.pendingRequests,

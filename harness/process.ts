@@ -102,10 +102,9 @@ export interface Followed<In extends "ignore" | "pipe"> {
 
 /**
  * Spawns `cmd` in its own process group with stdout and stderr going to files that are followed
- * line by line, not to pipes: Bun 1.4.5 now and then stops reading a child's stdout pipe for good
- * (its epoll entry for the fd stays disarmed with unread data queued; about one run in twenty of
- * the incident replay under load), and a server whose log pipe fills up blocks in write() and
- * stops serving. A file never fills up.
+ * line by line, not to pipes: Bun now and then stops reading a child's stdout pipe for good
+ * (docs/runtimes.md#bun-sometimes-stops-reading-a-childs-pipe), and a server whose log pipe fills
+ * up blocks in write() and stops serving. A file never fills up.
  */
 export function spawnFollowed<In extends "ignore" | "pipe">(
   cmd: string[],

@@ -73,7 +73,7 @@ class RequestState implements Lifecycle {
  * Adapters call this when the client of `request` left before its response was complete. They
  * learn it from the transport (a response's 'close' before 'finish' on node:http, a connection's
  * end on Deno), which costs far less per request than listening on every request's AbortSignal
- * (a third of Node's throughput, measured). After the response is complete it does nothing.
+ * (bench/README.md#per-request-costs-the-code-avoids). After the response is complete it does nothing.
  */
 export function reportClientGone(request: Request): void {
   (request as WithState)[STATE]?.settle("aborted");
@@ -98,7 +98,7 @@ export interface LifecycleOptions {
  * A wrapper around the whole app rather than a Hono middleware: any middleware makes Hono compose
  * an async chain for every request, while a synchronous handler behind this wrapper stays
  * synchronous, and @hono/node-server writes such a response without awaiting anything (a fifth
- * of Node's throughput for `GET /`, measured with `npm run bench`).
+ * of Node's throughput for `GET /`: bench/README.md#per-request-costs-the-code-avoids).
  */
 export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutcome, onResponse }: LifecycleOptions): F {
   const shared: Shared = { logger, onOutcome };
@@ -124,7 +124,7 @@ export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutc
     // lifecycle (then during the call, through `active`), or a response that is not ready when
     // the call returns. One answered synchronously is finished as it returns, and nothing can
     // report it gone any more, so it needs none (an object and a property on a runtime-owned
-    // Request: ~8% of Bun's JavaScript time for `GET /`, measured with --cpu-prof-md).
+    // Request: bench/README.md#per-request-costs-the-code-avoids).
     const outer = active;
     active = shared;
     let res: Response | Promise<Response>;
