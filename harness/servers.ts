@@ -12,6 +12,11 @@ export const SCRIPTS: Record<Runtime, string[]> = {
 /** The project's pinned Node (node_modules/.bin, as npm scripts see it), whatever Node is on PATH. */
 export const NODE = existsSync(`${ROOT}node_modules/.bin/node`) ? `${ROOT}node_modules/.bin/node` : "node";
 
+/** The Node that serves Node engines in the suites: NODE_BINARY (the version matrix), else the pinned one. */
+export function serverNode(): string {
+  return process.env.NODE_BINARY || NODE;
+}
+
 /** The app the policy suites and the bench serve: their own fixture, never the example app. */
 export const FIXTURE_APP = "test/_fixture.ts";
 
@@ -33,8 +38,7 @@ export interface SpawnOptions {
  */
 function command(engine: Engine, app: string): string[] {
   const runtime = runtimeOf(engine);
-  const node = process.env.NODE_BINARY;
-  if (runtime === "node" && node) return [node, "src/main/node.ts", app];
+  if (runtime === "node" && process.env.NODE_BINARY) return [serverNode(), "src/main/node.ts", app];
   return [...SCRIPTS[runtime], "--", app];
 }
 

@@ -1,9 +1,10 @@
 import { describe, expect, test } from "bun:test";
+import { spawnSync } from "bun";
 import type { Engine } from "../src/policy/types.ts";
 import { completeResponses, fetchOnce, get, metric } from "../harness/http.ts";
 import { connect, type RawClient, trickle, tryRequest } from "../harness/raw_client.ts";
 import { openFds } from "../harness/proc.ts";
-import { spawnServer, startServer } from "../harness/servers.ts";
+import { serverNode, spawnServer, startServer } from "../harness/servers.ts";
 import { holdConnections, postRequest } from "../harness/keep_alive.ts";
 import { using } from "../harness/wait.ts";
 import { type ServerProcess } from "../harness/process.ts";
@@ -368,6 +369,35 @@ export function conformance(target: Engine): void {
   });
 
   describe(`${target}: configuration`, () => {
+    if (target === "node-http") {
+      // Asked of the Node that serves, not assumed from its version.
+      const probe = spawnSync([serverNode(), "-p", "'keepAliveTimeoutBuffer' in require('node:http').createServer()"]);
+      const exact = probe.stdout.toString().trim() === "true";
+      const IDLE_SHORT_MS = 800;
+      test.concurrent(
+        exact
+          ? "IDLE_TIMEOUT under a second is honoured, where node:http has keepAliveTimeoutBuffer"
+          : "IDLE_TIMEOUT under a second is refused at startup, where node:http has no keepAliveTimeoutBuffer",
+        () =>
+          using(async (defer) => {
+            const server = spawnServer(engine, { ...env, IDLE_TIMEOUT: `${IDLE_SHORT_MS}ms` });
+            defer(() => server.kill());
+            if (!exact) {
+              expect(await server.exitCode()).toBe(2);
+              expect(server.stderr).toContain(`IDLE_TIMEOUT "${IDLE_SHORT_MS}ms" is too short for Node`);
+              return;
+            }
+            const listening = await server.waitForEvent("listening", 15_000);
+            const client = await open(Number(new URL(String(listening.url)).port), defer);
+            client.write(get("/"));
+            const answeredAt = await client.waitFor((d) => completeResponses(d) === 1, 2_000, "a response");
+            const closedAt = await client.waitForClose(IDLE_SHORT_MS + IDLE_LATE_MS + 1_000);
+            expectBetween(closedAt - answeredAt, IDLE_SHORT_MS - EARLY_MS, IDLE_SHORT_MS + IDLE_LATE_MS);
+          }),
+        30_000,
+      );
+    }
+
     test.concurrent(
       "invalid configuration exits 2, binds nothing and names each variable",
       async () => {
@@ -418,11 +448,17 @@ export function conformance(target: Engine): void {
       );
     }
 
+    const tooLongFor15m = caps.maxIdleTimeoutMs !== null && caps.maxIdleTimeoutMs < 900_000;
     test.concurrent(
-      "IDLE_TIMEOUT=15m starts and is honoured, not clamped",
+      `IDLE_TIMEOUT=15m starts and is honoured, not clamped${
+        tooLongFor15m ? ` (${runtime}'s auto engine: longer than this one can keep)` : ""
+      }`,
       withServer(async (server, defer) => {
         const listening = server.named("listening")[0]!;
         expect(listening.idleTimeoutMs).toBe(900_000);
+        // An engine that cannot keep a connection that long is not picked for it, nor clamped.
+        if (tooLongFor15m) expect(listening.engine).not.toBe(engine);
+        else expect(listening.engine).toBe(engine);
         expect(listening.runtime).toBe(runtime);
         expect(listening.pid).toBeNumber();
         const client = await open(server.port, defer);
@@ -433,7 +469,7 @@ export function conformance(target: Engine): void {
         await expect(client.waitForClose(13_000)).rejects.toThrow("still open");
         client.write(get("/healthz"));
         await client.waitFor((d) => completeResponses(d) === 2, 2_000, "a second response on the same connection");
-      }, { IDLE_TIMEOUT: "15m" }),
+      }, { IDLE_TIMEOUT: "15m", ...(tooLongFor15m ? { [`${runtime.toUpperCase()}_ENGINE`]: "auto" } : {}) }),
       30_000,
     );
   });
