@@ -1,4 +1,5 @@
 import process from "node:process";
+import { fetchOf } from "../src/policy/app.ts";
 import { ConfigError, resolveServeOptions } from "../src/policy/config.ts";
 import { withLifecycle } from "../src/policy/lifecycle.ts";
 import { createLogger } from "../src/policy/log.ts";
@@ -23,14 +24,15 @@ export async function serveWith<E extends Engine>(
   options: ServeOptions = {},
 ): Promise<Server> {
   const config = resolveServeOptions(options);
-  const engine = pickEngine(engines, config.engine, config);
+  const { engine, auto } = pickEngine(engines, config.engine, config);
   const problems = [...checkConnectionLimit(config), ...(engines.engines[engine].check?.(config) ?? [])];
   if (problems.length > 0) throw new ConfigError(problems);
 
   const registry = config.registry ?? createRegistry();
   const logger = countEvents(config.logger ?? createLogger((line) => console.log(line), { runtime }), registry, POLICY_EVENTS);
-  const appFetch = typeof app === "function" ? app : app.fetch.bind(app);
-  const fetch = withLifecycle(appFetch, { logger, ...requestMetrics(registry) });
+  const fallback = auto ? engines.fallback?.(engine) : undefined;
+  if (fallback) logger.warn("engine_fallback", { engine, reason: fallback });
+  const fetch = withLifecycle(fetchOf(app), { logger, ...requestMetrics(registry) });
   const handle = await engines.engines[engine].serve(fetch, config, logger);
 
   registry.collect("connections_open", "Open client connections.", "gauge", () => {
@@ -78,10 +80,14 @@ export async function serveWith<E extends Engine>(
 }
 
 /** The engine `requested` names, or the one `auto` picks; a name this runtime does not have is a ConfigError. */
-function pickEngine<E extends Engine>(engines: Engines<E>, requested: string, config: Parameters<Engines<E>["auto"]>[0]): E {
+function pickEngine<E extends Engine>(
+  engines: Engines<E>,
+  requested: string,
+  config: Parameters<Engines<E>["auto"]>[0],
+): { engine: E; auto: boolean } {
   const name = requested.trim() || "auto";
-  if (name === "auto") return engines.auto(config);
-  if (Object.hasOwn(engines.engines, name)) return name as E;
+  if (name === "auto") return { engine: engines.auto(config), auto: true };
+  if (Object.hasOwn(engines.engines, name)) return { engine: name as E, auto: false };
   const names = ["auto", ...Object.keys(engines.engines)];
   throw new ConfigError([`${engines.variable} "${name}" is not an engine: use ${names.slice(0, -1).join(", ")} or ${names.at(-1)}`]);
 }

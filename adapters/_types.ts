@@ -43,6 +43,8 @@ export interface Engines<E extends Engine> {
   readonly variable: string;
   readonly engines: Record<E, EngineDef>;
   auto(config: Config): E;
+  /** Why `auto` picked `engine` when it is a fallback (logged as `engine_fallback`), else undefined. */
+  fallback?(engine: E): string | undefined;
 }
 
 /** The URL to print for a bound address: wildcard hosts become loopback so the URL is usable. */

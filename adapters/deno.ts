@@ -29,15 +29,11 @@ const engines: Engines<"deno-per-connection" | "deno-node-http"> = {
     },
     "deno-node-http": {
       check: checkNodeHttp,
-      serve(fetch, config, logger) {
-        if (!findServeHttpOnConnection()) {
-          logger.warn("engine_fallback", { reason: `serveHttpOnConnection is missing in Deno ${Deno.version.deno}` });
-        }
-        return serveNodeHttp(fetch, config, logger);
-      },
+      serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger),
     },
   },
   auto: () => findServeHttpOnConnection() ? "deno-per-connection" : "deno-node-http",
+  fallback: (engine) => engine === "deno-node-http" ? `serveHttpOnConnection is missing in Deno ${Deno.version.deno}` : undefined,
 };
 
 /** Serves `app` on Deno with the connection policy Deno.serve does not enforce by itself. */

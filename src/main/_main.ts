@@ -5,6 +5,7 @@
 import process from "node:process";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { fetchOf } from "../policy/app.ts";
 import { ConfigError, loadConfig } from "../policy/config.ts";
 import { createLogger } from "../policy/log.ts";
 import { createRegistry } from "../policy/metrics.ts";
@@ -52,7 +53,7 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
     exit(EXIT_START, [`Cannot load the app: ${(error as Error).message}`]);
   }
   const mounted: Mounted[] = enabled.map(([module, moduleConfig]) => module.create(moduleConfig, context));
-  const fetch = withRoutes(typeof app === "function" ? app : app.fetch.bind(app), [
+  const fetch = withRoutes(fetchOf(app), [
     ...operationalRoutes(registry),
     ...mounted.map((m) => [m.prefix, m.fetch] as const),
   ]);
