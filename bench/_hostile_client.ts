@@ -13,11 +13,14 @@
  *   closes), PARALLEL at a time, after a warm-up; samples the server's fds and RSS every 2,500
  *   cycles. Prints `done` with the samples and the rate.
  */
-import { readdirSync, readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
+import { get } from "../harness/http.ts";
+import { openFds, rss } from "../harness/proc.ts";
+import { percentile } from "./_stats.ts";
 
 const emit = (event: string, fields: Record<string, unknown>) => console.log(JSON.stringify({ event, ...fields }));
-const REQUEST = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+const REQUEST = get("/");
+const HEALTHZ = get("/healthz");
 /** The end of one complete `GET /` response: the template answers `Hello World`. */
 const BODY = "Hello World";
 
@@ -30,12 +33,6 @@ function open(port: number): Promise<Socket> {
     });
     socket.once("error", reject);
   });
-}
-
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 /** `clients` keep-alive connections sending `GET /` back to back for `seconds`; per-request latency. */
@@ -130,8 +127,7 @@ async function slowloris(port: number, tricklers: number, measureS: number, wait
 }
 
 function serverSample(pid: number) {
-  const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return { fds: readdirSync(`/proc/${pid}/fd`).length, rssKb: rss ? Number(rss[1]) : Number.NaN };
+  return { fds: openFds(pid), rssKb: rss(pid) / 1_024 };
 }
 
 async function churn(port: number, pid: number, cycles: number, parallel: number): Promise<void> {
@@ -156,7 +152,7 @@ async function churn(port: number, pid: number, cycles: number, parallel: number
         if (!data.endsWith('{"status":"ok"}')) errors += 1;
         resolve();
       });
-      socket.write("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+      socket.write(HEALTHZ);
     });
     socket.destroy();
   };

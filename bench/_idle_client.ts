@@ -13,6 +13,7 @@
  * Times are milliseconds on this process's clock (performance.timeOrigin + performance.now()).
  */
 import { connect, type Socket } from "node:net";
+import { get } from "../harness/http.ts";
 
 const [portArg, countArg, batchArg, mode, waitArg] = process.argv.slice(2);
 const PORT = Number(portArg);
@@ -21,7 +22,7 @@ const BATCH = Number(batchArg);
 const WAIT_MS = Number(waitArg ?? "0");
 /** How long one batch may take to connect and be answered. */
 const BATCH_TIMEOUT_MS = 20_000;
-const REQUEST = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+const REQUEST = get("/");
 
 if (!(PORT > 0) || !(COUNT > 0) || !(BATCH > 0) || (mode !== "hold" && mode !== "wait")) {
   process.stderr.write("usage: bun bench/_idle_client.ts PORT COUNT BATCH hold|wait WAIT_MS\n");
