@@ -50,6 +50,7 @@ export async function serveWith<E extends Engine>(
     headersTimeoutMs: config.headersTimeoutMs,
     requestTimeoutMs: config.requestTimeoutMs,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
+    shutdownDelayMs: config.shutdownDelayMs,
     maxConnections: handle.limit?.max ?? null,
     maxConnectionsFrom: handle.limit?.source ?? null,
   });
@@ -60,11 +61,20 @@ export async function serveWith<E extends Engine>(
     runtime,
     engine,
     registry,
+    ready: () => shutdown === undefined,
     shutdown(reason = "shutdown") {
       shutdown ??= (async () => {
         const started = Date.now();
+        logger.info("shutdown_started", {
+          signal: reason,
+          inFlight: handle.inFlight(),
+          shutdownTimeoutMs: config.shutdownTimeoutMs,
+          shutdownDelayMs: config.shutdownDelayMs,
+        });
+        // Still serving, only no longer ready: an orchestrator that sends SIGTERM as it removes the
+        // endpoint keeps routing to it for a while, and those requests must not be refused.
+        if (config.shutdownDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
         stopWatchingFds();
-        logger.info("shutdown_started", { signal: reason, inFlight: handle.inFlight(), shutdownTimeoutMs: config.shutdownTimeoutMs });
         let timer: ReturnType<typeof setTimeout> | undefined;
         const expired = new Promise<"expired">((resolve) => (timer = setTimeout(resolve, config.shutdownTimeoutMs, "expired")));
         const drained = await Promise.race([handle.drain().then(() => "drained" as const), expired]);

@@ -53,12 +53,13 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
     exit(EXIT_START, [`Cannot load the app: ${(error as Error).message}`]);
   }
   const mounted: Mounted[] = enabled.map(([module, moduleConfig]) => module.create(moduleConfig, context));
+  // The routes exist before the server: /readyz asks it once serve() has made it.
+  let server: Server | undefined;
   const fetch = withRoutes(fetchOf(app), [
-    ...operationalRoutes(registry),
+    ...operationalRoutes(registry, () => server?.ready() ?? false),
     ...mounted.map((m) => [m.prefix, m.fetch] as const),
   ]);
 
-  let server: Server;
   try {
     server = await serve(fetch, { ...policy, engine: env[`${runtime.toUpperCase()}_ENGINE`] ?? "auto", logger, registry });
   } catch (error) {

@@ -37,8 +37,11 @@ export function withRoutes(fetch: FetchHandler, routes: readonly Route[]): Fetch
 
 const QUESTION_MARK = 63;
 
-/** `GET /healthz` (liveness) and `GET /metrics` (the registry, in Prometheus' text format). */
-export function operationalRoutes(registry: Registry): Route[] {
+/**
+ * `GET /healthz` (liveness: 200 while the process serves), `GET /readyz` (readiness: 200 while
+ * `ready()`, 503 once shutdown has begun) and `GET /metrics` (the registry, in Prometheus' text format).
+ */
+export function operationalRoutes(registry: Registry, ready: () => boolean): Route[] {
   const onlyGet = (request: Request, answer: () => Response): Response =>
     request.method === "GET" || request.method === "HEAD"
       ? answer()
@@ -48,6 +51,13 @@ export function operationalRoutes(registry: Registry): Route[] {
       });
   return [
     ["/healthz", (request) => onlyGet(request, () => Response.json({ status: "ok" }))],
+    // No `Connection: close` on the 503: during SHUTDOWN_DELAY the server still serves keep-alive
+    // connections, and the drain closes them once the delay is over.
+    [
+      "/readyz",
+      (request) =>
+        onlyGet(request, () => ready() ? Response.json({ status: "ready" }) : Response.json({ status: "draining" }, { status: 503 })),
+    ],
     [
       "/metrics",
       (request) => onlyGet(request, () => new Response(registry.render(), { headers: { "content-type": METRICS_CONTENT_TYPE } })),

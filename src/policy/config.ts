@@ -99,6 +99,7 @@ export const DEFAULTS = {
   headersTimeoutMs: 20_000,
   requestTimeoutMs: 60_000,
   shutdownTimeoutMs: 10_000,
+  shutdownDelayMs: 0,
   bodyLimitBytes: 1_048_576,
 } as const;
 
@@ -116,6 +117,7 @@ export const EnvSchema = v.pipe(
     HEADERS_TIMEOUT: Duration(formatDuration(DEFAULTS.headersTimeoutMs)),
     REQUEST_TIMEOUT: Duration(formatDuration(DEFAULTS.requestTimeoutMs)),
     SHUTDOWN_TIMEOUT: Duration(formatDuration(DEFAULTS.shutdownTimeoutMs)),
+    SHUTDOWN_DELAY: Duration(formatDuration(DEFAULTS.shutdownDelayMs)),
     BODY_LIMIT: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
     MAX_CONNECTIONS: MaxConnections,
   }),
@@ -172,6 +174,7 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
       headersTimeoutMs: out.HEADERS_TIMEOUT,
       requestTimeoutMs: out.REQUEST_TIMEOUT,
       shutdownTimeoutMs: out.SHUTDOWN_TIMEOUT,
+      shutdownDelayMs: out.SHUTDOWN_DELAY,
       maxConnections: out.MAX_CONNECTIONS ?? null,
       bodyLimitBytes: out.BODY_LIMIT,
     },
@@ -194,7 +197,15 @@ export class ConfigError extends Error {
 }
 
 /** The options `serve()` reads that are policy and address, as opposed to its collaborators. */
-type PolicyKey = "port" | "host" | "idleTimeoutMs" | "headersTimeoutMs" | "requestTimeoutMs" | "shutdownTimeoutMs" | "maxConnections";
+type PolicyKey =
+  | "port"
+  | "host"
+  | "idleTimeoutMs"
+  | "headersTimeoutMs"
+  | "requestTimeoutMs"
+  | "shutdownTimeoutMs"
+  | "shutdownDelayMs"
+  | "maxConnections";
 
 function wholeNumber(max: number, what: string) {
   const message = (issue: v.BaseIssue<unknown>) => `${JSON.stringify(issue.input)} is not ${what}: use an integer from 0 to ${max}`;
@@ -215,6 +226,7 @@ export const ServeOptionsSchema = v.pipe(
     headersTimeoutMs: Milliseconds(DEFAULTS.headersTimeoutMs),
     requestTimeoutMs: Milliseconds(DEFAULTS.requestTimeoutMs),
     shutdownTimeoutMs: Milliseconds(DEFAULTS.shutdownTimeoutMs),
+    shutdownDelayMs: Milliseconds(DEFAULTS.shutdownDelayMs),
     maxConnections: v.optional(v.nullable(wholeNumber(1_000_000, "a connection count")), null),
     engine: v.optional(v.string(), "auto"),
     logger: v.optional(v.custom<Logger>((value) => typeof (value as Logger | null)?.info === "function", "is not a Logger")),

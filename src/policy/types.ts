@@ -60,8 +60,20 @@ export interface ServeOptions {
    * - Bun and Deno: a deadline on the request body stream; answers 408 and closes.
    */
   requestTimeoutMs?: number;
-  /** How long `shutdown()` lets in-flight requests finish before it cuts them. @default 10_000 */
+  /**
+   * How long `shutdown()` lets in-flight requests finish before it cuts them, counted from the end
+   * of `shutdownDelayMs`.
+   * @default 10_000
+   */
   shutdownTimeoutMs?: number;
+  /**
+   * How long `shutdown()` keeps serving, not ready (`/readyz` 503), before it closes the listener:
+   * time for an orchestrator that sends SIGTERM first to take the server out of its endpoints.
+   * @default 0
+   * - Node, Bun and Deno alike: `shutdown()` itself waits, with nothing closed (new connections and
+   *   keep-alive as before), then drains.
+   */
+  shutdownDelayMs?: number;
   /**
    * The most client connections open at once; more are accepted and closed at once. `null`: as many
    * as the file-descriptor limit leaves room for, where the engine can count connections; `0`: no limit.
@@ -113,8 +125,14 @@ export interface Server {
   /** Closes every remaining connection at once; returns how many requests it cut. */
   cut(): number;
   /**
-   * The graceful shutdown: logs `shutdown_started`, drains, cuts what is left at `shutdownTimeoutMs`,
-   * logs `shutdown_complete`. Calling it again returns the same promise.
+   * Whether the server takes work (what `/readyz` answers): true from listening until `shutdown()`
+   * starts. Not srvx's `ready()`, which waits for listening: `serve()` resolves once listening.
+   */
+  ready(): boolean;
+  /**
+   * The graceful shutdown: logs `shutdown_started` and stops being `ready()` at once, keeps serving
+   * for `shutdownDelayMs`, then drains, cuts what is left `shutdownTimeoutMs` later, and logs
+   * `shutdown_complete`. Calling it again, even during the delay, returns the same promise.
    */
   shutdown(reason?: string): Promise<ShutdownResult>;
 }

@@ -43,6 +43,7 @@ describe("loadConfig", () => {
         headersTimeoutMs: 20_000,
         requestTimeoutMs: 60_000,
         shutdownTimeoutMs: 10_000,
+        shutdownDelayMs: 0,
         bodyLimitBytes: 1_048_576,
         maxConnections: null,
       },
@@ -63,6 +64,7 @@ describe("loadConfig", () => {
       HEADERS_TIMEOUT: "0",
       REQUEST_TIMEOUT: "2s",
       SHUTDOWN_TIMEOUT: "500ms",
+      SHUTDOWN_DELAY: "15s",
       MAX_CONNECTIONS: "500",
     });
     expect(result).toEqual({
@@ -74,6 +76,7 @@ describe("loadConfig", () => {
         headersTimeoutMs: 0,
         requestTimeoutMs: 2_000,
         shutdownTimeoutMs: 500,
+        shutdownDelayMs: 15_000,
         bodyLimitBytes: 1_048_576,
         maxConnections: 500,
       },
@@ -139,6 +142,22 @@ describe("loadConfig", () => {
     });
   });
 
+  test("SHUTDOWN_DELAY is a duration, 0 by default, at most 24h", () => {
+    expect(loadConfig({ SHUTDOWN_DELAY: "1500ms" })).toMatchObject({ ok: true, config: { shutdownDelayMs: 1_500 } });
+    expect(loadConfig({ SHUTDOWN_DELAY: "0" })).toMatchObject({ ok: true, config: { shutdownDelayMs: 0 } });
+    expect(loadConfig({ SHUTDOWN_DELAY: "" })).toMatchObject({ ok: true, config: { shutdownDelayMs: 0 } });
+    expect(loadConfig({ SHUTDOWN_DELAY: "24h" })).toMatchObject({ ok: true, config: { shutdownDelayMs: 86_400_000 } });
+    expect(loadConfig({ SHUTDOWN_DELAY: "5" })).toEqual({
+      ok: false,
+      problems: ['SHUTDOWN_DELAY "5" has no unit: use e.g. 5s or 5m (0 disables)'],
+    });
+    expect(loadConfig({ SHUTDOWN_DELAY: "soon" })).toEqual({
+      ok: false,
+      problems: ['SHUTDOWN_DELAY "soon" is not a duration: use an integer with a unit ms, s, m or h, e.g. 500ms, 75s, 15m'],
+    });
+    expect(loadConfig({ SHUTDOWN_DELAY: "25h" })).toEqual({ ok: false, problems: ['SHUTDOWN_DELAY "25h" is too long: at most 24h'] });
+  });
+
   test("unrelated variables are ignored", () => {
     expect(loadConfig({ PATH: "/bin", IDLE_TIMEOUTS: "x" }).ok).toBe(true);
   });
@@ -169,6 +188,17 @@ describe("resolveServeOptions (what serve() accepts)", () => {
       "maxConnections 2000000 is not a connection count: use an integer from 0 to 1000000",
     ]);
     expect((caught as Error).message).toBe((caught as ConfigError).problems.join("\n"));
+  });
+
+  test("shutdownDelayMs is 0 by default and a whole number of milliseconds up to a day", () => {
+    expect(resolveServeOptions({}).shutdownDelayMs).toBe(0);
+    expect(resolveServeOptions({ shutdownDelayMs: 5_000 }).shutdownDelayMs).toBe(5_000);
+    for (const bad of [-1, 1.5, 86_400_001]) {
+      expect(() => resolveServeOptions({ shutdownDelayMs: bad })).toThrow(
+        `shutdownDelayMs ${bad} is not a duration in milliseconds: use an integer from 0 to 86400000`,
+      );
+    }
+    expect(() => resolveServeOptions({ shutdownDelayMs: "5s" } as never)).toThrow(ConfigError);
   });
 
   test("a misspelt option is refused rather than ignored", () => {

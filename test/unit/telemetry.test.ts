@@ -82,7 +82,7 @@ describe("routes in front of the app (src/main/_routes.ts)", () => {
   test("/healthz answers ok and /metrics the registry, to GET only", async () => {
     const registry = createRegistry();
     registry.counter("things_total", "Things.").inc();
-    const ops = withRoutes(app, operationalRoutes(registry));
+    const ops = withRoutes(app, operationalRoutes(registry, () => true));
     const health = await ops(new Request("http://h/healthz"));
     expect(await health.json()).toEqual({ status: "ok" });
     const metrics = await ops(new Request("http://h/metrics"));
@@ -91,5 +91,25 @@ describe("routes in front of the app (src/main/_routes.ts)", () => {
     const post = await ops(new Request("http://h/metrics", { method: "POST" }));
     expect(post.status).toBe(405);
     expect((await post.json()).error).toBe("method_not_allowed");
+  });
+
+  test("/readyz answers 200 while ready and 503 once not, while /healthz stays 200", async () => {
+    let ready = true;
+    const ops = withRoutes(app, operationalRoutes(createRegistry(), () => ready));
+    const readyz = await ops(new Request("http://h/readyz"));
+    expect(readyz.status).toBe(200);
+    expect(readyz.headers.get("content-type")).toStartWith("application/json");
+    expect(await readyz.json()).toEqual({ status: "ready" });
+    expect((await ops(new Request("http://h/readyz", { method: "HEAD" }))).status).toBe(200);
+
+    ready = false;
+    const draining = await ops(new Request("http://h/readyz"));
+    expect(draining.status).toBe(503);
+    expect(draining.headers.get("connection")).toBeNull();
+    expect(await draining.json()).toEqual({ status: "draining" });
+    const health = await ops(new Request("http://h/healthz"));
+    expect(health.status).toBe(200);
+    expect(await health.json()).toEqual({ status: "ok" });
+    expect((await ops(new Request("http://h/readyz", { method: "POST" }))).status).toBe(405);
   });
 });
