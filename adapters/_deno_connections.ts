@@ -192,6 +192,8 @@ class Connection implements CancelSignal {
   #idleSince = 0;
   #requestsSeen = 0;
   #closing = false;
+  /** close() came while a request was in flight: shut down once none is. */
+  #shutdownWhenDone = false;
   #gone = false;
   #requests: Set<Request> | undefined;
   #remote: Deno.NetAddr;
@@ -223,7 +225,11 @@ class Connection implements CancelSignal {
     if (this.#closing) return;
     this.#closing = true;
     clearTimeout(this.#timer);
-    this.#served.shutdown().catch(() => {});
+    // Deno's shutdown() fails a request body still arriving (the app reads "Cannot read request
+    // body as underlying resource unavailable"), so a connection with a request in flight is shut
+    // down once it is done (docs/runtimes.md#deno-servehttponconnection-internal-api).
+    if (this.inFlight > 0) this.#shutdownWhenDone = true;
+    else this.#served.shutdown().catch(() => {});
   }
 
   /** Closes at once, cutting any response in flight. */
@@ -291,6 +297,10 @@ class Connection implements CancelSignal {
       if (watched) this.#server.options.disconnects.stop(request);
       this.#requests?.delete(request);
       this.inFlight -= 1;
+      if (this.inFlight === 0 && this.#shutdownWhenDone) {
+        this.#shutdownWhenDone = false;
+        this.#served.shutdown().catch(() => {});
+      }
       if (this.inFlight === 0 && !this.#closing && this.#server.options.idleTimeoutMs > 0) {
         this.#idleSince = Date.now();
         if (this.#timer === undefined) this.#arm("idle_timeout", this.#server.options.idleTimeoutMs);

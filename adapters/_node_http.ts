@@ -72,6 +72,9 @@ function clientErrorFor(code: string | undefined): string {
 /** How long a connection answered with a parser error (408, 431, 400) may linger half-closed before it is destroyed. */
 const ANSWER_LINGER_MS = 1_000;
 
+/** While draining, how often sockets with no response in progress are looked for and closed. */
+const DRAIN_SWEEP_MS = 100;
+
 /** How far above MAX_CONNECTIONS node:http's own guard sits (within the descriptor reserve). */
 const NATIVE_LIMIT_HEADROOM = 16;
 
@@ -219,9 +222,21 @@ export function serveNodeHttp(
         openConnections: () => sockets.size,
         drain() {
           draining = true;
+          // server.close() and closeIdleConnections() leave open a socket that has sent nothing
+          // (before Node 26.4) or part of a head (every version), and it would hold the exit until
+          // SHUTDOWN_TIMEOUT (docs/runtimes.md#node-close-leaves-some-connections-open). So close
+          // every socket with no response in progress (none on the socket: silent, half a head, or
+          // idle), now and again until the server has closed, for those that become so: a busy one
+          // whose response ended, one accepted as the listener closed. A head that completed, its
+          // body still arriving, has its response: in flight, kept.
+          const closeNotBusy = () => {
+            for (const socket of sockets) if (!socket._httpMessage) socket.destroy();
+            closeIdle();
+          };
+          const sweep = setInterval(closeNotBusy, DRAIN_SWEEP_MS).unref();
           // Once a response in flight is done, its socket is idle: close it at once instead of
           // letting it linger for keepAliveTimeout (once every 'close' listener has run).
-          const closeWhenDone = () => setImmediate(closeIdle);
+          const closeWhenDone = () => setImmediate(closeNotBusy);
           for (const socket of sockets) {
             const res = socket._httpMessage;
             if (!res) continue;
@@ -230,8 +245,11 @@ export function serveNodeHttp(
             else res.once("close", closeWhenDone);
           }
           return new Promise<void>((done) => {
-            server.close(() => done());
-            closeIdle();
+            server.close(() => {
+              clearInterval(sweep);
+              done();
+            });
+            closeNotBusy();
           });
         },
         cut() {

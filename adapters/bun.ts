@@ -47,6 +47,9 @@ const engines: Engines<"bun-serve" | "bun-node-http"> = {
 /** Serves `app` on Bun with the engine the options call for, enforcing the whole connection policy. */
 export const serve: Serve = (app, options) => serveWith("bun", engines, app, options);
 
+/** While draining, how often Bun.serve is asked whether a request is still in flight. */
+const DRAIN_POLL_MS = 25;
+
 /** Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work. */
 function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
   const idleSeconds = bunIdleSeconds(config.idleTimeoutMs);
@@ -115,7 +118,20 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
     // the descriptor watchdog (_connection_limit.ts) logs it.
     limit: null,
     inFlight: () => server.pendingRequests,
-    drain: () => server.stop(),
+    drain() {
+      const stopped = server.stop();
+      // stop() waits for a connection that sent part of a head as if it were a request, until
+      // SHUTDOWN_TIMEOUT, and Bun.serve shows no connection without a request, so there is none to
+      // close on its own: once no request is in flight (streams included), stop(true) closes what
+      // is left (docs/runtimes.md#bun-request-signal-and-stop). A silent connection
+      // never reaches Bun: its listener defers the accept until the first byte.
+      const sweep = setInterval(() => {
+        if (server.pendingRequests > 0) return;
+        clearInterval(sweep);
+        void server.stop(true);
+      }, DRAIN_POLL_MS);
+      return stopped.finally(() => clearInterval(sweep));
+    },
     cut() {
       const cut = server.pendingRequests;
       void server.stop(true);
