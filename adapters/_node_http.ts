@@ -208,7 +208,7 @@ export function serveNodeHttp(
 
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(config.port, config.host, () => {
+    server.listen({ port: config.port, host: config.host, reusePort: config.reusePort }, () => {
       server.off("error", reject);
       // Once listening, an 'error' is a failed accept (EMFILE when out of descriptors, if libuv
       // could not shed the connection itself): log it and keep serving; unheard, it would crash.

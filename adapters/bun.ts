@@ -39,7 +39,16 @@ const engines: Engines<"bun-serve" | "bun-node-http"> = {
       },
       serve: (fetch, config, logger) => serveBun(fetch, config, logger),
     },
-    "bun-node-http": { serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger, { idle: "reaper" }) },
+    "bun-node-http": {
+      // Bun's node:http fails to bind a port another process holds, reusePort or not (docs/runtimes.md#several-processes-on-one-port).
+      check: (config) =>
+        config.reusePort
+          ? [
+            "WORKERS above 1 needs the workers to share the port, which Bun's node:http cannot: use BUN_ENGINE=bun-serve (IDLE_TIMEOUT at most 252s, no MAX_CONNECTIONS) or WORKERS=1",
+          ]
+          : [],
+      serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger, { idle: "reaper" }),
+    },
   },
   auto: (config) => config.idleTimeoutMs > BUN_MAX_IDLE_MS || config.maxConnections ? "bun-node-http" : "bun-serve",
 };
@@ -80,6 +89,7 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
   const server = Bun.serve({
     hostname: config.host,
     port: config.port,
+    reusePort: config.reusePort,
     // Also what a new request resets the connection's timer to, before fetch turns it off.
     idleTimeout: idleSeconds,
     fetch(raw, server) {

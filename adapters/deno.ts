@@ -40,7 +40,7 @@ const engines: Engines<"deno-per-connection" | "deno-node-http"> = {
 export const serve: Serve = (app, options) => serveWith("deno", engines, app, options);
 
 function servePerConnection(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
-  const listener = Deno.listen({ hostname: config.host, port: config.port });
+  const listener = Deno.listen({ hostname: config.host, port: config.port, reusePort: config.reusePort });
   const limit = connectionLimit(config);
   const server = serveConnections(listener, fetch, {
     maxConnections: limit?.max ?? null,

@@ -62,7 +62,7 @@ const canUnshare = spawnSync(["unshare", "--pid", "--fork", "--mount-proc", "tru
 
 describe("the images' commands as PID 1", () => {
   for (const dockerfile of ["Dockerfile.node", "Dockerfile.bun", "Dockerfile.deno"]) {
-    const name = `${dockerfile}: the CMD as PID 1 serves, and on SIGTERM finishes the request in flight and exits 0`;
+    const name = `${dockerfile}: the CMD as PID 1 with WORKERS=2 serves, and on SIGTERM finishes the request in flight and exits 0`;
     if (!canUnshare) {
       test.skip(`${name} (skipped: unshare --pid --fork --mount-proc is not permitted here; it needs root)`, () => {});
       continue;
@@ -77,10 +77,13 @@ describe("the images' commands as PID 1", () => {
           PATH: `${ROOT}node_modules/.bin:${process.env.PATH}`,
           PORT: "0",
           HOST: "127.0.0.1",
+          WORKERS: "2",
         } as Record<string, string>);
         defer(() => server.kill());
         const listening = await server.waitForEvent("listening", 15_000);
+        // The supervisor is PID 1; its workers are its children, which it reaps.
         expect(listening.pid).toBe(1);
+        expect(listening.workers).toHaveLength(2);
         const port = Number(new URL(String(listening.url)).port);
         const busy = await connect(port);
         defer(() => busy.destroy());
@@ -95,7 +98,9 @@ describe("the images' commands as PID 1", () => {
         process.kill(pid1, "SIGTERM");
         await busy.waitFor((d) => completeResponses(d) === 1, 3_000, "the in-flight response");
         expect(await server.exitCode(5_000)).toBe(0);
-        expect(server.named("shutdown_complete")).toMatchObject([{ signal: "SIGTERM", cut: 0 }]);
+        const completes = server.named("shutdown_complete");
+        expect(completes.filter((e) => e.worker !== undefined).map((e) => e.cut)).toEqual([0, 0]);
+        expect(completes.filter((e) => e.worker === undefined)).toMatchObject([{ signal: "SIGTERM", killed: 0 }]);
         expect(server.nonJsonLines).toEqual([]);
       }), 30_000);
   }

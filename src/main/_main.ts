@@ -7,12 +7,13 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { fetchOf } from "../policy/app.ts";
 import { ConfigError, loadConfig } from "../policy/config.ts";
-import { createLogger } from "../policy/log.ts";
+import { createLogger, type Logger } from "../policy/log.ts";
 import { createRegistry } from "../policy/metrics.ts";
 import type { App, AppContext, Runtime, Serve, Server } from "../policy/types.ts";
 import type { Module, Mounted } from "./_module.ts";
 import * as modules from "./modules.ts";
 import { operationalRoutes, withRoutes } from "./_routes.ts";
+import { loadWorkers, startWorker, supervise, workerOf } from "./_workers.ts";
 
 /** Exit code for a configuration the server cannot run with, before anything is bound. */
 const EXIT_CONFIG = 2;
@@ -30,20 +31,42 @@ type AppModule = { default?: App | ((context: AppContext) => App | Promise<App>)
 export async function main(runtime: Runtime, serve: Serve): Promise<void> {
   const env = process.env;
   const config = loadConfig(env);
+  const workers = loadWorkers(env);
+  const worker = workerOf(env);
   const enabled: Array<[Module<unknown>, unknown]> = [];
   const problems = config.ok ? [] : [...config.problems];
-  for (const module of Object.values(modules) as Module<unknown>[]) {
+  for (const [name, module] of Object.entries(modules) as Array<[string, Module<unknown>]>) {
     const result = module.configure(env);
     if (!result.ok) problems.push(...result.problems);
     else if (result.config !== null) enabled.push([module, result.config]);
+    if (result.ok && result.config !== null && module.singleProcess && workers.ok && workers.config.WORKERS > 1 && !worker) {
+      problems.push(`WORKERS "${env.WORKERS}" cannot run the ${name} module: ${module.singleProcess}; use WORKERS=1`);
+    }
   }
+  if (!workers.ok) problems.push(...workers.problems);
   if (!config.ok || problems.length > 0) exit(EXIT_CONFIG, problems);
   const { bodyLimitBytes, ...policy } = config.config;
 
   // A closed stdout (the log collector went away) must not take the server down with EPIPE.
   process.stdout.on("error", () => {});
-  const logger = createLogger((line) => console.log(line), { runtime });
+  if (!worker && workers.ok && workers.config.WORKERS > 1) {
+    const code = await supervise({
+      runtime,
+      workers: workers.config.WORKERS,
+      command: selfCommand(runtime),
+      host: policy.host,
+      port: policy.port,
+      drainMs: policy.shutdownDelayMs + policy.shutdownTimeoutMs,
+      logger: createLogger((line) => console.log(line), { runtime }),
+    });
+    process.exit(code);
+  }
+  // A worker's `listening` is its own; the supervisor prints the server's.
+  const logger = worker
+    ? renamed(createLogger((line) => console.log(line), { runtime, worker: worker.index }), "listening", "worker_listening")
+    : createLogger((line) => console.log(line), { runtime });
   const registry = createRegistry();
+  const siblings = worker ? await startWorker(worker, registry) : undefined;
   const context: AppContext = { logger, registry, bodyLimitBytes };
 
   let app: App;
@@ -56,17 +79,24 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
   // The routes exist before the server: /readyz asks it once serve() has made it.
   let server: Server | undefined;
   const fetch = withRoutes(fetchOf(app), [
-    ...operationalRoutes(registry, () => server?.ready() ?? false),
+    ...operationalRoutes(registry, () => server?.ready() ?? false, siblings?.metrics),
     ...mounted.map((m) => [m.prefix, m.fetch] as const),
   ]);
 
   try {
-    server = await serve(fetch, { ...policy, engine: env[`${runtime.toUpperCase()}_ENGINE`] ?? "auto", logger, registry });
+    server = await serve(fetch, {
+      ...policy,
+      engine: env[`${runtime.toUpperCase()}_ENGINE`] ?? "auto",
+      reusePort: worker !== null,
+      logger,
+      registry,
+    });
   } catch (error) {
     if (error instanceof ConfigError) exit(EXIT_CONFIG, error.problems);
     exit(EXIT_START, [`Cannot listen on ${policy.host}:${policy.port}: ${(error as Error).message}`]);
   }
   for (const m of mounted) m.listening?.(server.url);
+  await siblings?.announce({ pid: process.pid, url: server.url, engine: server.engine });
 
   const shutdown = (signal: string) => void server.shutdown(signal).then(() => process.exit(0));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
@@ -81,6 +111,24 @@ async function loadApp(path: string | undefined, context: AppContext): Promise<A
   // A Hono app is a function's instance, not a function; anything callable is a factory.
   if (typeof made === "function" && !("fetch" in made)) return await (made as (context: AppContext) => App | Promise<App>)(context);
   return made as App;
+}
+
+/** This entry again, as the runtime was started: how the supervisor starts a worker. */
+function selfCommand(runtime: Runtime): string[] {
+  const [script, ...args] = process.argv.slice(1);
+  // Deno's process.execArgv is empty: its permissions (and deno.json's unstable flags) are given again.
+  if (runtime === "deno") return [process.execPath, "run", "--allow-all", script!, ...args];
+  return [process.execPath, ...process.execArgv, script!, ...args];
+}
+
+/** `logger` with the event `from` written as `to`. */
+function renamed(logger: Logger, from: string, to: string): Logger {
+  const name = (event: string) => (event === from ? to : event);
+  return {
+    info: (event, fields) => logger.info(name(event), fields),
+    warn: (event, fields) => logger.warn(name(event), fields),
+    error: (event, fields) => logger.error(name(event), fields),
+  };
 }
 
 function exit(code: number, lines: readonly string[]): never {

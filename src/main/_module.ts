@@ -18,4 +18,6 @@ export interface Module<C> {
   /** Validates this module's variables: its configuration, null when they leave it off, or the problems (exit 2). */
   configure(env: Record<string, string | undefined>): ConfigResult<C | null>;
   create(config: C, context: AppContext): Mounted;
+  /** Why the module cannot run in several processes at once (WORKERS above 1), if it cannot. */
+  readonly singleProcess?: string;
 }

@@ -39,10 +39,15 @@ const QUESTION_MARK = 63;
 
 /**
  * `GET /healthz` (liveness: 200 while the process serves), `GET /readyz` (readiness: 200 while
- * `ready()`, 503 once shutdown has begun) and `GET /metrics` (the registry, in Prometheus' text format).
+ * `ready()`, 503 once shutdown has begun) and `GET /metrics` (`exposition()`: the registry, in
+ * Prometheus' text format, or with several workers all of theirs).
  */
-export function operationalRoutes(registry: Registry, ready: () => boolean): Route[] {
-  const onlyGet = (request: Request, answer: () => Response): Response =>
+export function operationalRoutes(
+  registry: Registry,
+  ready: () => boolean,
+  exposition: () => string | Promise<string> = () => registry.render(),
+): Route[] {
+  const onlyGet = (request: Request, answer: () => Response | Promise<Response>): Response | Promise<Response> =>
     request.method === "GET" || request.method === "HEAD"
       ? answer()
       : Response.json({ error: "method_not_allowed", message: `Use GET for ${pathOf(request.url)}` }, {
@@ -60,7 +65,7 @@ export function operationalRoutes(registry: Registry, ready: () => boolean): Rou
     ],
     [
       "/metrics",
-      (request) => onlyGet(request, () => new Response(registry.render(), { headers: { "content-type": METRICS_CONTENT_TYPE } })),
+      (request) => onlyGet(request, async () => new Response(await exposition(), { headers: { "content-type": METRICS_CONTENT_TYPE } })),
     ],
   ];
 }

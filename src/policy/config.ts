@@ -228,6 +228,7 @@ export const ServeOptionsSchema = v.pipe(
     shutdownTimeoutMs: Milliseconds(DEFAULTS.shutdownTimeoutMs),
     shutdownDelayMs: Milliseconds(DEFAULTS.shutdownDelayMs),
     maxConnections: v.optional(v.nullable(wholeNumber(1_000_000, "a connection count")), null),
+    reusePort: v.optional(v.boolean(), false),
     engine: v.optional(v.string(), "auto"),
     logger: v.optional(v.custom<Logger>((value) => typeof (value as Logger | null)?.info === "function", "is not a Logger")),
     registry: v.optional(v.custom<Registry>((value) => typeof (value as Registry | null)?.render === "function", "is not a Registry")),

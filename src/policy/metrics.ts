@@ -55,7 +55,7 @@ interface Family {
 }
 
 /** Formats a sample value the way Prometheus' parser (Go ParseFloat plus NaN/±Inf) reads it back. */
-function formatValue(value: number): string {
+export function formatValue(value: number): string {
   if (Number.isNaN(value)) return "NaN";
   if (value === Infinity) return "+Inf";
   if (value === -Infinity) return "-Inf";

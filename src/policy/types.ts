@@ -88,6 +88,14 @@ export interface ServeOptions {
    * @default "auto"
    */
   engine?: string;
+  /**
+   * Share the port with other processes that set it too (SO_REUSEPORT, Linux): what WORKERS uses.
+   * @default false
+   * - Node: `listen({ reusePort })` (22.12+). Bun: `Bun.serve({ reusePort })`. Deno: `Deno.listen({ reusePort })`
+   *   (`--unstable-net`, set in deno.json) or node:http's.
+   * - Bun's node:http cannot share a port: the `bun-node-http` engine refuses it at startup.
+   */
+  reusePort?: boolean;
   /** Where the server's events go. @default JSON lines on stdout */
   logger?: Logger;
   /** Where the server's metrics go; give each server its own. @default a registry of its own (`server.registry`) */

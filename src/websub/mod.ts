@@ -99,6 +99,7 @@ export function loadWebSubConfig(env: Record<string, string | undefined>) {
 
 export const websub: Module<WebSubConfig> = {
   configure: loadWebSubConfig,
+  singleProcess: "its subscriptions live in one process's memory, and a hub's verification would reach any worker",
   create(config, context) {
     const logger = countEvents(context.logger, context.registry, WEBSUB_EVENTS);
     const store = memoryStore();

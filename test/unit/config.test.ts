@@ -170,7 +170,7 @@ describe("resolveServeOptions (what serve() accepts)", () => {
     expect(env.ok).toBe(true);
     if (!env.ok) return;
     const { bodyLimitBytes: _, ...policy } = env.config;
-    expect(config).toEqual({ ...policy, engine: "auto" });
+    expect(config).toEqual({ ...policy, engine: "auto", reusePort: false });
   });
 
   test("every wrong option is named in one ConfigError, with its value", () => {
