@@ -214,66 +214,7 @@ export function hardening(target: Engine): void {
       60_000,
     );
 
-    test(
-      "shutdown under load: every request completes or is turned away before a byte; none is cut mid-body; exit within SHUTDOWN_TIMEOUT",
-      () =>
-        using(async (defer) => {
-          const server = await startServer(target, env);
-          defer(() => server.kill());
-          const paths = ["/", "/slow?ms=400", "/stream?chunks=4&interval=100", "/healthz"];
-          const tally = { completed: 0, turnedAway: 0, refused: 0, cut: [] as string[] };
-          let running = true;
-          // A worker keeps one keep-alive connection busy, and reconnects when it is closed.
-          const worker = async (w: number) => {
-            for (let i = w; running; i++) {
-              let client: RawClient;
-              try {
-                client = await connect(server.port);
-              } catch {
-                tally.refused += 1; // nothing listens any more: refused at connect
-                return;
-              }
-              try {
-                for (let done = 0; running; done++) {
-                  client.write(get(paths[i++ % paths.length]!));
-                  const before = client.data.length;
-                  try {
-                    await client.waitFor((d) => completeResponses(d) === done + 1, 5_000, "a response");
-                    tally.completed += 1;
-                  } catch {
-                    if (client.data.length === before) tally.turnedAway += 1;
-                    else tally.cut.push(client.data.slice(before, before + 200));
-                    break;
-                  }
-                }
-              } finally {
-                client.destroy();
-              }
-            }
-          };
-          const workers = Promise.all(Array.from({ length: 12 }, (_, w) => worker(w)));
-          // Let the load run, then signal while requests are in flight.
-          await Bun.sleep(800);
-          const signalledAt = Date.now();
-          server.signal("SIGTERM");
-          const code = await server.exited;
-          const exitedAfter = Date.now() - signalledAt;
-          // Keep the load on until connecting is refused: the workers stop by themselves then.
-          await Promise.race([workers, Bun.sleep(3_000)]);
-          running = false;
-          await workers;
-
-          expect(code).toBe(0);
-          expect(exitedAfter).toBeLessThanOrEqual(SHUTDOWN_MS + 1_000);
-          const started = server.named("shutdown_started")[0]!;
-          expect(Number(started.inFlight)).toBeGreaterThanOrEqual(1);
-          expect(server.named("shutdown_complete")[0]!.cut).toBe(0);
-          expect(tally.cut).toEqual([]);
-          expect(tally.completed).toBeGreaterThanOrEqual(50);
-          expect(tally.refused).toBeGreaterThanOrEqual(1);
-        }),
-      30_000,
-    );
+    test(SHUTDOWN_UNDER_LOAD, shutdownUnderLoad(target, env, SHUTDOWN_MS), 30_000);
 
     /** Writes `bytes` on a fresh connection; resolves with what came back once the server closed it. */
     async function exchange(port: number, bytes: string | Buffer, closeWithinMs: number, defer: (cleanup: () => unknown) => void) {
@@ -456,4 +397,73 @@ export function hardening(target: Engine): void {
       15_000,
     );
   });
+}
+
+export const SHUTDOWN_UNDER_LOAD =
+  "shutdown under load: every request completes or is turned away before a byte; none is cut mid-body; exit within SHUTDOWN_TIMEOUT";
+
+/**
+ * Twelve clients keep keep-alive connections busy with short, slow and streaming requests, and
+ * reconnect when closed; SIGTERM comes in the middle. Shared with the WORKERS=2 suite.
+ */
+export function shutdownUnderLoad(target: Engine, env: Record<string, string>, SHUTDOWN_MS: number): () => Promise<void> {
+  return () =>
+    using(async (defer) => {
+      const server = await startServer(target, env);
+      defer(() => server.kill());
+      const paths = ["/", "/slow?ms=400", "/stream?chunks=4&interval=100", "/healthz"];
+      const tally = { completed: 0, turnedAway: 0, refused: 0, cut: [] as string[] };
+      let running = true;
+      // A client keeps one keep-alive connection busy, and reconnects when it is closed.
+      const loadClient = async (w: number) => {
+        for (let i = w; running; i++) {
+          let client: RawClient;
+          try {
+            client = await connect(server.port);
+          } catch {
+            tally.refused += 1; // nothing listens any more: refused at connect
+            return;
+          }
+          try {
+            for (let done = 0; running; done++) {
+              client.write(get(paths[i++ % paths.length]!));
+              const before = client.data.length;
+              try {
+                await client.waitFor((d) => completeResponses(d) === done + 1, 5_000, "a response");
+                tally.completed += 1;
+              } catch {
+                if (client.data.length === before) tally.turnedAway += 1;
+                else tally.cut.push(client.data.slice(before, before + 200));
+                break;
+              }
+            }
+          } finally {
+            client.destroy();
+          }
+        }
+      };
+      const clients = Promise.all(Array.from({ length: 12 }, (_, w) => loadClient(w)));
+      // Let the load run, then signal while requests are in flight.
+      await Bun.sleep(800);
+      const signalledAt = Date.now();
+      server.signal("SIGTERM");
+      const code = await server.exited;
+      const exitedAfter = Date.now() - signalledAt;
+      // Keep the load on until connecting is refused: the clients stop by themselves then.
+      await Promise.race([clients, Bun.sleep(3_000)]);
+      running = false;
+      await clients;
+
+      expect(code).toBe(0);
+      expect(exitedAfter).toBeLessThanOrEqual(SHUTDOWN_MS + 1_000);
+      // Each server's (every worker's, with WORKERS) in flight and cut; a supervisor's killed none.
+      const started = server.named("shutdown_started").filter((e) => e.inFlight !== undefined);
+      expect(started.reduce((n, e) => n + Number(e.inFlight), 0)).toBeGreaterThanOrEqual(1);
+      const complete = server.named("shutdown_complete");
+      expect(complete.filter((e) => e.cut !== undefined).map((e) => e.cut)).toEqual(started.map(() => 0));
+      expect(complete.filter((e) => e.killed !== undefined && e.killed !== 0)).toEqual([]);
+      expect(tally.cut).toEqual([]);
+      expect(tally.completed).toBeGreaterThanOrEqual(50);
+      expect(tally.refused).toBeGreaterThanOrEqual(1);
+    });
 }

@@ -4,6 +4,7 @@ import { connect, type RawClient, tryRequest } from "../harness/raw_client.ts";
 import { spawnServer, startServer } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
 import type { Engine } from "../src/policy/types.ts";
+import { SHUTDOWN_UNDER_LOAD, shutdownUnderLoad } from "./_hardening.ts";
 import { EARLY_MS, expectBetween, suiteSetup } from "./_suite.ts";
 
 /**
@@ -14,7 +15,7 @@ import { EARLY_MS, expectBetween, suiteSetup } from "./_suite.ts";
 const WORKERS = "2";
 
 for (const target of ["node-http", "bun-serve", "deno-per-connection"] as const satisfies readonly Engine[]) {
-  const { caps, env, IDLE_MS, IDLE_LATE_MS } = suiteSetup(target, 3_000);
+  const { caps, env, IDLE_MS, IDLE_LATE_MS, SHUTDOWN_MS } = suiteSetup(target, 3_000);
   const withWorkers = { ...env, WORKERS };
 
   describe(`${target}: WORKERS=2`, () => {
@@ -104,6 +105,8 @@ for (const target of ["node-http", "bun-serve", "deno-per-connection"] as const 
         }),
       30_000,
     );
+
+    test.concurrent(SHUTDOWN_UNDER_LOAD, shutdownUnderLoad(target, withWorkers, SHUTDOWN_MS), 30_000);
 
     test.concurrent(
       "invalid configuration exits 2 before any worker starts, naming each variable",
