@@ -6,7 +6,9 @@ import { ROOT, ServerProcess } from "../harness/process.ts";
 import { connect } from "../harness/raw_client.ts";
 import { FIXTURE_APP } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
+import { operationalRoutes } from "../src/main/_routes.ts";
 import { DEFAULTS, parseDurationMs } from "../src/policy/config.ts";
+import { createRegistry } from "../src/policy/metrics.ts";
 
 /**
  * deploy/: the images' commands run as PID 1, as a container runtime runs them, and the Kubernetes
@@ -48,6 +50,10 @@ describe("deploy/kubernetes.yaml", () => {
   test("readiness probes /readyz, liveness /healthz, on the port the server listens on", () => {
     expect(container.readinessProbe?.httpGet?.path).toBe("/readyz");
     expect(container.livenessProbe?.httpGet?.path).toBe("/healthz");
+    // Both are routes the entry points serve in front of any app.
+    const served = operationalRoutes(createRegistry(), () => true).map(([path]) => path);
+    expect(served).toContain(container.readinessProbe!.httpGet!.path);
+    expect(served).toContain(container.livenessProbe!.httpGet!.path);
     expect(container.ports?.[0]?.containerPort).toBe(Number(env("PORT") ?? DEFAULTS.port));
     expect(pod.securityContext.runAsNonRoot).toBe(true);
   });
