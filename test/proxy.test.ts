@@ -1,0 +1,317 @@
+import { describe, expect, test } from "bun:test";
+import { spawn, spawnSync, type Subprocess } from "bun";
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Engine } from "../src/policy/types.ts";
+import { completeResponses } from "../harness/http.ts";
+import { connect, type RawClient } from "../harness/raw_client.ts";
+import { ROOT } from "../harness/process.ts";
+import { runtimeOf, startServer } from "../harness/servers.ts";
+import { using, within } from "../harness/wait.ts";
+import { BUN_TICK_MS } from "../adapters/_capabilities.ts";
+
+/**
+ * deploy/nginx/nginx.conf, run for real: Debian's nginx in front of each runtime's default engine,
+ * with short timeouts. The recommended ordering (nginx's upstream keepalive_timeout shorter than
+ * the app's IDLE_TIMEOUT) gives no 5xx whatever the gaps between requests; the inverted one makes
+ * nginx reuse connections the app is closing, and a POST on one becomes a 502 (nginx retries GETs).
+ * docs/deployment.md states the rule and the numbers these tests measured.
+ */
+
+/** nginx from PATH, or where Debian puts it (/usr/sbin is not on a non-root user's PATH). */
+const NGINX = Bun.which("nginx") ?? Bun.which("nginx", { PATH: "/usr/sbin:/sbin" });
+const SKIP_REASON = "nginx is not installed: apt-get install nginx";
+const DEBUG = Boolean(process.env.PROXY_TEST_DEBUG);
+
+const GET = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+const POST = "POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+
+/** Replaces the one match of `pattern` in `text`; fails if deploy/nginx/nginx.conf no longer has exactly one. */
+function replaceOnce(text: string, pattern: RegExp, replacement: string): string {
+  const matches = text.match(new RegExp(pattern.source, "gm"))?.length ?? 0;
+  if (matches !== 1) throw new Error(`deploy/nginx/nginx.conf: expected one ${pattern} but found ${matches}`);
+  return text.replace(new RegExp(pattern.source, "m"), replacement);
+}
+
+/**
+ * deploy/nginx/nginx.conf as shipped, with only what a test must change: its ports, the upstream
+ * keepalive_timeout, one worker (one keep-alive pool), and every file inside `dir`.
+ */
+export function renderConfig(dir: string, listenPort: number, upstreamPort: number, keepaliveTimeoutMs: number): string {
+  let conf = readFileSync(join(ROOT, "deploy/nginx/nginx.conf"), "utf8");
+  // Workers run as root in CI (a fresh container) rather than as a user that may not exist.
+  conf = replaceOnce(conf, /^user .*;$/, process.getuid?.() === 0 ? "user root;" : "");
+  conf = replaceOnce(conf, /^worker_processes .*;$/, "worker_processes 1;");
+  conf = replaceOnce(conf, /^pid .*;$/, `pid ${dir}/nginx.pid;`);
+  conf = replaceOnce(conf, /^error_log .*;$/, `error_log ${dir}/error.log warn;`);
+  conf = replaceOnce(conf, /^(\s*)access_log \S+ upstream;$/, `$1access_log ${dir}/access.log upstream;`);
+  conf = replaceOnce(
+    conf,
+    /^http \{$/,
+    ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].reduce(
+      (head, kind) => `${head}\n    ${kind}_temp_path ${dir}/${kind}_temp;`,
+      "http {",
+    ),
+  );
+  conf = replaceOnce(conf, /^(\s*)server 127\.0\.0\.1:8080;$/, `$1server 127.0.0.1:${upstreamPort};`);
+  conf = replaceOnce(conf, /^(\s*)listen 80;$/, `$1listen 127.0.0.1:${listenPort};`);
+  conf = replaceOnce(conf, /^(\s*)keepalive_timeout 60s;$/, `$1keepalive_timeout ${keepaliveTimeoutMs}ms;`);
+  return conf;
+}
+
+/** A port that was free a moment ago: bound on 127.0.0.1 port 0, then released for nginx. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+interface Nginx {
+  port: number;
+  dir: string;
+  /** The access log: one line per request, with the upstream's status. */
+  accessLog(): string;
+  errorLog(): string;
+  kill(): Promise<void>;
+}
+
+/**
+ * Starts nginx in the foreground (`-g 'daemon off;'`) with its own process group, every file in a
+ * scratch folder, listening on a port found free just before; retries a few times if another
+ * process took that port in between. Resolves once it accepts connections.
+ */
+async function startNginx(upstreamPort: number, keepaliveTimeoutMs: number, defer: (cleanup: () => unknown) => void): Promise<Nginx> {
+  const dir = mkdtempSync(join(tmpdir(), "hono-policy-nginx-"));
+  defer(() => rmSync(dir, { recursive: true, force: true }));
+  // Workers that are not root must be able to reach their temp folders.
+  chmodSync(dir, 0o755);
+  const confPath = join(dir, "nginx.conf");
+  const errorLog = join(dir, "error.log");
+  const read = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : "");
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    const port = await freePort();
+    writeFileSync(confPath, renderConfig(dir, port, upstreamPort, keepaliveTimeoutMs));
+    const args = [NGINX!, "-p", dir, "-c", confPath, "-e", errorLog];
+    const check = spawnSync([...args, "-t", "-q"]);
+    if (check.exitCode !== 0) throw new Error(`nginx -t refused the rendered config: ${check.stderr.toString()}`);
+    const stderrFd = openSync(join(dir, "stderr.log"), "a");
+    let proc: Subprocess<"ignore", "ignore", number>;
+    try {
+      proc = spawn([...args, "-g", "daemon off;"], { stdin: "ignore", stdout: "ignore", stderr: stderrFd, detached: true });
+    } finally {
+      closeSync(stderrFd);
+    }
+    const kill = async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      try {
+        process.kill(-proc.pid, "SIGKILL"); // the master and its worker share the group
+      } catch {
+        proc.kill("SIGKILL");
+      }
+      await Promise.race([proc.exited, Bun.sleep(5_000)]);
+    };
+    defer(kill);
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && proc.exitCode === null) {
+      const client = await connect(port, 500).catch(() => undefined);
+      if (client) {
+        client.destroy();
+        return { port, dir, accessLog: () => read(join(dir, "access.log")), errorLog: () => read(errorLog), kill };
+      }
+      await Bun.sleep(20);
+    }
+    await kill();
+    if (!read(errorLog).includes("Address already in use")) {
+      throw new Error(`nginx did not start within 5 s: ${read(errorLog)}${read(join(dir, "stderr.log"))}`);
+    }
+  }
+  throw new Error("nginx found no free port in 5 attempts");
+}
+
+/** A keep-alive client connection through nginx that sends one request at a time. */
+class Lane {
+  readonly client: RawClient;
+
+  constructor(client: RawClient) {
+    this.client = client;
+  }
+
+  /** The status of the answer to `request`; fails if none comes within `timeoutMs`. */
+  async send(request: string, timeoutMs = 5_000): Promise<number> {
+    this.client.data = "";
+    this.client.write(request);
+    await this.client.waitFor((d) => completeResponses(d) >= 1, timeoutMs, "a response");
+    return Number(/^HTTP\/1\.1 (\d{3})/.exec(this.client.data)?.[1]);
+  }
+}
+
+function lanes(port: number, n: number, defer: (cleanup: () => unknown) => void): Promise<Lane[]> {
+  return Promise.all(Array.from({ length: n }, async () => {
+    const client = await connect(port);
+    defer(() => client.destroy());
+    return new Lane(client);
+  }));
+}
+
+interface Tally {
+  get: number[];
+  post: number[];
+}
+
+const count = (statuses: number[], test: (status: number) => boolean) => statuses.filter(test).length;
+const summary = (t: Tally) =>
+  `GETs ${t.get.length} (5xx ${count(t.get, (s) => s >= 500)}), POSTs ${t.post.length} (5xx ${count(t.post, (s) => s >= 500)}, 502 ${
+    count(t.post, (s) => s === 502)
+  })`;
+
+/** Per runtime: IDLE_TIMEOUT (Bun's a multiple of its 4 s tick) and nginx's upstream keepalive_timeout, shorter. */
+const ENGINES: Array<{ engine: Engine; idleMs: number; keepaliveMs: number }> = [
+  { engine: "node-http", idleMs: 2_000, keepaliveMs: 1_000 },
+  { engine: "bun-serve", idleMs: 4_000, keepaliveMs: 3_000 },
+  { engine: "deno-per-connection", idleMs: 2_000, keepaliveMs: 1_000 },
+];
+/** The inverted ordering: nginx keeps idle upstream connections far longer than the app. */
+const INVERTED_KEEPALIVE_MS = 30_000;
+
+/** Requests in one burst through nginx: half GETs, half POSTs, each taking its own pooled upstream connection. */
+const WIDTH = 24;
+/** Rounds at most: Bun's take 8 s each (a fill must wait for the tick), Node's and Deno's about 2 s. */
+const MAX_ROUNDS = { bun: 3, other: 10 };
+/** Where each round's burst goes relative to the expected close of the pool's middle connection. */
+const JITTER_MS = [0, -2, 2, -4, 4, -1, 1, -6, 6, 0];
+
+/**
+ * Makes nginx reuse pooled connections the app is closing. Each round fills the pool with WIDTH
+ * connections whose last responses are 1 ms apart (GET /delay?ms=i), so their idle closes are
+ * spread over WIDTH ms, then sends WIDTH requests at once through nginx, in the middle of that
+ * spread: whichever connection the app is closing right then races the request nginx writes on it.
+ * Node and Deno close at last response + IDLE_TIMEOUT. Bun.serve closes on its global 4 s tick:
+ * a direct connection to the app, filled with the pool, tells where the tick is, and the burst
+ * goes at the tick. A bounded number of rounds; stops early once a POST got its 502.
+ */
+async function provoke(engine: Engine, idleMs: number, appPort: number, nginxPort: number, defer: (cleanup: () => unknown) => void) {
+  const tally: Tally = { get: [], post: [] };
+  const rounds: string[] = [];
+  const pool = await lanes(nginxPort, WIDTH, defer);
+  const bun = runtimeOf(engine) === "bun";
+  /** Fills the pool, plus a direct connection to the app, whose close time is then returned (or null if the round ended first). */
+  const fill = async () => {
+    const probe = await connect(appPort);
+    defer(() => probe.destroy());
+    probe.write(`GET /delay?ms=${WIDTH / 2} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    const sentAt = performance.now();
+    const statuses = await Promise.all(pool.map((lane, i) => lane.send(`GET /delay?ms=${i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`)));
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    return { sentAt, probeClosed: probe.closed.then(() => performance.now()) };
+  };
+  let tick = 0;
+  if (bun) {
+    // Bun's 4 s tick runs only while some connection has a timer; a direct connection that asks
+    // every second keeps it running (and is never idle long enough to be closed), so that the
+    // tick found by one idle close is still where it was when the burst goes.
+    const keeper = await connect(appPort);
+    defer(() => keeper.destroy());
+    const keep = setInterval(() => keeper.write(GET), 1_000);
+    defer(() => clearInterval(keep));
+    const { probeClosed } = await fill();
+    tick = await within(probeClosed, 9_000, "Bun's idle close");
+  }
+  // Node, Deno: the middle connection closes this long after IDLE_TIMEOUT from the fill's start
+  // (its /delay, plus the runtime's lateness): a guess at first, then what the last probe measured.
+  let lateMs = WIDTH / 2;
+  for (let round = 0; round < (bun ? MAX_ROUNDS.bun : MAX_ROUNDS.other); round++) {
+    if (bun) {
+      // Fill just before a tick: Bun closes the pool (4, 8] s after its last response, on the tick
+      // after next.
+      while (tick - 150 < performance.now()) tick += BUN_TICK_MS;
+      await Bun.sleep(tick - 150 - performance.now());
+    }
+    const { sentAt, probeClosed } = await fill();
+    const burstAt = (bun ? tick + BUN_TICK_MS - 1.5 : sentAt + idleMs + lateMs) + JITTER_MS[round]! / (bun ? 2 : 1);
+    await Bun.sleep(Math.max(0, burstAt - performance.now()));
+    const firedAt = performance.now();
+    const statuses = await Promise.all(pool.map((lane, i) => lane.send(i % 2 ? POST : GET)));
+    statuses.forEach((status, i) => (i % 2 ? tally.post : tally.get).push(status));
+    const closedAt = await within(probeClosed, bun ? 9_000 : 3_000, "the probe's idle close");
+    if (bun) tick = closedAt;
+    else lateMs = closedAt - sentAt - idleMs;
+    rounds.push(`burst ${(firedAt - closedAt).toFixed(1)} ms after the probe's close: ${count(statuses, (s) => s === 502)} 502s`);
+    if (DEBUG) console.log(engine, rounds.at(-1), statuses.join(" "));
+    if (count(tally.post, (s) => s === 502) > 0) break;
+  }
+  return { tally, rounds: rounds.join("; ") };
+}
+
+const appEnv = (idleMs: number) => ({
+  IDLE_TIMEOUT: `${idleMs}ms`,
+  HEADERS_TIMEOUT: "1500ms",
+  REQUEST_TIMEOUT: "2500ms",
+  SHUTDOWN_TIMEOUT: "1000ms",
+});
+
+if (!NGINX) {
+  test.skip(`keep-alive through nginx, both orderings of the idle timeouts (skipped: ${SKIP_REASON})`, () => {});
+} else {
+  for (const { engine, idleMs, keepaliveMs } of ENGINES) {
+    describe(`${engine} behind nginx`, () => {
+      test.concurrent(
+        `upstream keepalive_timeout ${keepaliveMs}ms < IDLE_TIMEOUT ${idleMs}ms: no 5xx with gaps around IDLE_TIMEOUT`,
+        () =>
+          using(async (defer) => {
+            const server = await startServer(engine, appEnv(idleMs));
+            defer(() => server.kill());
+            const nginx = await startNginx(server.port, keepaliveMs, defer);
+            const tally: Tally = { get: [], post: [] };
+            // Gaps on both sides of IDLE_TIMEOUT (and of nginx's keepalive_timeout), on 4 lanes at once.
+            const gaps = [idleMs - 300, idleMs, idleMs + 300, keepaliveMs, 0];
+            await Promise.all((await lanes(nginx.port, 4, defer)).map(async (lane, i) => {
+              for (let round = 0; round < gaps.length; round++) {
+                const gap = gaps[(round + i) % gaps.length]! + Math.round(Math.random() * 100) - 50;
+                await Bun.sleep(Math.max(0, gap));
+                tally.get.push(await lane.send(GET));
+                tally.post.push(await lane.send(POST));
+              }
+            }));
+            if (DEBUG) console.log(`${engine} recommended ordering: ${summary(tally)}`);
+            expect(tally.get.length + tally.post.length).toBe(40);
+            expect({ ordering: "recommended", fiveXX: count([...tally.get, ...tally.post], (s) => s >= 500), log: nginx.errorLog() })
+              .toEqual({ ordering: "recommended", fiveXX: 0, log: expect.any(String) });
+          }),
+        30_000,
+      );
+
+      test.concurrent(
+        engine === "deno-per-connection"
+          ? `upstream keepalive_timeout ${INVERTED_KEEPALIVE_MS}ms > IDLE_TIMEOUT ${idleMs}ms: POSTs on reused connections become 502s, GETs are retried`
+          : `upstream keepalive_timeout ${INVERTED_KEEPALIVE_MS}ms > IDLE_TIMEOUT ${idleMs}ms: GETs are retried; POST 502s measured and logged, not asserted (a round hits the race about one time in three or four on this engine)`,
+        () =>
+          using(async (defer) => {
+            const server = await startServer(engine, appEnv(idleMs));
+            defer(() => server.kill());
+            const nginx = await startNginx(server.port, INVERTED_KEEPALIVE_MS, defer);
+            const result = await provoke(engine, idleMs, server.port, nginx.port, defer);
+            console.log(`${engine} behind nginx, inverted ordering: ${summary(result.tally)}; ${result.rounds}`);
+            // nginx retries a GET on a fresh connection, so no GET fails...
+            expect({ getsFailed: count(result.tally.get, (s) => s >= 500) }).toEqual({ getsFailed: 0 });
+            // ...but not a POST: the race must have cost at least one 502, or this test proves nothing.
+            // Asserted where a round hits reliably (Deno: a wide window, most rounds). Node's idle
+            // close wanders by tens of ms between rounds and Bun's rounds cost 8 s each, so there
+            // about one round in three or four hits: measured and logged above, not asserted.
+            if (engine === "deno-per-connection") {
+              expect({ posts502: count(result.tally.post, (s) => s === 502) > 0, errorLog: nginx.errorLog() }).toMatchObject({
+                posts502: true,
+              });
+            }
+          }),
+        40_000,
+      );
+    });
+  }
+}
