@@ -47,7 +47,11 @@ export const CHURN_PARALLEL = 16;
 export const CHURN_FLAT_MIB = 16;
 /** Rounds of the cold-start phase: every start time it reports is a median over these. */
 export const COLDSTART_ROUNDS = intEnv("BENCH_COLDSTART_ROUNDS", 7);
-export const PHASES = ["throughput", "idle", "reap", "slowloris", "churn", "coldstart"];
+/** Rounds of the workers phase: WORKERS=1 and WORKERS=2 of the template, alternating, per runtime. */
+export const WORKERS_ROUNDS = intEnv("BENCH_WORKERS_ROUNDS", 4);
+/** The WORKERS values the workers phase compares. */
+export const WORKER_COUNTS = [1, 2] as const;
+export const PHASES = ["throughput", "idle", "reap", "slowloris", "churn", "coldstart", "workers"];
 export const ONLY = new Set((process.env.BENCH_ONLY ?? PHASES.join(",")).split(",").map((s) => s.trim()));
 
 /** Targets: template throughput vs bare Hono, idle memory vs raw, reap lateness bounds, start time vs bare Hono. */

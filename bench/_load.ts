@@ -17,11 +17,11 @@ function toMs(value: string, unit: string): number {
   return unit === "us" ? n / 1000 : unit === "s" ? n * 1000 : unit === "m" ? n * 60_000 : n;
 }
 
-/** Runs the load generator against `url` for `seconds`. */
-export async function load(url: string, seconds: number): Promise<Load> {
+/** Runs the load generator against `url` for `seconds`, on the load core (or on the cores `cpu` pins it to, none for `[]`). */
+export async function load(url: string, seconds: number, cpu: string[] = LOAD_CPU): Promise<Load> {
   const timeoutMs = seconds * 1000 + 15_000;
   if (GENERATOR === "wrk") {
-    const out = await run([...LOAD_CPU, "wrk", "-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--latency", `${url}/`], timeoutMs);
+    const out = await run([...cpu, "wrk", "-t1", `-c${CONNECTIONS}`, `-d${seconds}s`, "--latency", `${url}/`], timeoutMs);
     const rps = /Requests\/sec:\s*([\d.]+)/.exec(out);
     const p50 = /^\s*50%\s+([\d.]+)(us|ms|s|m)\b/m.exec(out);
     const p99 = /^\s*99%\s+([\d.]+)(us|ms|s|m)\b/m.exec(out);
@@ -34,7 +34,7 @@ export async function load(url: string, seconds: number): Promise<Load> {
   }
   if (!existsSync(AUTOCANNON)) throw new Error(`autocannon is not installed (${AUTOCANNON}): npm install autocannon`);
   const out = await run(
-    [...LOAD_CPU, NODE, AUTOCANNON, "-c", String(CONNECTIONS), "-d", String(seconds), "--json", `${url}/`],
+    [...cpu, NODE, AUTOCANNON, "-c", String(CONNECTIONS), "-d", String(seconds), "--json", `${url}/`],
     timeoutMs,
   );
   const result = JSON.parse(out.slice(out.indexOf("{"))) as {

@@ -31,3 +31,20 @@ export async function fdsSettle(pid: number, baseline: number, timeoutMs: number
   }
   return fds;
 }
+
+/**
+ * CPU time the whole machine (every core, every process) has spent running so far, in ms: user,
+ * nice, system, irq and softirq; not idle, iowait, or steal (time the hypervisor gave elsewhere).
+ */
+export function machineBusyMs(): number {
+  // /proc/stat's first line: cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is inside user).
+  const [user, nice, system, , , irq, softirq] = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(
+    Number,
+  );
+  return ((user! + nice! + system! + irq! + softirq!) * 1_000) / CLOCK_TICKS_PER_S;
+}
+
+/** The 1-minute load average, now. */
+export function loadAverage(): number {
+  return Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+}

@@ -28,6 +28,7 @@ import type { IdleRow } from "./_phases/idle.ts";
 import type { ReapRow } from "./_phases/reap.ts";
 import type { SlowlorisRow } from "./_phases/slowloris.ts";
 import type { ThroughputRow } from "./_phases/throughput.ts";
+import type { WorkersRow } from "./_phases/workers.ts";
 import { median, pairedByRound, pairedDifference, pairedRatio } from "./_stats.ts";
 
 /** Everything one run measured, as written to bench.json. */
@@ -36,6 +37,7 @@ export interface Results {
     rounds: number;
     idleRounds: number;
     coldStartRounds: number;
+    workersRounds: number;
     durationS: number;
     warmupS: number;
     connections: number;
@@ -48,6 +50,7 @@ export interface Results {
   slowloris: SlowlorisRow[];
   churn: ChurnRow[];
   coldStart: ColdStartRow[];
+  workers: WorkersRow[];
   errors: string[];
 }
 
@@ -58,7 +61,9 @@ export function markdown(r: Results): string {
   out.push(`# Benchmark: raw runtime server, bare Hono and the template`, "");
   out.push(
     `${m.date}. Load generator: **${m.generator}**${
-      PINNED ? " on CPU 1, servers on CPU 0 (taskset)" : ", not pinned (no taskset)"
+      PINNED
+        ? ` on CPU 1, servers on CPU 0 (taskset)${r.workers.length > 0 ? "; in the workers phase neither is pinned" : ""}`
+        : ", not pinned (no taskset)"
     }. Machine: ${m.nproc} cores, ${m.cpuModel}, ${fmt(m.memTotalMiB)} MiB, shared (load average at start ${m.loadAverageAtStart}). ` +
       `Node ${m.node}, Bun ${m.bun}, ${m.deno}. All on 127.0.0.1; medians; compare ratios within this run only.`,
     "",
@@ -69,6 +74,7 @@ export function markdown(r: Results): string {
   if (r.slowloris.length > 0) out.push(...slowlorisSection(r));
   if (r.churn.length > 0) out.push(...churnSection(r));
   if (r.coldStart.length > 0) out.push(...coldStartSection(r));
+  if (r.workers.length > 0) out.push(...workersSection(r));
   if (r.errors.length > 0) out.push(`## Errors`, "", ...r.errors.map((e) => `- ${e.split("\n")[0]}`), "");
   if (m.totalSeconds !== undefined) {
     out.push(
@@ -366,6 +372,63 @@ function coldStartSection(r: Results): string[] {
     );
   }
   out.push("");
+  return out;
+}
+
+/** Workers: WORKERS=1 and WORKERS=2 side by side, what they used of the machine, and the ratios 2/1. */
+function workersSection(r: Results): string[] {
+  const m = r.meta;
+  const out: string[] = [];
+  const averages = r.workers.flatMap((row) => row.rounds.map((x) => x.loadAverage));
+  out.push(`## Workers (\`WORKERS=1\` and \`WORKERS=2\`)`, "");
+  out.push(
+    `The template with WORKERS=1 (one process) and WORKERS=2 (a supervisor and two workers sharing the port with SO_REUSEPORT), ${CONNECTIONS} connections, one generator thread, ${m.warmupS} s warm-up then ${m.durationS} s measured, ${m.workersRounds} rounds per runtime alternating which goes first, each measurement in a freshly started server. ` +
+      `**Neither the servers nor the load generator are pinned** in this phase (unlike the others): pinned to CPU 0, two workers would share one core; unpinned, both configurations compete with the generator for the same ${m.nproc} cores under the same scheduler. ` +
+      `"Req per CPU-second" divides the requests by the CPU time of every serving process (the supervisor and each worker, pids from the \`listening\` event; user + system, from /proc). "Server cores" is that CPU time over the measured wall time; "machine cores" is what the whole machine ran in that time (/proc/stat: the server, wrk, and anything else on this shared machine).`,
+    "",
+  );
+  out.push(
+    `| runtime | WORKERS | engine | median req/s | req per CPU-second | server cores | machine cores | p99 ms | req/s per round | CPU ms per process, per round |`,
+    `|---|---:|---|---:|---:|---:|---:|---:|---|---|`,
+  );
+  for (const row of r.workers) {
+    out.push(
+      `| ${row.runtime} | ${row.workers} | ${row.engine} | ${fmt(row.medianRps)} | ${fmt(row.medianPerCpuS)} | ${
+        fmt(row.medianServerCores, 2)
+      } | ${fmt(row.medianMachineCores, 2)} | ${row.medianP99Ms.toFixed(2)} | ${row.rounds.map((x) => fmt(x.rps)).join(", ")} | ${
+        row.rounds.map((x) => x.cpuMsPerProcess.map((ms) => fmt(ms)).join("+")).join(", ")
+      } |`,
+    );
+  }
+  out.push(
+    "",
+    `| runtime | WORKERS=2 / WORKERS=1, req/s | WORKERS=2 / WORKERS=1, per CPU-second | per round, req/s |`,
+    `|---|---:|---:|---|`,
+  );
+  for (const runtime of RUNTIMES) {
+    const one = r.workers.find((x) => x.runtime === runtime && x.workers === 1)?.rounds ?? [];
+    const two = r.workers.find((x) => x.runtime === runtime && x.workers === 2)?.rounds ?? [];
+    if (one.length === 0 && two.length === 0) continue;
+    // Paired by round number: both measured back to back in the same round.
+    const paired = (key: "rps" | "perCpuS") =>
+      two.flatMap((x) => {
+        const match = one.find((y) => y.round === x.round);
+        return match ? [x[key] / match[key]] : [];
+      });
+    out.push(
+      `| ${runtime} | ${ratio(median(paired("rps")))} | ${ratio(median(paired("perCpuS")))} | ${paired("rps").map(ratio).join(", ")} |`,
+    );
+  }
+  out.push(
+    "",
+    `What this machine can show: it has ${m.nproc} cores and the load generator runs on them too (one wrk thread uses most of a core), so WORKERS=2 cannot double anything here. ` +
+      `A second worker can at most take the part of the second core that wrk leaves, and it costs a second process's scheduling and cache misses; the ratio 2/1 says whether that nets a gain on this machine, not how WORKERS scales on a server with cores to spare, which needs the load generated from another machine. ` +
+      `Below 1.00x per CPU-second, a request costs more CPU with two workers; but neither ratio is stable here: unpinned, where the scheduler puts wrk and the server decides how requests batch, and single rounds swing by tens of percent. ` +
+      `Load average (1 min) before each measurement: ${fmt(Math.min(...averages), 2)} to ${fmt(Math.max(...averages), 2)} (median ${
+        fmt(median(averages), 2)
+      }; it counts the bench's own wrk and servers of the minute before), and ${m.loadAverageAtStart} (1, 5, 15 min) at the start of the run, before the bench loaded the machine.`,
+    "",
+  );
   return out;
 }
 

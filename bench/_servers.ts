@@ -41,6 +41,11 @@ export interface Server {
   child: ServerProcess;
   url: string;
   pid: number;
+  /**
+   * Every process that serves it: just `pid` for a single process; with WORKERS above 1 the
+   * supervisor's `pid` first, then each worker's, from the `listening` event's `workers` array.
+   */
+  pids: number[];
   engine: string;
   /** From spawning the process to reading its `listening` line, in ms. */
   startMs: number;
@@ -55,14 +60,22 @@ export function startServer(runtime: Runtime, kind: Kind | IdleKind, env: Record
   return startCommand(runtime, kind, command, env, nofile);
 }
 
+/**
+ * Starts one of the servers in COMMANDS on any core, not pinned to the server core: for the
+ * workers phase, where pinning N worker processes to one core would measure the core, not N.
+ */
+export function startUnpinnedServer(runtime: Runtime, kind: Kind, env: Record<string, string> = {}): Promise<Server> {
+  return startCommand(runtime, kind, COMMANDS[runtime][kind], env, undefined, []);
+}
+
 /** Starts the template through its npm script, with the project's binaries first on PATH as `npm run` has them. */
 export function startNpmServer(runtime: Runtime, env: Record<string, string> = {}): Promise<Server> {
   return startCommand(runtime, "template", npmCommand(runtime), { PATH: PROJECT_PATH, ...env });
 }
 
 /**
- * Spawns `command` on the server core, bound to 127.0.0.1 port 0, waits for its `listening` line
- * and checks that `GET /` answers `Hello World`.
+ * Spawns `command` on the server core (or on the cores `cpu` pins it to, none for `[]`), bound to
+ * 127.0.0.1 port 0, waits for its `listening` line and checks that `GET /` answers `Hello World`.
  */
 async function startCommand(
   runtime: Runtime,
@@ -70,8 +83,9 @@ async function startCommand(
   command: string[],
   env: Record<string, string>,
   nofile?: number,
+  cpu: string[] = SERVER_CPU,
 ): Promise<Server> {
-  const base = [...SERVER_CPU, ...command];
+  const base = [...cpu, ...command];
   const cmd = nofile ? ["prlimit", `--nofile=${nofile}:${nofile}`, "--", ...base] : base;
   const started = performance.now();
   const child = new ServerProcess(cmd, { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env });
@@ -89,7 +103,9 @@ async function startCommand(
     clearInterval(poll);
     const url = String(listening.url).replace(/\/$/, "");
     const engine = String(listening.engine ?? listening.server ?? "");
-    const server: Server = { runtime, kind, child, url, pid: Number(listening.pid), engine, startMs, stop };
+    const pid = Number(listening.pid);
+    const workers = Array.isArray(listening.workers) ? (listening.workers as Array<{ pid: unknown }>).map((w) => Number(w.pid)) : [];
+    const server: Server = { runtime, kind, child, url, pid, pids: [pid, ...workers], engine, startMs, stop };
     const response = await fetchOnce(`${url}/`);
     const body = await response.text();
     if (response.status !== 200 || body !== "Hello World") {

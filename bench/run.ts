@@ -15,6 +15,9 @@
  * 5. Connection churn: 80,000 cycles of connect, request, close; fds back to baseline, RSS flat.
  * 6. Cold start: from spawn to the `listening` line, for the template run directly, the template
  *    through its npm script, and bare Hono. BENCH_COLDSTART_ROUNDS rounds.
+ * 7. Workers: the template's throughput with WORKERS=1 and WORKERS=2 side by side, and requests
+ *    per CPU-second of the supervisor and all its workers; neither servers nor wrk pinned (two
+ *    workers on one core would measure the core). BENCH_WORKERS_ROUNDS rounds.
  *
  * Writes bench/results/bench.{md,json}, bench/results/throughput.svg, and copies the markdown
  * and the chart to bench/RESULTS.md and bench/throughput.svg. The machine is small and shared:
@@ -24,8 +27,8 @@
  * BENCH_WARMUP_S (2; the template's larger code needs more than 1 s to reach its steady state),
  * BENCH_RUNTIMES (node,bun,deno), BENCH_IDLE_ROUNDS (3: rounds of the idle-capacity and reap phases),
  * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_SLOWLORIS_CONNECTIONS (1000),
- * BENCH_CHURN_CYCLES (80000), BENCH_COLDSTART_ROUNDS (7),
- * BENCH_ONLY=throughput,idle,reap,slowloris,churn,coldstart (a subset runs only those phases and
+ * BENCH_CHURN_CYCLES (80000), BENCH_COLDSTART_ROUNDS (7), BENCH_WORKERS_ROUNDS (4),
+ * BENCH_ONLY=throughput,idle,reap,slowloris,churn,coldstart,workers (a subset runs only those phases and
  * leaves the committed results alone).
  */
 import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
@@ -43,6 +46,7 @@ import {
   ROUNDS,
   RUNTIMES,
   WARMUP_S,
+  WORKERS_ROUNDS,
 } from "./_config.ts";
 import { fmt, log } from "./_format.ts";
 import { machine, nofileLimit } from "./_machine.ts";
@@ -52,6 +56,7 @@ import { idleCapacity, idleKinds } from "./_phases/idle.ts";
 import { reapPrecision } from "./_phases/reap.ts";
 import { slowlorisFlood } from "./_phases/slowloris.ts";
 import { throughput } from "./_phases/throughput.ts";
+import { workersThroughput } from "./_phases/workers.ts";
 import { killAll, killChildrenOnExit } from "./_process.ts";
 import { markdown, type Results } from "./_report.ts";
 import { rotated } from "./_stats.ts";
@@ -66,6 +71,7 @@ async function main(): Promise<void> {
       rounds: ROUNDS,
       idleRounds: IDLE_ROUNDS,
       coldStartRounds: COLDSTART_ROUNDS,
+      workersRounds: WORKERS_ROUNDS,
       durationS: DURATION_S,
       warmupS: WARMUP_S,
       connections: CONNECTIONS,
@@ -76,6 +82,7 @@ async function main(): Promise<void> {
     slowloris: [],
     churn: [],
     coldStart: [],
+    workers: [],
     errors: [],
   };
   log(`generator: ${meta.generator}; ${meta.nproc} cores, ${meta.cpuModel}; node ${meta.node}, bun ${meta.bun}, ${meta.deno}`);
@@ -182,6 +189,12 @@ async function main(): Promise<void> {
       (rows) => rows.map((row) => `${row.kind} ${fmt(row.medianMs, 1)} ms`).join(", ") + " (medians)",
     );
     results.coldStart = coldStarts.flat();
+    if (ONLY.has("workers")) {
+      for (const runtime of RUNTIMES) {
+        log(`workers: ${runtime} (servers and wrk not pinned)`);
+        results.workers.push(...((await attempt(`workers ${runtime}`, () => workersThroughput(runtime))) ?? []));
+      }
+    }
   } finally {
     killAll();
   }
