@@ -13,7 +13,7 @@ import { displayUrl, type EngineServer } from "./_types.ts";
 /**
  * node:http closes an idle keep-alive socket at keepAliveTimeout plus a buffer: fixed at 1 s
  * where the server has no `keepAliveTimeoutBuffer` option (Node 22.18 and 22.19, Deno's node:http),
- * settable (to 0, so the close lands at IDLE_TIMEOUT exactly) where it has (docs/runtimes.md).
+ * settable where it has, so that the close lands at IDLE_TIMEOUT exactly (docs/runtimes.md).
  */
 const KEEP_ALIVE_BUFFER_MS = 1_000;
 
@@ -27,6 +27,49 @@ export function hasKeepAliveBufferOption(): boolean {
   }
   return bufferOption;
 }
+/**
+ * The N of the `Keep-Alive: timeout=N` a response on a connection that stays open advertises: the
+ * largest whole number of seconds strictly below IDLE_TIMEOUT (75 s: 74, 2.5 s: 2), so a client
+ * that trusts it never reuses a connection the server is closing. 0 means no header: IDLE_TIMEOUT
+ * of 1 s or less, or 0 (disabled) (docs/policy.md#clients-are-told-the-idle-timeout).
+ */
+export function keepAliveHintSeconds(idleTimeoutMs: number): number {
+  return idleTimeoutMs > 0 ? Math.ceil(idleTimeoutMs / 1_000) - 1 : 0;
+}
+
+/** The `Keep-Alive` header value for IDLE_TIMEOUT `idleTimeoutMs`, or undefined for none. */
+export function keepAliveHeader(idleTimeoutMs: number): string | undefined {
+  const seconds = keepAliveHintSeconds(idleTimeoutMs);
+  return seconds > 0 ? `timeout=${seconds}` : undefined;
+}
+
+const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i;
+
+/**
+ * `response` with `Keep-Alive: <value>` added, for engines whose server sends none (Bun.serve,
+ * Deno's per-connection server): not on a response that closes the connection (the request or the
+ * app said `Connection: close`) nor on a protocol switch. Setting a header is safe on Bun: only
+ * reading the body drops the content type Bun would infer
+ * (docs/runtimes.md#bun-drops-an-inferred-content-type-when-a-response-is-read).
+ */
+export function withKeepAliveHint(request: Request, response: Response, value: string): Response {
+  if (response.status === 101) return response;
+  const asked = request.headers.get("connection");
+  if (asked !== null && CLOSE_TOKEN.test(asked)) return response;
+  const headers = response.headers;
+  const answered = headers.get("connection");
+  if (answered !== null && CLOSE_TOKEN.test(answered)) return response;
+  try {
+    headers.set("keep-alive", value);
+    return response;
+  } catch {
+    // Immutable headers (a response straight from fetch(), Response.redirect()): copy them.
+    const copy = new Response(response.body, response);
+    copy.headers.set("keep-alive", value);
+    return copy;
+  }
+}
+
 /**
  * How often Node checks headersTimeout and requestTimeout. Its default, 30 s, lets a 3 s deadline
  * fire at 29.7 s; 250 ms keeps the deadlines within 0.5 s at the cost of a walk over the
@@ -80,7 +123,15 @@ const NATIVE_LIMIT_HEADROOM = 16;
 
 /** Where a response keeps its request, for the connection's 'close' listener. */
 const REQUEST = Symbol("request");
-type Response_ = ServerResponse & { [REQUEST]?: Request };
+type Response_ = ServerResponse & {
+  [REQUEST]?: Request;
+  /**
+   * What node:http (Node's, Bun's and Deno's alike) advertises as `Keep-Alive: timeout=` for this
+   * response, in ms (floored to seconds; 0 sends none), on a response that keeps the connection
+   * open only. It copies the server's keepAliveTimeout before the request listener runs.
+   */
+  _keepAliveTimeout?: number;
+};
 /** node:http's (and Bun's node:http's) own link from a socket to the response it is writing. */
 type Socket_ = Socket & { _httpMessage?: Response_ | null };
 
@@ -116,19 +167,32 @@ export function serveNodeHttp(
 ): Promise<EngineServer> {
   const reapInJs = options.idle === "reaper";
   const exactIdle = !reapInJs && hasKeepAliveBufferOption();
+  const idle = config.idleTimeoutMs;
+  const hint = keepAliveHintSeconds(idle);
+  // The close lands at keepAliveTimeout + buffer = IDLE_TIMEOUT, and node:http advertises
+  // floor(keepAliveTimeout / 1000). With the buffer option: keepAliveTimeout is the hint in ms and
+  // the buffer the rest (docs/runtimes.md#node-keep-alive-header). Without it: the fixed 1 s buffer.
+  // 0 disables; the reaper (Bun's node:http) keeps node:http's own timer off.
+  const keepAliveTimeout = idle === 0 || reapInJs ? 0 : exactIdle ? (hint > 0 ? hint * 1_000 : idle) : idle - KEEP_ALIVE_BUFFER_MS;
+  // Where node:http's own header would not be `timeout=<hint>` (none with the reaper, `timeout=0`
+  // for IDLE_TIMEOUT of 1 s or less, one second short for a fractional IDLE_TIMEOUT without the
+  // buffer option), each response gets the hint instead: node:http only sends it on a response
+  // that keeps the connection open, and it does not touch the close.
+  const nativeHint = keepAliveTimeout > 0 ? Math.floor(keepAliveTimeout / 1_000) : 0;
+  const hintMs = nativeHint !== hint || (keepAliveTimeout > 0) !== (hint > 0) ? hint * 1_000 : undefined;
   let draining = false;
   const listener = getRequestListener((request, env) => {
     const res = (env as HttpBindings).outgoing as Response_;
     res[REQUEST] = request;
+    if (hintMs !== undefined) res._keepAliveTimeout = hintMs;
     if (draining) res.shouldKeepAlive = false;
     return fetch(request, env);
   });
 
   const server = createServer(
     {
-      // 0 disables; otherwise no buffer, or subtract the fixed one, so the close lands at IDLE_TIMEOUT.
-      keepAliveTimeout: config.idleTimeoutMs === 0 || reapInJs ? 0 : config.idleTimeoutMs - (exactIdle ? 0 : KEEP_ALIVE_BUFFER_MS),
-      ...(exactIdle ? { keepAliveTimeoutBuffer: 0 } : {}),
+      keepAliveTimeout,
+      ...(exactIdle ? { keepAliveTimeoutBuffer: idle - keepAliveTimeout } : {}),
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
