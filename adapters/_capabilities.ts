@@ -55,6 +55,8 @@ export const capabilities: Record<Engine, Capabilities> = {
     malformedStatuses: [400, 505],
     headTooLargeStatus: 431,
     unsupported: {
+      keepAliveHint:
+        "Bun.serve sends no Keep-Alive header, and one added to each response from JavaScript cost a fifth of its throughput (measured side by side; docs/runtimes.md#bunserve-sends-no-keep-alive-header): clients are not told the idle timeout on this engine",
       pipelineBehindSlowResponse:
         "Bun.serve closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (docs/runtimes.md#bun-pipelining-bug; BUN_ENGINE=bun-node-http answers them)",
     },
@@ -79,6 +81,8 @@ export const capabilities: Record<Engine, Capabilities> = {
     // Deno's parser accepts heads up to about 64 KiB and answers a larger one with a bare 400.
     headTooLargeStatus: 400,
     unsupported: {
+      keepAliveHint:
+        "Deno's HTTP server sends no Keep-Alive header, and one added to each response from JavaScript cost about 40% of its throughput (measured side by side; docs/runtimes.md#deno-serve-sends-no-keep-alive-header): clients are not told the idle timeout on this engine",
       unfinishedGetBody:
         "Deno gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (docs/runtimes.md#deno-get-body-on-a-per-connection-server; MAX_CONNECTIONS bounds how many; DENO_ENGINE=deno-node-http closes it at REQUEST_TIMEOUT)",
     },

@@ -8,7 +8,6 @@
  */
 import { reportClientGone } from "../src/policy/lifecycle.ts";
 import type { DisconnectWatch } from "./_disconnect_watch.ts";
-import { keepAliveHeader, withKeepAliveHint } from "./_node_http.ts";
 import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
@@ -109,7 +108,6 @@ export function serveConnections(
     // this engine costs on top of Deno.serve (see Connection).
     onError: (error) => options.onError(error),
     onListen: () => {},
-    keepAlive: keepAliveHeader(options.idleTimeoutMs),
     gone(connection) {
       open.delete(connection);
       if (open.size === 0) closed?.();
@@ -170,12 +168,6 @@ interface Server {
   options: ConnectionsOptions;
   onError(error: unknown): Response;
   onListen(): void;
-  /**
-   * The `Keep-Alive` header value responses on a connection that stays open carry, or undefined
-   * for none: Deno's HTTP server sends none of its own
-   * (docs/runtimes.md#deno-serve-sends-no-keep-alive-header).
-   */
-  keepAlive: string | undefined;
   /** Called once when `connection` has closed. */
   gone(connection: Connection): void;
 }
@@ -321,14 +313,9 @@ class Connection implements CancelSignal {
       watched = true;
       this.#server.options.disconnects.start(request, original);
     }
-    if (this.#server.keepAlive === undefined) return result;
-    return result instanceof Promise ? result.then((response) => this.#advertise(original, response)) : this.#advertise(original, result);
-  }
-
-  /** `response` with the Keep-Alive header, unless this connection is closing (draining) after it. */
-  #advertise(request: Request, response: Response): Response {
-    const keepAlive = this.#server.keepAlive;
-    return this.#closing || keepAlive === undefined ? response : withKeepAliveHint(request, response, keepAlive);
+    // No Keep-Alive header: adding one to a response from JavaScript costs Deno's server about
+    // 40% of its throughput (docs/runtimes.md#deno-serve-sends-no-keep-alive-header).
+    return result;
   }
 
   #goneNow(): void {

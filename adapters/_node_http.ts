@@ -37,39 +37,6 @@ export function keepAliveHintSeconds(idleTimeoutMs: number): number {
   return idleTimeoutMs > 0 ? Math.ceil(idleTimeoutMs / 1_000) - 1 : 0;
 }
 
-/** The `Keep-Alive` header value for IDLE_TIMEOUT `idleTimeoutMs`, or undefined for none. */
-export function keepAliveHeader(idleTimeoutMs: number): string | undefined {
-  const seconds = keepAliveHintSeconds(idleTimeoutMs);
-  return seconds > 0 ? `timeout=${seconds}` : undefined;
-}
-
-const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i;
-
-/**
- * `response` with `Keep-Alive: <value>` added, for engines whose server sends none (Bun.serve,
- * Deno's per-connection server): not on a response that closes the connection (the request or the
- * app said `Connection: close`) nor on a protocol switch. Setting a header is safe on Bun: only
- * reading the body drops the content type Bun would infer
- * (docs/runtimes.md#bun-drops-an-inferred-content-type-when-a-response-is-read).
- */
-export function withKeepAliveHint(request: Request, response: Response, value: string): Response {
-  if (response.status === 101) return response;
-  const asked = request.headers.get("connection");
-  if (asked !== null && CLOSE_TOKEN.test(asked)) return response;
-  const headers = response.headers;
-  const answered = headers.get("connection");
-  if (answered !== null && CLOSE_TOKEN.test(answered)) return response;
-  try {
-    headers.set("keep-alive", value);
-    return response;
-  } catch {
-    // Immutable headers (a response straight from fetch(), Response.redirect()): copy them.
-    const copy = new Response(response.body, response);
-    copy.headers.set("keep-alive", value);
-    return copy;
-  }
-}
-
 /**
  * How often Node checks headersTimeout and requestTimeout. Its default, 30 s, lets a 3 s deadline
  * fire at 29.7 s; 250 ms keeps the deadlines within 0.5 s at the cost of a walk over the

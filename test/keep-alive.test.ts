@@ -81,8 +81,22 @@ for (const engine of ENGINES) {
   const idleMs = idleMsOf(engine);
   const n = keepAliveHintSeconds(idleMs);
   const lateMs = capabilities[engine].idleCloseLateMs(idleMs);
+  const unsupported = capabilities[engine].unsupported.keepAliveHint;
 
   describe(`${engine}: clients are told the idle timeout`, () => {
+    if (unsupported) {
+      // Declared, and held to: no header at all, so a client falls back to its own idle limit.
+      test.concurrent(`sends no Keep-Alive header (declared: ${unsupported})`, () =>
+        using(async (defer) => {
+          const server = await startServer(engine, { IDLE_TIMEOUT: `${idleMs}ms` });
+          defer(() => server.kill());
+          const client = await connect(server.port);
+          defer(() => client.destroy());
+          const { from } = await request(client, "/", 1);
+          expect(keepAliveIn(client.data, from)).toBeNull();
+        }), 20_000);
+      return;
+    }
     test.concurrent(
       `responses on a kept-alive connection carry Keep-Alive: timeout=${n} (IDLE_TIMEOUT ${idleMs}ms), open until then`,
       () =>
