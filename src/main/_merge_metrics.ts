@@ -1,4 +1,4 @@
-import { formatValue } from "../policy/metrics.ts";
+import { escapeLabelValue, formatValue } from "../policy/metrics.ts";
 
 /**
  * One exposition for several workers (WORKERS > 1): counters summed across workers, gauges kept per
@@ -52,6 +52,6 @@ export function mergeExpositions(expositions: ReadonlyArray<{ worker: string; te
 /** `name{a="1"}` with `label="value"` added first. */
 function withLabel(series: string, label: string, value: string): string {
   const brace = series.indexOf("{");
-  const pair = `${label}="${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+  const pair = `${label}="${escapeLabelValue(value)}"`;
   return brace < 0 ? `${series}{${pair}}` : `${series.slice(0, brace + 1)}${pair},${series.slice(brace + 1)}`;
 }

@@ -68,7 +68,7 @@ function escapeHelp(text: string): string {
 }
 
 /** Escapes a label value: backslash, double quote and newline. */
-function escapeLabelValue(text: string): string {
+export function escapeLabelValue(text: string): string {
   return text.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
