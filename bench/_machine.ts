@@ -1,16 +1,14 @@
 /** The tools the bench runs (runtimes, load generator, taskset, prlimit) and the machine it runs on. */
 import { spawnSync } from "bun";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { ROOT } from "../harness/process.ts";
 import { IDLE_CONNECTIONS, WANTED_NOFILE } from "./_config.ts";
 
-/** The project's own binary of each runtime when installed (Node is pinned there), else the one on PATH. */
-export const NODE = existsSync(`${ROOT}node_modules/.bin/node`) ? `${ROOT}node_modules/.bin/node` : "node";
-export const BUN = existsSync(`${ROOT}node_modules/.bin/bun`) ? `${ROOT}node_modules/.bin/bun` : process.execPath;
-export const DENO = existsSync(`${ROOT}node_modules/.bin/deno`) ? `${ROOT}node_modules/.bin/deno` : "deno";
-/** PATH with the project's binaries first, as `npm run` sets it: npm itself then runs on the pinned Node. */
-export const PROJECT_PATH = `${ROOT}node_modules/.bin:${process.env.PATH ?? ""}`;
+/** The project's own runtimes and PATH, as the suites use them (harness/servers.ts). */
+import { BUN, DENO, NODE, PROJECT_PATH } from "../harness/servers.ts";
+
+export { BUN, DENO, NODE, PROJECT_PATH };
 
 export const WRK = spawnSync(["sh", "-c", "command -v wrk"]).stdout.toString().trim();
 export const AUTOCANNON = `${ROOT}node_modules/autocannon/autocannon.js`;

@@ -9,8 +9,12 @@ export const SCRIPTS: Record<Runtime, string[]> = {
   deno: ["npm", "run", "start:deno", "--silent"],
 };
 
-/** The project's pinned Node (node_modules/.bin, as npm scripts see it), whatever Node is on PATH. */
+/** The project's pinned runtimes (node_modules/.bin, as npm scripts see them), whatever is on PATH. */
 export const NODE = existsSync(`${ROOT}node_modules/.bin/node`) ? `${ROOT}node_modules/.bin/node` : "node";
+export const BUN = existsSync(`${ROOT}node_modules/.bin/bun`) ? `${ROOT}node_modules/.bin/bun` : process.execPath;
+export const DENO = existsSync(`${ROOT}node_modules/.bin/deno`) ? `${ROOT}node_modules/.bin/deno` : "deno";
+/** PATH with the project's binaries first, as `npm run` sets it. */
+export const PROJECT_PATH = `${ROOT}node_modules/.bin:${process.env.PATH ?? ""}`;
 
 /** The Node that serves Node engines in the suites: NODE_BINARY (the version matrix), else the pinned one. */
 export function serverNode(): string {

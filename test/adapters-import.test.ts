@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import { spawnSync } from "bun";
 import { ROOT } from "../harness/process.ts";
-import { NODE } from "../harness/servers.ts";
+import { BUN, DENO, NODE } from "../harness/servers.ts";
 
 /**
  * Importing an adapter only defines: no environment read, no listen, no signal handler, no exit.
@@ -12,8 +12,6 @@ import { NODE } from "../harness/servers.ts";
 const PROBE = `const m = await import("./adapters/RUNTIME.ts");
 console.log(JSON.stringify({ serve: typeof m.serve, sigterm: process.listenerCount("SIGTERM"), sigint: process.listenerCount("SIGINT") }));`;
 
-const BUN = `${ROOT}node_modules/.bin/bun`;
-const DENO = `${ROOT}node_modules/.bin/deno`;
 const COMMANDS = {
   node: (code: string) => [NODE, "--input-type=module", "-e", code],
   bun: (code: string) => [BUN, "-e", code],

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { completeResponses, get } from "../harness/http.ts";
 import { ROOT, ServerProcess } from "../harness/process.ts";
 import { connect } from "../harness/raw_client.ts";
-import { FIXTURE_APP } from "../harness/servers.ts";
+import { FIXTURE_APP, PROJECT_PATH } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
 import { operationalRoutes } from "../src/main/_routes.ts";
 import { DEFAULTS, parseDurationMs } from "../src/policy/config.ts";
@@ -80,7 +80,7 @@ describe("the images' commands as PID 1", () => {
         const command = ["unshare", "--pid", "--fork", "--mount-proc", ...imageCommand(dockerfile), FIXTURE_APP];
         const server = new ServerProcess(command, {
           ...process.env,
-          PATH: `${ROOT}node_modules/.bin:${process.env.PATH}`,
+          PATH: PROJECT_PATH,
           PORT: "0",
           HOST: "127.0.0.1",
           WORKERS: "2",
