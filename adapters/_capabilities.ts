@@ -55,8 +55,8 @@ export const capabilities: Record<Engine, Capabilities> = {
     malformedStatuses: [400, 505],
     headTooLargeStatus: 431,
     unsupported: {
-      keepAliveHint:
-        "Bun.serve sends no Keep-Alive header, and one added to each response from JavaScript cost a fifth of its throughput (measured side by side; docs/runtimes.md#bunserve-sends-no-keep-alive-header): clients are not told the idle timeout on this engine",
+      keepAliveHintOnClose:
+        "a request that says Connection: close gets Keep-Alive: timeout=N too (Bun.serve then closes the connection as asked): leaving it out means reading the request's headers, which costs Bun.serve a fifth of its throughput (docs/runtimes.md#bunserve-sends-no-keep-alive-header)",
       pipelineBehindSlowResponse:
         "Bun.serve closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (docs/runtimes.md#bun-pipelining-bug; BUN_ENGINE=bun-node-http answers them)",
     },
@@ -82,7 +82,7 @@ export const capabilities: Record<Engine, Capabilities> = {
     headTooLargeStatus: 400,
     unsupported: {
       keepAliveHint:
-        "Deno's HTTP server sends no Keep-Alive header, and one added to each response from JavaScript cost about 40% of its throughput (measured side by side; docs/runtimes.md#deno-serve-sends-no-keep-alive-header): clients are not told the idle timeout on this engine",
+        "Deno's HTTP server sends no Keep-Alive header, and a second header on a one-header response (what Hono's c.text() and c.json() answer) takes it off a faster path: a fifth to a half of its throughput, measured side by side (docs/runtimes.md#deno-serve-sends-no-keep-alive-header). Clients are not told the idle timeout on this engine; DENO_ENGINE=deno-node-http tells them",
       unfinishedGetBody:
         "Deno gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (docs/runtimes.md#deno-get-body-on-a-per-connection-server; MAX_CONNECTIONS bounds how many; DENO_ENGINE=deno-node-http closes it at REQUEST_TIMEOUT)",
     },

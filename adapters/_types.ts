@@ -24,7 +24,9 @@ export interface Capabilities {
   /** What the runtime's parser answers to a request head too large for it (the app never sees it). */
   headTooLargeStatus: 431 | 400;
   /** Behaviour the runtime itself breaks and the adapter cannot repair, with the reason. */
-  unsupported: Partial<Record<"pipelineBehindSlowResponse" | "unfinishedGetBody" | "fdExhaustionRecovery" | "keepAliveHint", string>>;
+  unsupported: Partial<
+    Record<"pipelineBehindSlowResponse" | "unfinishedGetBody" | "fdExhaustionRecovery" | "keepAliveHint" | "keepAliveHintOnClose", string>
+  >;
 }
 
 /** What an engine returns once listening; `_serve.ts` makes a `Server` of it. */

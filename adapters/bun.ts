@@ -6,7 +6,7 @@ import type { Logger } from "../src/policy/log.ts";
 import type { FetchHandler, Serve } from "../src/policy/types.ts";
 import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
-import { serveNodeHttp } from "./_node_http.ts";
+import { keepAliveHeader, serveNodeHttp, withKeepAliveHint } from "./_node_http.ts";
 import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
 import { serveWith } from "./_serve.ts";
 import { displayUrl, type Engines, type EngineServer } from "./_types.ts";
@@ -62,6 +62,11 @@ const DRAIN_POLL_MS = 25;
 /** Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work. */
 function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
   const idleSeconds = bunIdleSeconds(config.idleTimeoutMs);
+  // Bun.serve sends no Keep-Alive header of its own and passes the app's through: tell clients the
+  // idle timeout here. Its close comes after IDLE_TIMEOUT, never before the advertised time
+  // (docs/runtimes.md#bunserve-sends-no-keep-alive-header).
+  const keepAlive = keepAliveHeader(config.idleTimeoutMs);
+  let draining = false;
   const disconnects = watchDisconnects();
   const expired = (raw: Request) => {
     const address = server.requestIP(raw);
@@ -83,9 +88,8 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
       response = new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
     } else if (timerOff) rearm(request, raw);
     else if (request !== raw) releaseBody(request);
-    // No Keep-Alive header: adding one to a response from JavaScript costs Bun.serve a fifth of its
-    // throughput (docs/runtimes.md#bunserve-sends-no-keep-alive-header).
-    return response;
+    // Not while draining: Bun closes the connection after the response.
+    return keepAlive === undefined || draining ? response : withKeepAliveHint(response, keepAlive);
   };
   const server = Bun.serve({
     hostname: config.host,
@@ -130,6 +134,7 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
     limit: null,
     inFlight: () => server.pendingRequests,
     drain() {
+      draining = true;
       const stopped = server.stop();
       // stop() waits for a connection that sent part of a head as if it were a request, until
       // SHUTDOWN_TIMEOUT, and Bun.serve shows no connection without a request, so there is none to
