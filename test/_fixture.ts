@@ -74,6 +74,15 @@ export default function fixture({ logger, bodyLimitBytes }: AppContext): Hono {
       await pause(ms, c.req.raw.signal);
       return c.json({ delayedMs: ms });
     })
+    // Holds the event loop for `ms` before it answers, as CPU-bound work on a loaded server does.
+    .get("/busy", (c) => {
+      const ms = intQuery(c, "ms", 0, 5_000, 100);
+      const until = performance.now() + ms;
+      while (performance.now() < until) {
+        // Spinning on purpose: nothing else in this process runs until it ends.
+      }
+      return c.json({ busyMs: ms });
+    })
     // Reads the whole body, so a slow upload meets REQUEST_TIMEOUT; answers its size.
     .post("/echo", async (c) => {
       const body = await readBody(c.req.raw, bodyLimitBytes);
