@@ -82,7 +82,7 @@ export const capabilities: Record<Engine, Capabilities> = {
     headTooLargeStatus: 400,
     unsupported: {
       keepAliveHint:
-        "Deno's HTTP server sends no Keep-Alive header, and a second header on a one-header response (what Hono's c.text() and c.json() answer) takes it off a faster path: a fifth to a half of its throughput, measured side by side (docs/runtimes.md#deno-serve-sends-no-keep-alive-header). Clients are not told the idle timeout on this engine; DENO_ENGINE=deno-node-http tells them",
+        "Deno's HTTP server sends no Keep-Alive header, and one more header costs it 4-5 µs of CPU per response: a fifth to a third of a small response's throughput, measured side by side (docs/runtimes.md#deno-serve-sends-no-keep-alive-header). Clients are not told the idle timeout on this engine; DENO_ENGINE=deno-node-http tells them",
       unfinishedGetBody:
         "Deno gives JavaScript no body for a GET or HEAD, and neither shutdown nor abort of the connection closes it while such a body is unfinished: a GET declaring a body that never arrives holds its connection until the client leaves (docs/runtimes.md#deno-get-body-on-a-per-connection-server; MAX_CONNECTIONS bounds how many; DENO_ENGINE=deno-node-http closes it at REQUEST_TIMEOUT)",
     },
