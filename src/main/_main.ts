@@ -39,8 +39,9 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
     const result = module.configure(env);
     if (!result.ok) problems.push(...result.problems);
     else if (result.config !== null) enabled.push([module, result.config]);
-    if (result.ok && result.config !== null && module.singleProcess && workers.ok && workers.config.WORKERS > 1 && !worker) {
-      problems.push(`WORKERS "${env.WORKERS}" cannot run the ${name} module: ${module.singleProcess}; use WORKERS=1`);
+    const single = result.ok && result.config !== null ? module.singleProcess?.(result.config) : undefined;
+    if (single && workers.ok && workers.config.WORKERS > 1 && !worker) {
+      problems.push(`WORKERS "${env.WORKERS}" cannot run the ${name} module: ${single}; use WORKERS=1`);
     }
   }
   if (!workers.ok) problems.push(...workers.problems);
@@ -75,7 +76,12 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
   } catch (error) {
     exit(EXIT_START, [`Cannot load the app: ${(error as Error).message}`]);
   }
-  const mounted: Mounted[] = enabled.map(([module, moduleConfig]) => module.create(moduleConfig, context));
+  let mounted: Mounted[];
+  try {
+    mounted = await Promise.all(enabled.map(([module, moduleConfig]) => module.create(moduleConfig, context)));
+  } catch (error) {
+    exit(EXIT_START, [(error as Error).message]);
+  }
   // The routes exist before the server: /readyz asks it once serve() has made it.
   let server: Server | undefined;
   const fetch = withRoutes(fetchOf(app), [
@@ -98,7 +104,10 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
   for (const m of mounted) m.listening?.(server.url);
   await siblings?.announce({ pid: process.pid, url: server.url, engine: server.engine });
 
-  const shutdown = (signal: string) => void server.shutdown(signal).then(() => process.exit(0));
+  const shutdown = (signal: string) =>
+    void server.shutdown(signal)
+      .then(() => Promise.all(mounted.map((m) => m.close?.().catch((error: unknown) => logger.error("module_close_failed", { error })))))
+      .then(() => process.exit(0));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
 }

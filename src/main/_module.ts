@@ -8,6 +8,8 @@ export interface Mounted {
   readonly fetch: FetchHandler;
   /** Called once the server listens, with its URL. */
   listening?(url: string): void;
+  /** Called once the server has drained, before the process exits: stop work, release files and sockets. */
+  close?(): Promise<void>;
 }
 
 /**
@@ -17,7 +19,8 @@ export interface Mounted {
 export interface Module<C> {
   /** Validates this module's variables: its configuration, null when they leave it off, or the problems (exit 2). */
   configure(env: Record<string, string | undefined>): ConfigResult<C | null>;
-  create(config: C, context: AppContext): Mounted;
-  /** Why the module cannot run in several processes at once (WORKERS above 1), if it cannot. */
-  readonly singleProcess?: string;
+  /** Makes the module's routes and work; a rejection stops the server at startup (exit 1) with its message. */
+  create(config: C, context: AppContext): Mounted | Promise<Mounted>;
+  /** Why the module, configured so, cannot run in several processes at once (WORKERS above 1), if it cannot. */
+  singleProcess?(config: C): string | undefined;
 }

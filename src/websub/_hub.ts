@@ -15,6 +15,8 @@ export interface Hub {
   readonly url: string;
   /** Resolves with the callback URL once a subscriber has passed verification of intent. */
   readonly verified: Promise<string>;
+  /** Every subscription request the hub received, in order. */
+  readonly requests: readonly URLSearchParams[];
   /** Opens `connections` keep-alive connections to the verified callback and posts one signed delivery on each. */
   deliver(connections: number, body?: string): Promise<HeldConnections>;
   /** Closes the hub's own server and every connection it opened. */
@@ -27,6 +29,7 @@ const TOPIC = "https://example.com/feed";
 export async function startHub(options: { secret?: string; leaseSeconds?: number } = {}): Promise<Hub> {
   const { secret, leaseSeconds = 3_600 } = options;
   const sockets = new Set<Socket>();
+  const requests: URLSearchParams[] = [];
   let callback: string | undefined;
   let onVerified: (url: string) => void = () => {};
   const verified = new Promise<string>((resolve) => (onVerified = resolve));
@@ -35,6 +38,7 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const form = new URLSearchParams(Buffer.concat(chunks).toString());
+    requests.push(form);
     const mode = form.get("hub.mode");
     const target = form.get("hub.callback");
     if (req.method !== "POST" || mode !== "subscribe" || !target || form.get("hub.topic") !== TOPIC) {
@@ -66,6 +70,7 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
   return {
     url: `http://127.0.0.1:${port}/`,
     verified,
+    requests,
     async deliver(connections, body = JSON.stringify({ items: [{ title: "Hello World" }] })) {
       if (!callback) throw new Error("No subscriber has been verified yet");
       const target = new URL(callback);

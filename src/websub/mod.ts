@@ -1,72 +1,83 @@
 /**
- * The WebSub subscriber as an optional module: off unless WEBSUB_HUB and WEBSUB_TOPIC are set;
- * then it mounts the callback at /websub/:id, counts deliveries on /metrics, and asks the hub for
- * the subscription once the server listens. To remove it, delete this folder and its line in
- * src/main/modules.ts.
+ * The WebSub subscriber as an optional module: off unless WEBSUB_TOPIC is set; then it mounts the
+ * callback at /websub/:id, counts deliveries and subscriptions on /metrics, and once the server
+ * listens keeps the configured topics subscribed (src/websub/subscriber.ts), with subscriptions in
+ * WEBSUB_STORE. To remove it, delete this folder, its line in src/main/modules.ts and the `websub`
+ * script in package.json (docs/websub.md).
  */
 import { Hono } from "hono";
 import * as v from "valibot";
 import type { Module } from "../main/_module.ts";
-import { fromParser, parseDurationMs, readEnv } from "../policy/config.ts";
+import { type ConfigResult, fromParser, parseDurationMs, readEnv } from "../policy/config.ts";
 import { jsonErrors } from "../policy/errors.ts";
-import type { Logger } from "../policy/log.ts";
 import { type CountedEvent, countEvents } from "../policy/telemetry.ts";
 import { handleContent } from "./content.ts";
-import { memoryStore, requestSubscription, type SubscriptionStore, websubRoutes } from "./websub.ts";
+import { openStore, parseStoreSpec, type StoreSpec } from "./store/open.ts";
+import type { SubscriptionStore } from "./store/types.ts";
+import { startSubscriber, type Subscriber } from "./subscriber.ts";
+import { websubRoutes } from "./websub.ts";
+
+const isHttpUrl = (value: string) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol);
 
 const HttpUrl = v.optional(
-  v.pipe(
-    v.string(),
-    v.check(
-      (value) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol),
-      (issue) => `"${issue.input}" is not an http(s) URL`,
-    ),
-  ),
+  v.pipe(v.string(), v.check(isHttpUrl, (issue) => `"${issue.input}" is not an http(s) URL`)),
 );
+
+/** WEBSUB_TOPIC: one or more http(s) URLs, separated by commas or white space. */
+export function parseTopics(value: string): string[] {
+  const topics = [...new Set(value.split(/[\s,]+/).filter((t) => t !== ""))];
+  const bad = topics.find((t) => !isHttpUrl(t));
+  if (bad !== undefined) throw new Error(`"${bad}" is not an http(s) URL: give one or more topic URLs, separated by commas`);
+  if (topics.length === 0) throw new Error(`"${value}" names no topic: give one or more topic URLs, separated by commas`);
+  return topics;
+}
 
 /** The variables the WebSub module reads. */
-export const WebSubEnvSchema = v.pipe(
-  v.object({
-    WEBSUB_HUB: HttpUrl,
-    WEBSUB_TOPIC: HttpUrl,
-    WEBSUB_SECRET: v.optional(
-      v.pipe(
-        v.string(),
-        v.check(
-          (value) => new TextEncoder().encode(value).byteLength < 200,
-          (issue) => `"${issue.input}" is too long: a hub secret must be under 200 bytes (WebSub 5.1)`,
-        ),
+export const WebSubEnvSchema = v.object({
+  /** The topics to subscribe to; the module is off without it. */
+  WEBSUB_TOPIC: v.optional(v.pipe(v.string(), fromParser(parseTopics))),
+  /** A hub to use instead of the one each topic advertises. */
+  WEBSUB_HUB: HttpUrl,
+  // Never quoted in a message: it is a secret.
+  WEBSUB_SECRET: v.optional(
+    v.pipe(
+      v.string(),
+      v.check((value) => value.trim() !== "", "is only white space: set a secret of 1 to 199 bytes, or leave it unset"),
+      v.check(
+        (value) => new TextEncoder().encode(value).byteLength < 200,
+        (issue) =>
+          `is ${new TextEncoder().encode(issue.input as string).byteLength} bytes long: a hub secret must be under 200 bytes (WebSub 5.1)`,
       ),
     ),
-    WEBSUB_LEASE: v.optional(v.pipe(v.string(), fromParser(parseDurationMs))),
-    WEBSUB_CALLBACK_URL: HttpUrl,
-  }),
-  v.forward(
-    v.check(
-      (env) => (env.WEBSUB_HUB === undefined) === (env.WEBSUB_TOPIC === undefined),
-      (issue) => {
-        const env = issue.input as { WEBSUB_HUB?: string; WEBSUB_TOPIC?: string };
-        return env.WEBSUB_HUB
-          ? `"" is missing: WEBSUB_HUB "${env.WEBSUB_HUB}" needs a topic to subscribe to`
-          : `"${env.WEBSUB_TOPIC}" has no hub: set WEBSUB_HUB too`;
-      },
-    ),
-    ["WEBSUB_TOPIC"],
   ),
-);
+  WEBSUB_LEASE: v.optional(v.pipe(v.string(), fromParser(parseDurationMs))),
+  WEBSUB_CALLBACK_URL: v.optional(
+    v.pipe(
+      v.string(),
+      v.check(isHttpUrl, (issue) => `"${issue.input}" is not an http(s) URL`),
+      v.check(
+        (value) => !isHttpUrl(value) || (new URL(value).search === "" && new URL(value).hash === "" && !/[?#]/.test(value)),
+        (issue) => `"${issue.input}" has a query or a fragment: give the base URL the hub can reach, e.g. https://example.com/hooks`,
+      ),
+    ),
+  ),
+  WEBSUB_STORE: v.optional(v.pipe(v.string(), fromParser(parseStoreSpec)), "data/websub.sqlite"),
+});
 
-/** What the subscriber asks a hub for at startup (W3C WebSub 5.1). */
+/** What the subscriber asks hubs for, once the server listens (W3C WebSub 5.1). */
 export interface WebSubConfig {
-  /** The hub's URL, where the subscription request is POSTed. */
-  readonly hub: string;
-  /** The topic URL to subscribe to. */
-  readonly topic: string;
+  /** The topic URLs to subscribe to. */
+  readonly topics: readonly string[];
+  /** A hub to use instead of discovering one from each topic. */
+  readonly hub?: string;
   /** Shared secret for `X-Hub-Signature`; content without a valid signature is dropped. */
   readonly secret?: string;
   /** The lease to ask for, in seconds; the hub decides. */
   readonly leaseSeconds?: number;
   /** Base URL the hub can reach this server at; defaults to the listening URL. */
   readonly callbackUrl?: string;
+  /** Where subscriptions are kept. */
+  readonly store: StoreSpec;
 }
 
 const DELIVERIES = "websub_deliveries_total";
@@ -80,52 +91,90 @@ export const WEBSUB_EVENTS: Record<string, CountedEvent> = {
   websub_too_large: [DELIVERIES, DELIVERIES_HELP, { result: "too_large" }],
 };
 
-/** Reads WEBSUB_*: null when neither hub nor topic is set. */
-export function loadWebSubConfig(env: Record<string, string | undefined>) {
+const SUBSCRIPTIONS = "websub_subscriptions";
+const STATES = ["pending", "active", "unsubscribing", "denied", "failed", "expired"] as const;
+
+/** Reads WEBSUB_*: null when no topic is set. */
+export function loadWebSubConfig(env: Record<string, string | undefined>): ConfigResult<WebSubConfig | null> {
+  // readEnv takes a value of only white space for unset; a secret like that is a mistake, not "no secret".
+  const secret = env.WEBSUB_SECRET;
+  if (secret !== undefined && secret !== "" && secret.trim() === "") {
+    return { ok: false, problems: ["WEBSUB_SECRET is only white space: set a secret of 1 to 199 bytes, or leave it unset"] };
+  }
   const result = readEnv(WebSubEnvSchema, env);
   if (!result.ok) return result;
   const out = result.config;
-  const config: WebSubConfig | null = out.WEBSUB_HUB && out.WEBSUB_TOPIC
-    ? {
+  if (out.WEBSUB_TOPIC === undefined) {
+    const stray = (["WEBSUB_HUB", "WEBSUB_SECRET", "WEBSUB_LEASE", "WEBSUB_CALLBACK_URL", "WEBSUB_STORE"] as const)
+      .find((k) => env[k] !== undefined && env[k]!.trim() !== "");
+    if (stray === undefined) return { ok: true, config: null };
+    return { ok: false, problems: [`WEBSUB_TOPIC "" is missing: ${stray} is set, and there is nothing to subscribe to`] };
+  }
+  return {
+    ok: true,
+    config: {
+      topics: out.WEBSUB_TOPIC,
       hub: out.WEBSUB_HUB,
-      topic: out.WEBSUB_TOPIC,
       secret: out.WEBSUB_SECRET,
       leaseSeconds: out.WEBSUB_LEASE === undefined ? undefined : Math.ceil(out.WEBSUB_LEASE / 1_000),
       callbackUrl: out.WEBSUB_CALLBACK_URL,
-    }
-    : null;
-  return { ok: true as const, config };
+      store: out.WEBSUB_STORE,
+    },
+  };
 }
 
 export const websub: Module<WebSubConfig> = {
   configure: loadWebSubConfig,
-  singleProcess: "its subscriptions live in one process's memory, and a hub's verification would reach any worker",
-  create(config, context) {
+  singleProcess: (config) =>
+    config.store.kind === "memory"
+      ? "WEBSUB_STORE=memory keeps subscriptions in one process, and a hub's verification may reach any worker: use the default SQLite store or Redis"
+      : undefined,
+  async create(config, context) {
     const logger = countEvents(context.logger, context.registry, WEBSUB_EVENTS);
-    const store = memoryStore();
+    let store: SubscriptionStore;
+    try {
+      store = await openStore(config.store);
+    } catch (error) {
+      throw new Error(`WEBSUB_STORE ${describe(config.store)} cannot be opened: ${(error as Error).message}`);
+    }
+    let subscriber: Subscriber | undefined;
+    // Only the process doing the subscriber's work reports the subscriptions: one series per state for the whole server.
+    context.registry.collect(SUBSCRIPTIONS, "WebSub subscriptions by state.", "gauge", () => {
+      const seen = subscriber?.snapshot();
+      if (seen === undefined) return [];
+      return STATES.map((state) => ({ labels: { state }, value: seen.filter((s) => s.state === state).length }));
+    });
     const routes = websubRoutes({
       store,
       logger,
       maxBodyBytes: context.bodyLimitBytes,
       onDelivery: (delivery) => handleContent(delivery, logger),
+      onChange: () => subscriber?.wake(),
     });
     const app = jsonErrors(new Hono(), logger).route("/websub", routes);
     return {
       prefix: "/websub/",
       fetch: app.fetch,
-      listening: (url) => void subscribe(config, url, store, logger),
+      listening(url) {
+        logger.info("websub_started", { topics: config.topics, hub: config.hub ?? null, store: store.description });
+        subscriber = startSubscriber({
+          store,
+          logger,
+          topics: config.topics,
+          hub: config.hub,
+          secret: config.secret,
+          leaseSeconds: config.leaseSeconds,
+          callbackBase: config.callbackUrl ?? url,
+        });
+      },
+      async close() {
+        await subscriber?.stop();
+        await store.close();
+      },
     };
   },
 };
 
-/** Asks the configured hub for the subscription, with a fresh, unguessable callback id. */
-async function subscribe(websub: WebSubConfig, serverUrl: string, store: SubscriptionStore, logger: Logger): Promise<void> {
-  const id = crypto.randomUUID();
-  const callbackUrl = `${(websub.callbackUrl ?? serverUrl).replace(/\/$/, "")}/websub/${id}`;
-  try {
-    const { status } = await requestSubscription({ ...websub, store, id, callbackUrl });
-    logger.info("websub_subscribe_requested", { hub: websub.hub, topic: websub.topic, callbackUrl, status });
-  } catch (error) {
-    logger.error("websub_subscribe_failed", { hub: websub.hub, topic: websub.topic, error });
-  }
+function describe(spec: StoreSpec): string {
+  return spec.kind === "memory" ? '"memory"' : spec.kind === "sqlite" ? `"${spec.path}"` : `"${spec.description}"`;
 }

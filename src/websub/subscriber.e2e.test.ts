@@ -1,4 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fetchOnce, metric } from "../../harness/http.ts";
 import { startServer } from "../../harness/servers.ts";
 import { using, within } from "../../harness/wait.ts";
@@ -17,7 +20,15 @@ for (const engine of ["node-http", "bun-serve", "deno-per-connection"] as const 
         using(async (defer) => {
           const hub = await startHub({ secret: SECRET });
           defer(() => hub.close());
-          const server = await startServer(engine, { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET });
+          const dir = mkdtempSync(join(tmpdir(), "websub-e2e-"));
+          defer(() => rmSync(dir, { recursive: true, force: true }));
+          const store = join(dir, "websub.sqlite");
+          const server = await startServer(engine, {
+            WEBSUB_HUB: hub.url,
+            WEBSUB_TOPIC: HUB_TOPIC,
+            WEBSUB_SECRET: SECRET,
+            WEBSUB_STORE: store,
+          });
           defer(() => server.kill());
           const callback = await within(hub.verified, 5_000, "verification of intent");
           expect(callback).toStartWith(`${server.url}/websub/`);

@@ -1,21 +1,28 @@
 import { describe, expect, test } from "bun:test";
 import { Hono } from "hono";
 import { createLogger } from "../policy/log.ts";
-import { loadWebSubConfig } from "./mod.ts";
-import { memoryStore, requestSubscription, signBody, verifySignature, websubRoutes } from "./websub.ts";
-import type { Delivery, HashAlgorithm, Subscription, SubscriptionStore } from "./websub.ts";
+import { loadWebSubConfig, parseTopics } from "./mod.ts";
+import { memoryStore } from "./store/types.ts";
+import { callbackUrlOf } from "./subscriber.ts";
+import { signBody, verifySignature, websubRoutes } from "./websub.ts";
+import type { Delivery, HashAlgorithm, Subscription } from "./websub.ts";
 
 const encoder = new TextEncoder();
 const NOW = 1_700_000_000_000;
 const TOPIC = "https://publisher.example/feed";
 const HUB = "https://hub.example/";
+const BASE = "https://me.example";
+const TEST_MS = 5_000;
 
-function setup(options: { maxBodyBytes?: number; onDelivery?: (d: Delivery) => void | Promise<void> } = {}) {
+function setup(
+  options: { maxBodyBytes?: number; onDelivery?: (d: Delivery) => void | Promise<void>; random?: () => number } = {},
+) {
   const lines: Array<Record<string, unknown>> = [];
   const logger = createLogger((line) => lines.push(JSON.parse(line)));
-  const store = memoryStore();
   const clock = { now: NOW };
+  const store = memoryStore(() => clock.now);
   const deliveries: Delivery[] = [];
+  const changes = { count: 0 };
   const app = new Hono();
   app.route(
     "/websub",
@@ -24,16 +31,36 @@ function setup(options: { maxBodyBytes?: number; onDelivery?: (d: Delivery) => v
       logger,
       maxBodyBytes: options.maxBodyBytes ?? 1024,
       onDelivery: options.onDelivery ?? ((d) => void deliveries.push(d)),
+      onChange: () => void changes.count++,
       now: () => clock.now,
+      random: options.random ?? (() => 0.5),
     }),
   );
-  const put = (s: Partial<Subscription> & { id: string }) => store.put({ hub: HUB, topic: TOPIC, state: "active", ...s });
-  return { app, store, clock, deliveries, lines, put, named: (event: string) => lines.filter((l) => l.event === event) };
+  /** Stores a subscription: by default an active one, verified before, with no request pending. */
+  const put = (s: Partial<Subscription> & { id: string }) =>
+    store.put({
+      source: TOPIC,
+      origin: "config",
+      hub: HUB,
+      topic: TOPIC,
+      callbackUrl: callbackUrlOf(BASE, s.id),
+      state: "active",
+      updatedAtMs: NOW - 1_000,
+      ...s,
+    });
+  return { app, store, clock, deliveries, lines, changes, put, named: (event: string) => lines.filter((l) => l.event === event) };
 }
 
 function verify(id: string, params: Record<string, string>) {
   return `/websub/${id}?${new URLSearchParams(params)}`;
 }
+
+const subscribe = (challenge: string, extra: Record<string, string> = {}) => ({
+  "hub.mode": "subscribe",
+  "hub.topic": TOPIC,
+  "hub.challenge": challenge,
+  ...extra,
+});
 
 // onDelivery runs from setTimeout(…, 0); two macrotask turns let an async consumer settle.
 const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
@@ -93,99 +120,258 @@ describe("verifySignature", () => {
 });
 
 describe("verification of intent", () => {
-  test("a pending subscribe is confirmed by echoing the challenge, and becomes active with its lease", async () => {
-    const { app, store, put, named } = setup();
-    await put({ id: "a", state: "pending" });
-    const res = await app.request(
-      verify("a", { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c-123", "hub.lease_seconds": "600" }),
-    );
+  test("a subscribe we requested is confirmed by echoing the challenge: active, with its lease and a renewal time", async () => {
+    const { app, store, put, named, changes } = setup();
+    await put({ id: "a", state: "pending", pending: "subscribe", nextAttemptAtMs: NOW + 300_000, failures: 2 });
+    const res = await app.request(verify("a", subscribe("c-123", { "hub.lease_seconds": "600" })));
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toStartWith("text/plain");
+    expect(res.headers.get("x-content-type-options")).toBe("nosniff");
     expect(await res.text()).toBe("c-123");
-    expect(await store.get("a")).toMatchObject({ state: "active", leaseSeconds: 600, expiresAtMs: NOW + 600_000 });
-    expect(named("websub_verified")).toMatchObject([{ id: "a", mode: "subscribe", topic: TOPIC, leaseSeconds: 600 }]);
-  });
+    const sub = await store.get("a");
+    // random 0.5: 80% of the way through the 600 s lease.
+    expect(sub).toMatchObject({
+      state: "active",
+      leaseSeconds: 600,
+      expiresAtMs: NOW + 600_000,
+      nextAttemptAtMs: NOW + 480_000,
+      failures: 0,
+      updatedAtMs: NOW,
+    });
+    expect(sub?.pending).toBeUndefined();
+    expect(named("websub_verified")).toMatchObject([
+      { level: "info", id: "a", topic: TOPIC, hub: HUB, leaseSeconds: 600, renewAtMs: NOW + 480_000 },
+    ]);
+    expect(named("websub_renewed")).toEqual([]);
+    expect(changes.count).toBe(1);
+  }, TEST_MS);
 
-  test("a renewal of an active subscription is confirmed; no lease_seconds means no expiry", async () => {
-    const { app, store, put } = setup();
-    await put({ id: "a", leaseSeconds: 10, expiresAtMs: NOW + 10_000 });
-    const res = await app.request(verify("a", { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "again" }));
+  test("the renewal time is 75% to 85% of the way through the lease, spread by options.random", async () => {
+    for (const [random, expected] of [[0, 750_000], [0.999_99, 849_999], [0.25, 775_000]] as const) {
+      const { app, store, put } = setup({ random: () => random });
+      await put({ id: "a", state: "pending", pending: "subscribe" });
+      expect((await app.request(verify("a", subscribe("c", { "hub.lease_seconds": "1000" })))).status).toBe(200);
+      const sub = await store.get("a");
+      expect(sub?.nextAttemptAtMs).toBe(NOW + expected);
+      expect(sub!.nextAttemptAtMs!).toBeGreaterThanOrEqual(NOW + 750_000);
+      expect(sub!.nextAttemptAtMs!).toBeLessThanOrEqual(NOW + 850_000);
+    }
+  }, TEST_MS);
+
+  test("a renewal we requested is confirmed and logs websub_renewed; no lease_seconds means no expiry and no renewal", async () => {
+    const { app, store, put, named, changes, clock } = setup();
+    await put({
+      id: "a",
+      state: "active",
+      pending: "subscribe",
+      leaseSeconds: 10,
+      expiresAtMs: NOW + 2_000,
+      nextAttemptAtMs: NOW + 60_000,
+    });
+    clock.now = NOW + 1_000;
+    const res = await app.request(verify("a", subscribe("again", { "hub.lease_seconds": "100" })));
+    expect(res.status).toBe(200);
     expect(await res.text()).toBe("again");
+    expect(await store.get("a")).toMatchObject({
+      state: "active",
+      leaseSeconds: 100,
+      expiresAtMs: NOW + 1_000 + 100_000,
+      nextAttemptAtMs: NOW + 1_000 + 80_000,
+    });
+    expect(named("websub_renewed")).toMatchObject([{ id: "a", leaseSeconds: 100, renewAtMs: NOW + 81_000 }]);
+    expect(named("websub_verified")).toEqual([]);
+    expect(changes.count).toBe(1);
+
+    // Another renewal, confirmed without lease_seconds: no expiry known, so nothing to renew.
+    await put({ ...(await store.get("a"))!, pending: "subscribe" });
+    expect(await (await app.request(verify("a", subscribe("third")))).text()).toBe("third");
     const sub = await store.get("a");
     expect(sub?.state).toBe("active");
     expect(sub?.expiresAtMs).toBeUndefined();
     expect(sub?.leaseSeconds).toBeUndefined();
-  });
+    expect(sub?.nextAttemptAtMs).toBeUndefined();
+    expect(named("websub_renewed")).toHaveLength(2);
+  }, TEST_MS);
+
+  test(
+    "a subscribe verification for an active subscription with no renewal requested is 404 not_requested, and changes nothing",
+    async () => {
+      const { app, store, put, named, changes } = setup();
+      const before: Partial<Subscription> & { id: string } = {
+        id: "a",
+        state: "active",
+        leaseSeconds: 600,
+        expiresAtMs: NOW + 600_000,
+        nextAttemptAtMs: NOW + 480_000,
+      };
+      await put(before);
+      const stored = await store.get("a");
+      const res = await app.request(verify("a", subscribe("c", { "hub.lease_seconds": "999999" })));
+      expect(res.status).toBe(404);
+      expect(await res.json()).toMatchObject({ error: "verification_refused" });
+      expect(await store.get("a")).toEqual(stored);
+      expect(named("websub_verification_refused")).toMatchObject([{ id: "a", mode: "subscribe", reason: "not_requested" }]);
+      expect(named("websub_renewed")).toEqual([]);
+      expect(changes.count).toBe(0);
+    },
+    TEST_MS,
+  );
+
+  test("a verification is confirmed once: replaying it is 404 not_requested", async () => {
+    const { app, store, put, named } = setup();
+    await put({ id: "a", state: "pending", pending: "subscribe" });
+    const url = verify("a", subscribe("once", { "hub.lease_seconds": "600" }));
+    expect((await app.request(url)).status).toBe(200);
+    const after = await store.get("a");
+    expect((await app.request(url)).status).toBe(404);
+    expect(await store.get("a")).toEqual(after);
+    expect(named("websub_verification_refused")).toMatchObject([{ id: "a", reason: "not_requested" }]);
+  }, TEST_MS);
+
+  test("a subscribe verification for a subscription we let go (expired, failed, denied, no request) is refused", async () => {
+    for (const state of ["expired", "failed", "denied", "pending"] as const) {
+      const { app, store, put, named } = setup();
+      await put({ id: "a", state });
+      expect((await app.request(verify("a", subscribe("c", { "hub.lease_seconds": "60" })))).status).toBe(404);
+      expect((await store.get("a"))?.state).toBe(state);
+      expect(named("websub_verification_refused")).toMatchObject([{ reason: "not_requested" }]);
+    }
+  }, TEST_MS);
 
   const refusals: Array<[string, Partial<Subscription> | undefined, Record<string, string>, string]> = [
-    ["an unknown id", undefined, { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c" }, "unknown_subscription"],
+    ["an unknown id", undefined, subscribe("c"), "unknown_subscription"],
     [
       "a wrong topic",
-      { state: "pending" },
+      { state: "pending", pending: "subscribe" },
       { "hub.mode": "subscribe", "hub.topic": "https://evil.example/", "hub.challenge": "c" },
       "topic_mismatch",
     ],
+    ["a missing topic", { state: "pending", pending: "subscribe" }, { "hub.mode": "subscribe", "hub.challenge": "c" }, "topic_mismatch"],
+    ["a subscribe when an unsubscribe is pending", { state: "unsubscribing", pending: "unsubscribe" }, subscribe("c"), "not_requested"],
     [
-      "an unsolicited subscribe",
-      { state: "denied" },
-      { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c" },
+      "an unsubscribe when a subscribe is pending",
+      { state: "pending", pending: "subscribe" },
+      { "hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "c" },
       "not_requested",
     ],
-    ["a missing challenge", { state: "pending" }, { "hub.mode": "subscribe", "hub.topic": TOPIC }, "missing_challenge"],
-    ["an unknown mode", { state: "pending" }, { "hub.mode": "resubscribe", "hub.topic": TOPIC, "hub.challenge": "c" }, "unknown_mode"],
     [
       "an unsubscribe we did not ask for",
       { state: "active" },
       { "hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "c" },
       "not_requested",
     ],
-    ["a malformed lease", { state: "pending" }, {
-      "hub.mode": "subscribe",
-      "hub.topic": TOPIC,
-      "hub.challenge": "c",
-      "hub.lease_seconds": "-5",
-    }, "invalid_lease_seconds"],
+    [
+      "an unsubscribe whose request failed (unsubscribing, nothing pending)",
+      { state: "unsubscribing", unsubscribe: true },
+      { "hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "c" },
+      "not_requested",
+    ],
+    [
+      "a missing challenge",
+      { state: "pending", pending: "subscribe" },
+      { "hub.mode": "subscribe", "hub.topic": TOPIC },
+      "missing_challenge",
+    ],
+    ["an empty challenge", { state: "pending", pending: "subscribe" }, subscribe(""), "missing_challenge"],
+    [
+      "an unknown mode",
+      { state: "pending", pending: "subscribe" },
+      { "hub.mode": "resubscribe", "hub.topic": TOPIC, "hub.challenge": "c" },
+      "unknown_mode",
+    ],
+    ["no mode", { state: "pending", pending: "subscribe" }, { "hub.topic": TOPIC, "hub.challenge": "c" }, "unknown_mode"],
+    ...["-5", "1.5", "abc", "", "12345678901"].map((lease): [string, Partial<Subscription>, Record<string, string>, string] => [
+      `a malformed lease ${JSON.stringify(lease)}`,
+      { state: "pending", pending: "subscribe" },
+      subscribe("c", { "hub.lease_seconds": lease }),
+      "invalid_lease_seconds",
+    ]),
   ];
   for (const [name, existing, params, reason] of refusals) {
-    test(`${name} is refused with 404`, async () => {
-      const { app, store, put, named } = setup();
+    test(`${name} is refused with 404 (${reason})`, async () => {
+      const { app, store, put, named, changes } = setup();
       if (existing) await put({ id: "a", ...existing });
+      const before = await store.get("a");
       const res = await app.request(verify("a", params));
       expect(res.status).toBe(404);
       const body = (await res.json()) as { error: string; message: string };
       expect(body.error).toBe("verification_refused");
-      expect(body.message).not.toContain("c-");
+      expect(body.message).toContain(reason);
       expect(named("websub_verification_refused")).toMatchObject([{ id: "a", reason }]);
-      if (existing) expect((await store.get("a"))?.state).toBe(existing.state!);
-    });
+      // Refused means untouched: the pending request may still be confirmed by the right verification.
+      expect(await store.get("a")).toEqual(before);
+      expect(changes.count).toBe(0);
+    }, TEST_MS);
   }
 
-  test("an unsubscribe we asked for is confirmed and the subscription deleted", async () => {
-    const { app, store, put, named } = setup();
-    await put({ id: "a", state: "unsubscribing" });
+  test("an unsubscribe we requested is confirmed and the subscription deleted", async () => {
+    const { app, store, put, named, changes } = setup();
+    await put({ id: "a", state: "unsubscribing", unsubscribe: true, pending: "unsubscribe", secret: "s3cret" });
     const res = await app.request(verify("a", { "hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "bye" }));
     expect(res.status).toBe(200);
     expect(await res.text()).toBe("bye");
     expect(await store.get("a")).toBeUndefined();
-    expect(named("websub_verified")).toMatchObject([{ id: "a", mode: "unsubscribe" }]);
-  });
+    expect(named("websub_unsubscribed")).toMatchObject([{ level: "info", id: "a", topic: TOPIC, hub: HUB }]);
+    expect(JSON.stringify(named("websub_unsubscribed"))).not.toContain("s3cret");
+    expect(changes.count).toBe(1);
+    // Once deleted, a second one has nothing to confirm.
+    expect((await app.request(verify("a", { "hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "bye" }))).status).toBe(404);
+  }, TEST_MS);
 
-  test("a denial marks the subscription denied and logs the reason", async () => {
-    const { app, store, put, named } = setup();
-    await put({ id: "a", state: "pending" });
-    const res = await app.request(verify("a", { "hub.mode": "denied", "hub.topic": TOPIC, "hub.reason": "topic not allowed" }));
+  test("a denial of a subscription being unsubscribed ends it: deleted, and the denial logged", async () => {
+    const { app, store, put, named, changes } = setup();
+    await put({ id: "a", state: "unsubscribing", unsubscribe: true, pending: "unsubscribe", nextAttemptAtMs: NOW + 300_000 });
+    const res = await app.request(verify("a", { "hub.mode": "denied", "hub.topic": TOPIC, "hub.reason": "gone" }));
     expect(res.status).toBe(200);
-    expect((await store.get("a"))?.state).toBe("denied");
-    expect(named("websub_denied")).toMatchObject([{ id: "a", reason: "topic not allowed" }]);
-  });
+    expect(await store.get("a")).toBeUndefined();
+    expect(named("websub_denied")).toMatchObject([{ level: "error", id: "a", reason: "gone" }]);
+    expect(changes.count).toBe(1);
+  }, TEST_MS);
 
-  test("a denial for another topic is refused", async () => {
-    const { app, store, put } = setup();
+  test("a denial is taken at any time: pending, or active (long after verification, or while renewing)", async () => {
+    const cases: Array<Partial<Subscription>> = [
+      { state: "pending", pending: "subscribe", nextAttemptAtMs: NOW + 300_000 },
+      { state: "active", leaseSeconds: 600, expiresAtMs: NOW + 600_000, nextAttemptAtMs: NOW + 480_000 },
+      { state: "active", pending: "subscribe", leaseSeconds: 600, expiresAtMs: NOW + 600_000, nextAttemptAtMs: NOW + 300_000 },
+    ];
+    for (const existing of cases) {
+      const { app, store, put, named, changes } = setup();
+      await put({ id: "a", ...existing });
+      const res = await app.request(verify("a", { "hub.mode": "denied", "hub.topic": TOPIC, "hub.reason": "topic not allowed" }));
+      expect(res.status).toBe(200);
+      const sub = await store.get("a");
+      expect(sub).toMatchObject({ state: "denied", updatedAtMs: NOW });
+      expect(sub?.pending).toBeUndefined();
+      expect(sub?.nextAttemptAtMs).toBeUndefined();
+      expect(named("websub_denied")).toMatchObject([{ level: "error", id: "a", topic: TOPIC, hub: HUB, reason: "topic not allowed" }]);
+      expect(changes.count).toBe(1);
+      // Denied: content is refused from now on, and a late subscribe verification confirms nothing.
+      expect((await app.request(new Request("http://localhost/websub/a", { method: "POST", body: "x" }))).status).toBe(410);
+      expect((await app.request(verify("a", subscribe("late", { "hub.lease_seconds": "60" })))).status).toBe(404);
+    }
+  }, TEST_MS);
+
+  test("a denial without a reason logs reason null", async () => {
+    const { app, put, named } = setup();
+    await put({ id: "a", state: "pending", pending: "subscribe" });
+    expect((await app.request(verify("a", { "hub.mode": "denied", "hub.topic": TOPIC }))).status).toBe(200);
+    expect(named("websub_denied")).toMatchObject([{ id: "a", reason: null }]);
+  }, TEST_MS);
+
+  test("a denial for another topic, or for an unknown id, is refused", async () => {
+    const { app, store, put, named, changes } = setup();
     await put({ id: "a", state: "active" });
     const res = await app.request(verify("a", { "hub.mode": "denied", "hub.topic": "https://other.example/" }));
     expect(res.status).toBe(404);
     expect((await store.get("a"))?.state).toBe("active");
-  });
+    expect((await app.request(verify("zz", { "hub.mode": "denied", "hub.topic": TOPIC }))).status).toBe(404);
+    expect(named("websub_verification_refused")).toMatchObject([
+      { id: "a", mode: "denied", reason: "topic_mismatch" },
+      { id: "zz", mode: "denied", reason: "unknown_subscription" },
+    ]);
+    expect(named("websub_denied")).toEqual([]);
+    expect(changes.count).toBe(0);
+  }, TEST_MS);
 });
 
 describe("content distribution", () => {
@@ -207,7 +393,7 @@ describe("content distribution", () => {
     expect(deliveries[0]!.receivedAtMs).toBe(NOW);
     expect(deliveries[0]!.subscription.id).toBe("a");
     expect(named("websub_delivery")).toMatchObject([{ id: "a", bytes: 7 }]);
-  });
+  }, TEST_MS);
 
   test("signed content with a valid signature is delivered", async () => {
     const { app, put, deliveries } = setup();
@@ -217,24 +403,58 @@ describe("content distribution", () => {
     expect(res.status).toBe(202);
     await settle();
     expect(deliveries).toHaveLength(1);
-  });
+  }, TEST_MS);
 
-  test("a bad or missing signature is acknowledged with 2xx but dropped, with a warning", async () => {
+  test("with a secret, content without X-Hub-Signature is 401 signature_required and not delivered (websub.rocks 302)", async () => {
+    const { app, put, deliveries, named } = setup();
+    await put({ id: "a", secret: "s3cret" });
+    const res = await app.request(post(encoder.encode("<entry/>"), { "content-type": "application/atom+xml" }));
+    expect(res.status).toBe(401);
+    expect(res.headers.get("content-type")).toStartWith("application/json");
+    const body = (await res.json()) as { error: string; message: string };
+    expect(body.error).toBe("signature_required");
+    expect(body.message).toContain("X-Hub-Signature");
+    expect(JSON.stringify(body)).not.toContain("s3cret");
+    await settle();
+    expect(deliveries).toHaveLength(0);
+    expect(named("websub_signature_rejected")).toMatchObject([{ level: "warn", id: "a", check: "missing" }]);
+    expect(named("websub_delivery")).toEqual([]);
+  }, TEST_MS);
+
+  test("a mismatching, malformed or unsupported signature is acknowledged 202 (WebSub §8) but dropped, with a warning", async () => {
     const { app, put, deliveries, named } = setup();
     await put({ id: "a", secret: "s3cret" });
     const body = encoder.encode("<entry/>");
-    const bad = await app.request(post(body, { "x-hub-signature": await signBody(body, "wrong") }));
-    const missing = await app.request(post(body));
-    for (const res of [bad, missing]) {
+    const headers = [
+      await signBody(body, "wrong"),
+      await signBody(encoder.encode("<other/>"), "s3cret"),
+      "sha256=abc",
+      `md5=${"0".repeat(32)}`,
+    ];
+    for (const signature of headers) {
+      const res = await app.request(post(body, { "x-hub-signature": signature }));
       expect(res.status).toBe(202);
       expect(await res.json()).toEqual({ status: "accepted" });
     }
     await settle();
     expect(deliveries).toHaveLength(0);
-    const warned = named("websub_signature_rejected");
-    expect(warned).toMatchObject([{ level: "warn", id: "a", check: "mismatch" }, { level: "warn", id: "a", check: "missing" }]);
+    expect(named("websub_signature_rejected")).toMatchObject([
+      { level: "warn", id: "a", check: "mismatch" },
+      { level: "warn", id: "a", check: "mismatch" },
+      { level: "warn", id: "a", check: "malformed" },
+      { level: "warn", id: "a", check: "unsupported" },
+    ]);
+    expect(JSON.stringify(named("websub_signature_rejected"))).not.toContain("s3cret");
     expect(named("websub_delivery")).toEqual([]);
-  });
+  }, TEST_MS);
+
+  test("without a secret, unsigned content is delivered", async () => {
+    const { app, put, deliveries } = setup();
+    await put({ id: "a" });
+    expect((await app.request(post("x"))).status).toBe(202);
+    await settle();
+    expect(deliveries).toHaveLength(1);
+  }, TEST_MS);
 
   test("content for an active lease is accepted; once now passes expiresAtMs it is 410 Gone", async () => {
     const { app, put, clock, named } = setup();
@@ -247,17 +467,25 @@ describe("content distribution", () => {
     expect(res.status).toBe(410);
     expect(await res.json()).toMatchObject({ error: "subscription_gone" });
     expect(named("websub_gone")).toMatchObject([{ id: "a", reason: "lease_expired" }]);
-  });
+  }, TEST_MS);
+
+  test("content during a requested renewal is still accepted: the subscription stays active", async () => {
+    const { app, put, deliveries } = setup();
+    await put({ id: "a", pending: "subscribe", leaseSeconds: 60, expiresAtMs: NOW + 60_000 });
+    expect((await app.request(post("x"))).status).toBe(202);
+    await settle();
+    expect(deliveries).toHaveLength(1);
+  }, TEST_MS);
 
   test("unknown ids and subscriptions that are not active are 410 Gone", async () => {
-    const { app, put, deliveries } = setup();
-    await put({ id: "p", state: "pending" });
-    await put({ id: "u", state: "unsubscribing" });
-    await put({ id: "d", state: "denied" });
-    for (const id of ["nope", "p", "u", "d"]) expect((await app.request(post("x", {}, id))).status).toBe(410);
+    const { app, put, deliveries, named } = setup();
+    const states = ["pending", "unsubscribing", "denied", "failed", "expired"] as const;
+    for (const state of states) await put({ id: state, state });
+    for (const id of ["nope", ...states]) expect((await app.request(post("x", {}, id))).status).toBe(410);
     await settle();
     expect(deliveries).toHaveLength(0);
-  });
+    expect(named("websub_gone").map((l) => l.reason)).toEqual(["unknown_subscription", ...states.map((s) => `state_${s}`)]);
+  }, TEST_MS);
 
   test("a body over maxBodyBytes by Content-Length is 413 before it is read", async () => {
     const { app, put, deliveries, named } = setup({ maxBodyBytes: 100 });
@@ -280,7 +508,7 @@ describe("content distribution", () => {
     expect((await app.request(post(new Uint8Array(100)))).status).toBe(202);
     await settle();
     expect(deliveries).toHaveLength(1);
-  });
+  }, TEST_MS);
 
   test("a streamed body without Content-Length is cut off at maxBodyBytes with 413", async () => {
     const { app, put, deliveries } = setup({ maxBodyBytes: 100 });
@@ -300,7 +528,7 @@ describe("content distribution", () => {
     expect(sent).toBeLessThan(400);
     await settle();
     expect(deliveries).toHaveLength(0);
-  });
+  }, TEST_MS);
 
   test("a failing onDelivery is logged, not thrown", async () => {
     const { app, put, named } = setup({
@@ -310,161 +538,163 @@ describe("content distribution", () => {
     expect((await app.request(post("x"))).status).toBe(202);
     await settle();
     expect(named("websub_delivery_failed")).toMatchObject([{ level: "error", id: "a", error: { message: "consumer broke" } }]);
-  });
-});
+  }, TEST_MS);
 
-describe("requestSubscription", () => {
-  function fakeHub(status = 202) {
-    const calls: Array<{ url: string; method: string; contentType: string | null; form: URLSearchParams }> = [];
-    const fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
-      const req = new Request(input, init);
-      calls.push({
-        url: req.url,
-        method: req.method,
-        contentType: req.headers.get("content-type"),
-        form: new URLSearchParams(await req.text()),
-      });
-      return new Response(null, { status });
-    }) as typeof globalThis.fetch;
-    return { calls, fetch };
-  }
-  const base = (store: SubscriptionStore, fetch: typeof globalThis.fetch) => ({
-    store,
-    fetch,
-    hub: HUB,
-    topic: TOPIC,
-    id: "a",
-    callbackUrl: "https://me.example/websub/a",
-  });
-
-  test("subscribe POSTs the form to the hub and records a pending subscription", async () => {
-    const store = memoryStore();
-    const hub = fakeHub();
-    const result = await requestSubscription({ ...base(store, hub.fetch), secret: "s3cret", leaseSeconds: 3600 });
-    expect(result).toEqual({ status: 202 });
-    expect(hub.calls).toHaveLength(1);
-    const call = hub.calls[0]!;
-    expect(call.url).toBe(HUB);
-    expect(call.method).toBe("POST");
-    expect(call.contentType).toStartWith("application/x-www-form-urlencoded");
-    expect(Object.fromEntries(call.form)).toEqual({
-      "hub.mode": "subscribe",
-      "hub.topic": TOPIC,
-      "hub.callback": "https://me.example/websub/a",
-      "hub.secret": "s3cret",
-      "hub.lease_seconds": "3600",
-    });
-    expect(await store.get("a")).toEqual({ id: "a", hub: HUB, topic: TOPIC, secret: "s3cret", state: "pending" });
-  });
-
-  test("without a secret or lease the form carries neither", async () => {
-    const store = memoryStore();
-    const hub = fakeHub();
-    await requestSubscription(base(store, hub.fetch));
-    expect([...hub.calls[0]!.form.keys()].sort()).toEqual(["hub.callback", "hub.mode", "hub.topic"]);
-    expect((await store.get("a"))?.secret).toBeUndefined();
-  });
-
-  test("unsubscribe marks the subscription unsubscribing, and the hub's verification then deletes it", async () => {
-    const { app, store, put } = setup();
-    await put({ id: "a", secret: "s3cret" });
-    const hub = fakeHub();
-    await requestSubscription({ ...base(store, hub.fetch), mode: "unsubscribe" });
-    expect(hub.calls[0]!.form.get("hub.mode")).toBe("unsubscribe");
-    expect((await store.get("a"))?.state).toBe("unsubscribing");
-    const res = await app.request(verify("a", { "hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "bye" }));
-    expect(await res.text()).toBe("bye");
-    expect(await store.get("a")).toBeUndefined();
-  });
-
-  test("a full round trip: subscribe, verify, deliver signed content", async () => {
-    const { app, store, deliveries } = setup();
-    await requestSubscription({ ...base(store, fakeHub().fetch), secret: "s3cret", leaseSeconds: 60 });
-    const res = await app.request(
-      verify("a", { "hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "hi", "hub.lease_seconds": "60" }),
-    );
+  test("a full round trip: requested, verified, then signed content delivered and unsigned content refused", async () => {
+    const { app, put, deliveries } = setup();
+    await put({ id: "a", state: "pending", pending: "subscribe", secret: "s3cret" });
+    const res = await app.request(verify("a", subscribe("hi", { "hub.lease_seconds": "60" })));
     expect(await res.text()).toBe("hi");
     const body = encoder.encode("news");
-    const posted = await app.request(
-      new Request("http://localhost/websub/a", {
-        method: "POST",
-        body,
-        headers: { "x-hub-signature": await signBody(body, "s3cret", "sha1") },
-      }),
-    );
+    const posted = await app.request(post(body, { "x-hub-signature": await signBody(body, "s3cret", "sha1") }));
     expect(posted.status).toBe(202);
+    expect((await app.request(post(body))).status).toBe(401);
     await settle();
-    expect(new TextDecoder().decode(deliveries[0]!.body)).toBe("news");
-  });
-
-  test("renewing an active subscription keeps it active", async () => {
-    const store = memoryStore();
-    await store.put({ id: "a", hub: HUB, topic: TOPIC, state: "active", leaseSeconds: 60, expiresAtMs: NOW + 60_000 });
-    await requestSubscription({ ...base(store, fakeHub().fetch), leaseSeconds: 60 });
-    expect((await store.get("a"))?.state).toBe("active");
-  });
-
-  test("a renewal replaces the stored secret with the one it sends, or with none", async () => {
-    const store = memoryStore();
-    await store.put({ id: "a", hub: HUB, topic: TOPIC, secret: "old", state: "active" });
-    await requestSubscription({ ...base(store, fakeHub().fetch), secret: "new" });
-    expect(await store.get("a")).toEqual({ id: "a", hub: HUB, topic: TOPIC, secret: "new", state: "active" });
-    await requestSubscription(base(store, fakeHub().fetch));
-    expect(await store.get("a")).toEqual({ id: "a", hub: HUB, topic: TOPIC, state: "active" });
-  });
-
-  test("a hub that refuses, or cannot be reached, leaves the store as it was", async () => {
-    const store = memoryStore();
-    expect(await requestSubscription(base(store, fakeHub(400).fetch))).toEqual({ status: 400 });
-    expect(await store.get("a")).toBeUndefined();
-    const existing: Subscription = { id: "a", hub: HUB, topic: TOPIC, state: "active" };
-    await store.put(existing);
-    const down = (() => Promise.reject(new TypeError("connection refused"))) as unknown as typeof fetch;
-    await expect(requestSubscription({ ...base(store, down), mode: "unsubscribe" })).rejects.toThrow("connection refused");
-    expect(await store.get("a")).toEqual(existing);
-  });
-
-  test("a secret of 200 bytes or more is refused before anything is stored", async () => {
-    const store = memoryStore();
-    const hub = fakeHub();
-    await expect(requestSubscription({ ...base(store, hub.fetch), secret: "x".repeat(200) })).rejects.toThrow(RangeError);
-    expect(hub.calls).toHaveLength(0);
-    expect(await store.get("a")).toBeUndefined();
-  });
+    expect(deliveries.map((d) => new TextDecoder().decode(d.body))).toEqual(["news"]);
+  }, TEST_MS);
 });
 
 describe("configuration (WEBSUB_*)", () => {
-  test("a WebSub subscription needs a hub and a topic, both http(s) URLs", () => {
+  const T = "https://example.com/feed";
+  const problems = (env: Record<string, string | undefined>): string[] => {
+    const result = loadWebSubConfig(env);
+    if (result.ok) throw new Error(`expected problems, got ${JSON.stringify(result.config)}`);
+    return result.problems;
+  };
+
+  test("a full configuration: topics, hub, secret, lease, callback URL and store", () => {
     const result = loadWebSubConfig({
+      WEBSUB_TOPIC: `${T}, http://b.example/feed`,
       WEBSUB_HUB: "http://127.0.0.1:9/hub",
-      WEBSUB_TOPIC: "https://example.com/feed",
       WEBSUB_SECRET: "s3cret",
       WEBSUB_LEASE: "1h",
+      WEBSUB_CALLBACK_URL: "https://me.example/hooks",
+      WEBSUB_STORE: "memory",
     });
-    expect(result.ok && result.config).toEqual({
-      hub: "http://127.0.0.1:9/hub",
-      topic: "https://example.com/feed",
-      secret: "s3cret",
-      leaseSeconds: 3_600,
-      callbackUrl: undefined,
+    expect(result).toEqual({
+      ok: true,
+      config: {
+        topics: [T, "http://b.example/feed"],
+        hub: "http://127.0.0.1:9/hub",
+        secret: "s3cret",
+        leaseSeconds: 3_600,
+        callbackUrl: "https://me.example/hooks",
+        store: { kind: "memory" },
+      },
     });
-    expect(loadWebSubConfig({ WEBSUB_HUB: "http://hub.example/" })).toEqual({
-      ok: false,
-      problems: ['WEBSUB_TOPIC "" is missing: WEBSUB_HUB "http://hub.example/" needs a topic to subscribe to'],
-    });
-    expect(loadWebSubConfig({ WEBSUB_TOPIC: "https://example.com/feed" })).toEqual({
-      ok: false,
-      problems: ['WEBSUB_TOPIC "https://example.com/feed" has no hub: set WEBSUB_HUB too'],
-    });
-    expect(loadWebSubConfig({ WEBSUB_HUB: "ftp://hub.example/", WEBSUB_TOPIC: "https://example.com/feed" })).toEqual({
-      ok: false,
-      problems: ['WEBSUB_HUB "ftp://hub.example/" is not an http(s) URL'],
-    });
-    const long = loadWebSubConfig({ WEBSUB_HUB: "http://h.example/", WEBSUB_TOPIC: "http://t.example/", WEBSUB_SECRET: "x".repeat(200) });
-    expect(long.ok ? [] : long.problems[0]).toContain("WEBSUB_SECRET");
   });
 
-  test("unset, the module is off", () => {
+  test("only WEBSUB_TOPIC: hubs are discovered, the store is data/websub.sqlite", () => {
+    const result = loadWebSubConfig({ WEBSUB_TOPIC: T });
+    expect(result.ok).toBe(true);
+    const config = result.ok ? result.config : null;
+    expect(config?.topics).toEqual([T]);
+    expect(config?.hub).toBeUndefined();
+    expect(config?.secret).toBeUndefined();
+    expect(config?.leaseSeconds).toBeUndefined();
+    expect(config?.callbackUrl).toBeUndefined();
+    expect(config?.store).toMatchObject({ kind: "sqlite" });
+    expect(config?.store.kind === "sqlite" && config.store.path).toEndWith("/data/websub.sqlite");
+  });
+
+  test("WEBSUB_TOPIC: several URLs separated by commas and white space, duplicates dropped, order kept", () => {
+    const result = loadWebSubConfig({
+      WEBSUB_TOPIC: ` ${T},,http://b.example/x\n\thttps://c.example/ ,${T} http://b.example/x,`,
+    });
+    expect(result.ok && result.config?.topics).toEqual([T, "http://b.example/x", "https://c.example/"]);
+    expect(parseTopics("https://a.example/1 https://a.example/2,https://a.example/1")).toEqual([
+      "https://a.example/1",
+      "https://a.example/2",
+    ]);
+  });
+
+  test("WEBSUB_TOPIC: one bad URL in a list is refused, naming it; separators alone name no topic", () => {
+    expect(problems({ WEBSUB_TOPIC: `${T}, ftp://x.example/y` })).toEqual([
+      'WEBSUB_TOPIC "ftp://x.example/y" is not an http(s) URL: give one or more topic URLs, separated by commas',
+    ]);
+    expect(problems({ WEBSUB_TOPIC: `${T} example.com/feed` })[0]).toStartWith('WEBSUB_TOPIC "example.com/feed" is not an http(s) URL');
+    expect(problems({ WEBSUB_TOPIC: " , ," })[0]).toStartWith("WEBSUB_TOPIC");
+    expect(problems({ WEBSUB_TOPIC: " , ," })[0]).toContain("names no topic");
+  });
+
+  test("WEBSUB_HUB must be an http(s) URL", () => {
+    expect(problems({ WEBSUB_TOPIC: T, WEBSUB_HUB: "ftp://hub.example/" })).toEqual([
+      'WEBSUB_HUB "ftp://hub.example/" is not an http(s) URL',
+    ]);
+  });
+
+  test("WEBSUB_SECRET of only white space is refused, without quoting it", () => {
+    for (const secret of ["   ", "\t \n"]) {
+      const found = problems({ WEBSUB_TOPIC: T, WEBSUB_SECRET: secret });
+      expect(found).toHaveLength(1);
+      expect(found[0]).toStartWith("WEBSUB_SECRET is only white space");
+      expect(found[0]).not.toContain(secret);
+    }
+  });
+
+  test("WEBSUB_SECRET of 200 bytes or more is refused, without quoting it; 199 bytes is fine", () => {
+    const ascii = "k9".repeat(100);
+    const multibyte = "é".repeat(100); // 100 characters, 200 bytes
+    for (const secret of [ascii, multibyte, ascii + "x"]) {
+      const found = problems({ WEBSUB_TOPIC: T, WEBSUB_SECRET: secret });
+      expect(found).toHaveLength(1);
+      expect(found[0]).toStartWith("WEBSUB_SECRET is ");
+      expect(found[0]).toContain("under 200 bytes");
+      expect(found[0]).not.toContain(secret.slice(0, 20));
+    }
+    const ok = loadWebSubConfig({ WEBSUB_TOPIC: T, WEBSUB_SECRET: "k".repeat(199) });
+    expect(ok.ok && ok.config?.secret).toBe("k".repeat(199));
+  });
+
+  test("WEBSUB_LEASE is a duration, rounded up to whole seconds", () => {
+    const lease = (value: string) => {
+      const result = loadWebSubConfig({ WEBSUB_TOPIC: T, WEBSUB_LEASE: value });
+      return result.ok ? result.config?.leaseSeconds : result.problems;
+    };
+    expect(lease("90m")).toBe(5_400);
+    expect(lease("1500ms")).toBe(2);
+    expect(lease("90")).toEqual(['WEBSUB_LEASE "90" has no unit: use e.g. 90s or 90m (0 disables)']);
+  });
+
+  test("WEBSUB_CALLBACK_URL with a query or a fragment is refused, naming the variable", () => {
+    for (const url of ["https://me.example/hooks?x=1", "https://me.example/hooks#f", "https://me.example/hooks?"]) {
+      const found = problems({ WEBSUB_TOPIC: T, WEBSUB_CALLBACK_URL: url });
+      expect(found).toHaveLength(1);
+      expect(found[0]).toStartWith(`WEBSUB_CALLBACK_URL "${url}" has a query or a fragment`);
+    }
+    expect(problems({ WEBSUB_TOPIC: T, WEBSUB_CALLBACK_URL: "ftp://me.example/hooks" })).toEqual([
+      'WEBSUB_CALLBACK_URL "ftp://me.example/hooks" is not an http(s) URL',
+    ]);
+    const ok = loadWebSubConfig({ WEBSUB_TOPIC: T, WEBSUB_CALLBACK_URL: "http://me.example:8080/base/" });
+    expect(ok.ok && ok.config?.callbackUrl).toBe("http://me.example:8080/base/");
+  });
+
+  test("WEBSUB_STORE: a spec that is not a store is refused, naming the variable and no credentials", () => {
+    const found = problems({ WEBSUB_TOPIC: T, WEBSUB_STORE: "postgres://user:hunter2@db.example/websub" });
+    expect(found).toHaveLength(1);
+    expect(found[0]).toStartWith("WEBSUB_STORE ");
+    expect(found[0]).toContain("is not a store");
+    expect(found[0]).not.toContain("hunter2");
+    const redis = loadWebSubConfig({ WEBSUB_TOPIC: T, WEBSUB_STORE: "redis://user:hunter2@127.0.0.1:6379/2" });
+    expect(redis.ok && redis.config?.store).toMatchObject({ kind: "redis" });
+    expect(redis.ok && redis.config?.store.kind === "redis" && redis.config.store.description).not.toContain("hunter2");
+  });
+
+  test("a WEBSUB_* variable without WEBSUB_TOPIC is an error, naming it (and never quoting the secret)", () => {
+    expect(problems({ WEBSUB_HUB: "http://hub.example/" })).toEqual([
+      'WEBSUB_TOPIC "" is missing: WEBSUB_HUB is set, and there is nothing to subscribe to',
+    ]);
+    for (const [key, value] of [["WEBSUB_SECRET", "hush-hush"], ["WEBSUB_LEASE", "1h"], ["WEBSUB_CALLBACK_URL", "https://me.example/"]]) {
+      const found = problems({ [key!]: value });
+      expect(found).toHaveLength(1);
+      expect(found[0]).toStartWith("WEBSUB_TOPIC");
+      expect(found[0]).toContain(key!);
+      expect(found[0]).not.toContain("hush-hush");
+    }
+  });
+
+  test("unset (or set empty), the module is off", () => {
     expect(loadWebSubConfig({})).toEqual({ ok: true, config: null });
+    expect(loadWebSubConfig({ WEBSUB_TOPIC: "", WEBSUB_HUB: "" })).toEqual({ ok: true, config: null });
   });
 });

@@ -2,6 +2,8 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { readBody } from "../policy/body.ts";
 import type { Logger } from "../policy/log.ts";
+import { renewAtMs } from "./subscriber.ts";
+import type { Subscription, SubscriptionStore } from "./store/types.ts";
 
 /** HMAC hashes a hub may sign content with (WebSub §8). */
 export type HashAlgorithm = "sha1" | "sha256" | "sha384" | "sha512";
@@ -51,33 +53,7 @@ export async function signBody(body: Uint8Array, secret: string, algorithm: Hash
   return `${algorithm}=${Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
-/** One subscription as the callback knows it; `id` is the path segment in /websub/:id. */
-export interface Subscription {
-  id: string;
-  hub: string;
-  topic: string;
-  secret?: string;
-  state: "pending" | "active" | "unsubscribing" | "denied";
-  leaseSeconds?: number; // what the hub granted
-  expiresAtMs?: number; // epoch ms when the lease ends; absent means no expiry
-}
-
-/** Where subscriptions live; async so a database can stand behind it. */
-export interface SubscriptionStore {
-  get(id: string): Promise<Subscription | undefined>;
-  put(s: Subscription): Promise<void>;
-  delete(id: string): Promise<void>;
-}
-
-/** A process-local store; copies on the way in and out so callers cannot mutate it behind its back. */
-export function memoryStore(): SubscriptionStore {
-  const map = new Map<string, Subscription>();
-  return {
-    get: (id) => Promise.resolve(map.has(id) ? { ...map.get(id)! } : undefined),
-    put: (s) => Promise.resolve(void map.set(s.id, { ...s })),
-    delete: (id) => Promise.resolve(void map.delete(id)),
-  };
-}
+export type { Subscription, SubscriptionStore } from "./store/types.ts";
 
 /** Content a hub distributed whose signature (if any) checked out. */
 export interface Delivery {
@@ -95,8 +71,11 @@ export interface WebSubOptions {
   maxBodyBytes: number;
   /** Called after the 2xx has been sent, for content whose signature checked out. Errors are logged, never thrown. */
   onDelivery(delivery: Delivery): void | Promise<void>;
+  /** Called after the store changed (a verification), so that the subscriber looks again. */
+  onChange?(): void;
   /** Clock for lease expiry; tests pin it. */
   now?: () => number;
+  random?: () => number;
 }
 
 function goneReason(sub: Subscription | undefined, nowMs: number): string | undefined {
@@ -117,7 +96,8 @@ export function websubRoutes(options: WebSubOptions): Hono {
   const now = options.now ?? Date.now;
   const routes = new Hono();
 
-  // Verification of intent (§5.3): confirm only what we asked for, so nobody can subscribe us to anything.
+  // Verification of intent (§5.3): confirm only a request we made and have not seen verified yet,
+  // so that nobody can subscribe us to anything, or renew what we let go.
   routes.get("/:id", async (c) => {
     const id = c.req.param("id");
     const [mode, topic, challenge, lease] = ["mode", "topic", "challenge", "lease_seconds"].map((k) => c.req.query(`hub.${k}`));
@@ -129,31 +109,46 @@ export function websubRoutes(options: WebSubOptions): Hono {
     if (sub === undefined) return refuse("unknown_subscription");
     if (topic !== sub.topic) return refuse("topic_mismatch");
     if (mode === "denied") {
-      await store.put({ ...sub, state: "denied" });
-      logger.warn("websub_denied", { id, topic, reason: c.req.query("hub.reason") ?? null });
+      logger.error("websub_denied", { id, topic, hub: sub.hub, reason: c.req.query("hub.reason") ?? null });
+      options.onChange?.();
+      // Not wanted any more: the denial ends it.
+      if (sub.unsubscribe) {
+        await store.delete(id);
+        return c.body(null, 200);
+      }
+      // A hub may deny at any time, also long after it verified (§5.2).
+      const denied: Subscription = { ...sub, state: "denied", updatedAtMs: now() };
+      delete denied.pending;
+      delete denied.nextAttemptAtMs;
+      await store.put(denied);
       return c.body(null, 200);
     }
     if (mode !== "subscribe" && mode !== "unsubscribe") return refuse("unknown_mode");
     if (challenge === undefined || challenge === "") return refuse("missing_challenge");
+    if (sub.pending !== mode) return refuse("not_requested");
     const echo = () => c.text(challenge, 200, { "x-content-type-options": "nosniff" });
     if (mode === "unsubscribe") {
-      if (sub.state !== "unsubscribing") return refuse("not_requested");
       await store.delete(id);
-      logger.info("websub_verified", { id, mode, topic, leaseSeconds: null });
+      logger.info("websub_unsubscribed", { id, topic, hub: sub.hub });
+      options.onChange?.();
       return echo();
     }
-    // "active" too: a hub re-verifies on renewal, and it must not interrupt delivery.
-    if (sub.state !== "pending" && sub.state !== "active") return refuse("not_requested");
-    if (lease !== undefined && !/^\d{1,10}$/.test(lease)) return refuse("invalid_lease_seconds");
-    const next: Subscription = { ...sub, state: "active" };
+    // A lease of 0 would end as it begins: refused, so the hub is asked again rather than looping.
+    if (lease !== undefined && !/^[1-9]\d{0,9}$/.test(lease)) return refuse("invalid_lease_seconds");
+    const next: Subscription = { ...sub, state: "active", failures: 0, updatedAtMs: now() };
+    delete next.pending;
     delete next.leaseSeconds;
     delete next.expiresAtMs;
+    delete next.nextAttemptAtMs;
     if (lease !== undefined) {
       next.leaseSeconds = Number(lease);
       next.expiresAtMs = now() + next.leaseSeconds * 1000;
+      next.nextAttemptAtMs = renewAtMs(now(), next.leaseSeconds, options.random);
     }
     await store.put(next);
-    logger.info("websub_verified", { id, mode, topic, leaseSeconds: next.leaseSeconds ?? null });
+    const event = sub.state === "active" ? "websub_renewed" : "websub_verified";
+    logger.info(event, { id, topic, hub: sub.hub, leaseSeconds: next.leaseSeconds ?? null, renewAtMs: next.nextAttemptAtMs ?? null });
+    options.onChange?.();
     return echo();
   });
 
@@ -173,6 +168,13 @@ export function websubRoutes(options: WebSubOptions): Hono {
     }
     if (sub.secret) {
       const check = await verifySignature(c.req.header("x-hub-signature") ?? null, body, sub.secret);
+      // An unsigned delivery is refused (websub.rocks 302): the hub was given a secret, so content
+      // without a signature is not from it. One whose signature does not check out is acknowledged
+      // and dropped, as the Recommendation requires (§8), so its sender learns nothing.
+      if (check === "missing") {
+        logger.warn("websub_signature_rejected", { id, check });
+        return c.json({ error: "signature_required", message: "This subscription requires an X-Hub-Signature header." }, 401);
+      }
       if (check !== "valid") {
         logger.warn("websub_signature_rejected", { id, check });
         return accepted(c);
@@ -190,50 +192,4 @@ export function websubRoutes(options: WebSubOptions): Hono {
   });
 
   return routes;
-}
-
-/** Asks a hub to subscribe (or unsubscribe): records a pending subscription, POSTs the form, resolves with the hub's status. */
-export async function requestSubscription(options: {
-  store: SubscriptionStore;
-  hub: string;
-  topic: string;
-  callbackUrl: string; // full URL including /websub/<id>
-  id: string;
-  secret?: string;
-  leaseSeconds?: number;
-  mode?: "subscribe" | "unsubscribe";
-  fetch?: typeof fetch;
-}): Promise<{ status: number }> {
-  const { store, hub, topic, callbackUrl, id, secret, leaseSeconds, mode = "subscribe" } = options;
-  if (secret !== undefined && (secret === "" || encoder.encode(secret).byteLength >= 200)) {
-    throw new RangeError("The hub.secret must be from 1 to 199 bytes long.");
-  }
-  const previous = await store.get(id);
-  // Renewing an active subscription keeps it active, so content keeps flowing until the hub re-verifies.
-  const renewing = mode === "subscribe" && previous?.state === "active" && previous.hub === hub && previous.topic === topic;
-  const next: Subscription = mode === "unsubscribe"
-    ? { ...previous, id, hub, topic, state: "unsubscribing" }
-    : { ...(renewing ? previous : {}), id, hub, topic, state: renewing ? "active" : "pending" };
-  // The hub signs with whatever secret this request sends, none included.
-  if (mode === "subscribe") delete next.secret;
-  if (mode === "subscribe" && secret !== undefined) next.secret = secret;
-  await store.put(next);
-
-  const form = new URLSearchParams({ "hub.mode": mode, "hub.topic": topic, "hub.callback": callbackUrl });
-  // The secret and the lease only mean something to a subscription request (§5.1).
-  if (mode === "subscribe" && secret !== undefined) form.set("hub.secret", secret);
-  if (mode === "subscribe" && leaseSeconds !== undefined) form.set("hub.lease_seconds", String(leaseSeconds));
-  // A hub that refuses (or cannot be reached) leaves the store as it was before the request.
-  const restore = () => (previous === undefined ? store.delete(id) : store.put(previous));
-  let res: Response;
-  try {
-    const headers = { "content-type": "application/x-www-form-urlencoded" };
-    res = await (options.fetch ?? fetch)(hub, { method: "POST", headers, body: form.toString() });
-  } catch (error) {
-    await restore();
-    throw error;
-  }
-  await res.body?.cancel().catch(() => undefined);
-  if (res.status < 200 || res.status >= 300) await restore();
-  return { status: res.status };
 }

@@ -1,0 +1,131 @@
+/**
+ * `npm run websub -- list | subscribe <topic> | unsubscribe <topic>`: manages the subscriptions in
+ * WEBSUB_STORE, also while the server runs. It only edits the store; the server's subscriber does
+ * what the edit asks at its next look (within WEBSUB's poll, 5 s): discovery and the request to
+ * the hub for a subscribe, the unsubscription request for an unsubscribe, deletion once the hub
+ * verified it. Prints JSON lines; never prints a secret. Exit 0 done, 1 failed, 2 bad usage.
+ */
+import process from "node:process";
+import { readEnv } from "../policy/config.ts";
+import { parseTopics, WebSubEnvSchema } from "./mod.ts";
+import { openStore } from "./store/open.ts";
+import type { Subscription, SubscriptionStore } from "./store/types.ts";
+
+const USAGE = "usage: npm run websub -- list | subscribe <topic URL> | unsubscribe <topic URL>";
+
+/** What `list` shows of a subscription: everything but the secret, times as ISO strings. */
+export function describeSubscription(sub: Subscription): Record<string, unknown> {
+  const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
+  return {
+    id: sub.id,
+    state: sub.state,
+    source: sub.source,
+    origin: sub.origin,
+    topic: sub.topic,
+    hub: sub.hub || null,
+    callbackUrl: sub.callbackUrl || null,
+    signed: sub.secret !== undefined,
+    pending: sub.pending ?? null,
+    unsubscribe: sub.unsubscribe ?? false,
+    leaseSeconds: sub.leaseSeconds ?? null,
+    expiresAt: iso(sub.expiresAtMs),
+    nextAttemptAt: iso(sub.nextAttemptAtMs),
+    failures: sub.failures ?? 0,
+  };
+}
+
+/** Runs one command against `store`; returns the exit code. */
+export async function run(
+  args: string[],
+  store: SubscriptionStore,
+  env: Record<string, string | undefined>,
+  print: (line: object) => void,
+) {
+  const [command, target, ...rest] = args;
+  if (command === "list" && target === undefined) {
+    for (const sub of (await store.list()).sort((a, b) => a.source.localeCompare(b.source))) print(describeSubscription(sub));
+    return 0;
+  }
+  if ((command !== "subscribe" && command !== "unsubscribe") || target === undefined || rest.length > 0) {
+    print({ error: "usage", message: USAGE });
+    return 2;
+  }
+  let topic: string;
+  try {
+    [topic] = parseTopics(target) as [string];
+  } catch (error) {
+    print({ error: "invalid_topic", message: `Topic ${(error as Error).message}` });
+    return 2;
+  }
+  const all = await store.list();
+  const current = all.find((s) => (s.source === topic || s.topic === topic) && !s.unsubscribe);
+  const now = Date.now();
+  if (command === "subscribe") {
+    if (current !== undefined) {
+      print({ event: "websub_already_subscribed", ...describeSubscription(current) });
+      return 0;
+    }
+    const sub: Subscription = {
+      id: crypto.randomUUID(),
+      source: topic,
+      origin: "manual",
+      topic,
+      hub: "",
+      callbackUrl: "",
+      state: "pending",
+      nextAttemptAtMs: now,
+      updatedAtMs: now,
+    };
+    await store.put(sub);
+    print({ event: "websub_subscribe_queued", ...describeSubscription(sub), note: "the running server requests it at its next look" });
+    return 0;
+  }
+  if (current === undefined) {
+    print({ error: "not_subscribed", message: `No subscription to "${topic}": see npm run websub -- list` });
+    return 1;
+  }
+  const next: Subscription = { ...current, unsubscribe: true, nextAttemptAtMs: now, failures: 0, updatedAtMs: now };
+  await store.put(next);
+  print({ event: "websub_unsubscribe_queued", ...describeSubscription(next), note: "the running server asks the hub at its next look" });
+  const configured = readEnv(WebSubEnvSchema, env);
+  if (configured.ok && configured.config.WEBSUB_TOPIC?.includes(current.source)) {
+    print({
+      warning: "still_configured",
+      message: `"${current.source}" is in WEBSUB_TOPIC: the server subscribes to it again unless it is removed there`,
+    });
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  const print = (line: object) => console.log(JSON.stringify(line));
+  const config = readEnv(WebSubEnvSchema, process.env);
+  if (!config.ok) {
+    for (const problem of config.problems) print({ error: "invalid_configuration", message: problem });
+    process.exit(2);
+  }
+  const spec = config.config.WEBSUB_STORE;
+  if (spec.kind === "memory") {
+    print({
+      error: "invalid_configuration",
+      message: 'WEBSUB_STORE "memory" lives in the server\'s own process: there is nothing to manage from here',
+    });
+    process.exit(2);
+  }
+  let store: SubscriptionStore;
+  try {
+    store = await openStore(spec);
+  } catch (error) {
+    print({ error: "store_unavailable", message: (error as Error).message });
+    process.exit(1);
+  }
+  let code = 1;
+  try {
+    code = await run(process.argv.slice(2), store, process.env, print);
+  } catch (error) {
+    print({ error: "failed", message: (error as Error).message });
+  } finally {
+    await store.close();
+  }
+  process.exit(code);
+}

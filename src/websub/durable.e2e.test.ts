@@ -1,0 +1,222 @@
+import { describe, expect, test } from "bun:test";
+import { spawn } from "bun";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fetchOnce, metric } from "../../harness/http.ts";
+import { ROOT } from "../../harness/process.ts";
+import { redisMissing, startRedis } from "../../harness/redis.ts";
+import { PROJECT_PATH, spawnServer, startServer } from "../../harness/servers.ts";
+import { using, within } from "../../harness/wait.ts";
+import type { Engine } from "../policy/types.ts";
+import { HUB_TOPIC, startHub } from "./_hub.ts";
+import { startTopicServer } from "./_topic_server.ts";
+
+const SECRET = "durable-secret";
+
+function scratch(defer: (cleanup: () => unknown) => void): string {
+  const dir = mkdtempSync(join(tmpdir(), "websub-durable-"));
+  defer(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** `npm run websub -- ...args` with `env`; its JSON lines and exit code. */
+async function cli(args: string[], env: Record<string, string>): Promise<{ code: number; lines: Array<Record<string, unknown>> }> {
+  const child = spawn(["npm", "run", "--silent", "websub", "--", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, PATH: PROJECT_PATH, ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [out, err, code] = await within(
+    Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]),
+    15_000,
+    `npm run websub -- ${args.join(" ")}`,
+  );
+  expect(err).toBe("");
+  return { code, lines: out.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line)) };
+}
+
+/**
+ * A subscription survives a restart: the same callback keeps working, deliveries continue, and the
+ * hub is asked for nothing until renewal is due. On SQLite (the default, one host) and on Redis
+ * (several hosts; a real redis-server, skipped with the reason when it is not installed).
+ */
+const STORES: Array<{ engine: Engine; kind: "sqlite" | "redis" }> = [
+  { engine: "node-http", kind: "sqlite" },
+  { engine: "deno-per-connection", kind: "sqlite" },
+  { engine: "bun-serve", kind: "redis" },
+];
+
+describe("durable subscriptions", () => {
+  for (const { engine, kind } of STORES) {
+    const missing = kind === "redis" ? redisMissing() : undefined;
+    test.skipIf(missing !== undefined)(
+      `${engine} on ${kind}${
+        missing ? ` (skipped: ${missing})` : ""
+      }: a restart keeps the subscription, its callback and its deliveries, and asks the hub for nothing`,
+      () =>
+        using(async (defer) => {
+          const dir = scratch(defer);
+          let store = join(dir, "data", "websub.sqlite");
+          if (kind === "redis") {
+            const redis = await startRedis();
+            if (!redis) throw new Error("redis-server did not start");
+            defer(() => redis.close());
+            store = redis.url;
+          }
+          const hub = await startHub({ secret: SECRET });
+          defer(() => hub.close());
+          const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET, WEBSUB_STORE: store };
+          const first = await startServer(engine, env);
+          defer(() => first.kill());
+          const callback = await within(hub.verified, 5_000, "verification of intent");
+          await first.waitForEvent("websub_verified", 2_000);
+          if (kind === "sqlite") expect(statSync(store).mode & 0o777).toBe(0o600);
+          first.signal("SIGTERM");
+          expect(await first.exitCode(5_000)).toBe(0);
+
+          // The same port, as a restarted server behind a fixed address has.
+          const second = await startServer(engine, { ...env, PORT: String(first.port) });
+          defer(() => second.kill());
+          const loaded = await second.waitForEvent("websub_subscriptions_loaded", 8_000);
+          expect(loaded).toMatchObject({ subscriptions: 1, states: { active: 1 } });
+          const delivered = await hub.deliver(5);
+          expect(new Set(delivered.statuses)).toEqual(new Set([202]));
+          await second.waitForEvent("content_received", 2_000, () => second.named("content_received").length === 5);
+          // One subscription request in all: the restart asked the hub for nothing.
+          expect(hub.requests.length).toBe(1);
+          expect(hub.requests[0]!.get("hub.callback")).toBe(callback);
+          expect(second.named("websub_subscribe_requested")).toEqual([]);
+          expect(second.nonJsonLines).toEqual([]);
+        }),
+      30_000,
+    );
+  }
+
+  test.concurrent(
+    "WORKERS=2 on one SQLite file: the hub's verification and deliveries reach any worker, one worker renews, one scrape counts the subscription once",
+    () =>
+      using(async (defer) => {
+        const dir = scratch(defer);
+        const hub = await startHub({ secret: SECRET });
+        defer(() => hub.close());
+        const server = await startServer("node-http", {
+          WORKERS: "2",
+          WEBSUB_HUB: hub.url,
+          WEBSUB_TOPIC: HUB_TOPIC,
+          WEBSUB_SECRET: SECRET,
+          WEBSUB_STORE: join(dir, "websub.sqlite"),
+        });
+        defer(() => server.kill());
+        await within(hub.verified, 8_000, "verification of intent");
+        const delivered = await hub.deliver(20);
+        expect(new Set(delivered.statuses)).toEqual(new Set([202]));
+        await server.waitForEvent("content_received", 3_000, () => server.named("content_received").length === 20);
+        // Deliveries spread over both workers (the kernel balances connections on the shared port).
+        const workers = new Set(server.named("content_received").map((e) => e.worker));
+        expect(workers.size).toBe(2);
+        expect(hub.requests.length).toBe(1);
+        // Only the worker doing the subscriber's work reports subscriptions, as of its last look at
+        // the store (every 5 s; the verification may have reached the other worker): scraped until
+        // it shows the subscription active, for at most 7 s.
+        const activeIn = (text: string) =>
+          text.split("\n").filter((line) => line.startsWith("websub_subscriptions{") && line.includes('state="active"'));
+        let metrics = "";
+        for (const deadline = Date.now() + 7_000; Date.now() < deadline;) {
+          metrics = await (await fetchOnce(`${server.url}/metrics`)).text();
+          if (activeIn(metrics).some((line) => line.endsWith(" 1"))) break;
+          await Bun.sleep(200);
+        }
+        const active = activeIn(metrics);
+        expect(active).toEqual([expect.stringMatching(/^websub_subscriptions\{worker="[01]",state="active"\} 1$/)]);
+        expect(metric(metrics, 'websub_deliveries_total{result="accepted"}')).toBe(20);
+      }),
+    30_000,
+  );
+
+  test.concurrent(
+    "npm run websub: list shows subscriptions without their secret; subscribe and unsubscribe a topic while the server runs",
+    () =>
+      using(async (defer) => {
+        const dir = scratch(defer);
+        const store = join(dir, "websub.sqlite");
+        // A hub that accepts requests and never verifies them: they stay pending.
+        const topics = await startTopicServer();
+        defer(() => topics.close());
+        const configured = `${topics.url}/blog/100`;
+        const server = await startServer("node-http", { WEBSUB_TOPIC: configured, WEBSUB_SECRET: SECRET, WEBSUB_STORE: store });
+        defer(() => server.kill());
+        await server.waitForEvent("websub_subscribe_requested", 8_000);
+
+        const listed = await cli(["list"], { WEBSUB_STORE: store });
+        expect(listed.code).toBe(0);
+        expect(listed.lines).toEqual([
+          expect.objectContaining({ state: "pending", pending: "subscribe", source: configured, origin: "config", signed: true }),
+        ]);
+        expect(JSON.stringify(listed.lines)).not.toContain(SECRET);
+
+        // A topic of the operator's: the running server picks it up at its next look and asks the hub.
+        const added = await cli(["subscribe", `${topics.url}/blog/101`], { WEBSUB_STORE: store });
+        expect(added.code).toBe(0);
+        expect(added.lines[0]).toMatchObject({ event: "websub_subscribe_queued", origin: "manual", state: "pending" });
+        const requested = await server.waitForEvent("websub_subscribe_requested", 8_000, (e) => e.topic !== configured);
+        expect(requested.topic).toBe(`${topics.url}/blog/101`);
+
+        const dropped = await cli(["unsubscribe", configured], { WEBSUB_STORE: store, WEBSUB_TOPIC: configured });
+        expect(dropped.code).toBe(0);
+        expect(dropped.lines.map((l) => l.event ?? l.warning)).toEqual(["websub_unsubscribe_queued", "still_configured"]);
+        await server.waitForEvent("websub_unsubscribe_requested", 8_000);
+        const forms = topics.hubPosts.map((p) => new URLSearchParams(p.body));
+        expect(forms.map((f) => [f.get("hub.mode"), f.get("hub.topic")])).toEqual([
+          ["subscribe", configured],
+          ["subscribe", `${topics.url}/blog/101`],
+          ["unsubscribe", configured],
+        ]);
+
+        expect((await cli(["unsubscribe", "https://nowhere.example/feed"], { WEBSUB_STORE: store })).code).toBe(1);
+        expect((await cli(["frobnicate"], { WEBSUB_STORE: store })).code).toBe(2);
+        expect((await cli(["list"], { WEBSUB_STORE: "memory" })).code).toBe(2);
+      }),
+    40_000,
+  );
+});
+
+test.concurrent(
+  "discovery at startup: with WEBSUB_TOPIC alone the server finds the hub in the topic's Link headers and subscribes to its rel=self",
+  () =>
+    using(async (defer) => {
+      const dir = scratch(defer);
+      const topics = await startTopicServer();
+      defer(() => topics.close());
+      const server = await startServer("bun-serve", { WEBSUB_TOPIC: `${topics.url}/blog/200`, WEBSUB_STORE: join(dir, "websub.sqlite") });
+      defer(() => server.kill());
+      const requested = await server.waitForEvent("websub_subscribe_requested", 8_000);
+      // websub.rocks 200: the topic's rel=self differs from the URL fetched, and is what the hub is asked for.
+      expect(requested).toMatchObject({ topic: `${topics.url}/blog/200?self=other`, hub: `${topics.url}/blog/hub` });
+      expect(String(requested.callbackUrl)).toStartWith(`${server.url}/websub/`);
+      expect(topics.hubPosts.length).toBe(1);
+      const form = new URLSearchParams(topics.hubPosts[0]!.body);
+      expect([form.get("hub.mode"), form.get("hub.topic"), form.get("hub.callback")]).toEqual([
+        "subscribe",
+        `${topics.url}/blog/200?self=other`,
+        String(requested.callbackUrl),
+      ]);
+    }),
+  20_000,
+);
+
+test.concurrent(
+  "WORKERS=2 with WEBSUB_STORE=memory stops the server at startup (exit 2), naming both variables",
+  async () => {
+    const server = spawnServer("node-http", { WORKERS: "2", WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_STORE: "memory" });
+    try {
+      expect(await server.exitCode(10_000)).toBe(2);
+      expect(server.stderr).toContain('WORKERS "2" cannot run the websub module: WEBSUB_STORE=memory');
+      expect(server.events.map((e) => e.event)).not.toContain("listening");
+    } finally {
+      await server.kill();
+    }
+  },
+  15_000,
+);
