@@ -56,7 +56,7 @@ export const capabilities: Record<Engine, Capabilities> = {
     headTooLargeStatus: 431,
     unsupported: {
       keepAliveHintOnClose:
-        "a request that says Connection: close gets Keep-Alive: timeout=N too (Bun.serve then closes the connection as asked): leaving it out means reading the request's headers, which costs Bun.serve a fifth of its throughput (docs/runtimes.md#bunserve-sends-no-keep-alive-header)",
+        "a response that closes the connection (the client or the app said Connection: close) carries Keep-Alive: timeout=N too, and Bun.serve then closes as asked: the adapter reads no header to leave it out, since each one costs Bun.serve on every response (docs/runtimes.md#bunserve-sends-no-keep-alive-header)",
       pipelineBehindSlowResponse:
         "Bun.serve closes the connection when a pipelined request arrives while an async or streaming response is in flight, aborting both (docs/runtimes.md#bun-pipelining-bug; BUN_ENGINE=bun-node-http answers them)",
     },
