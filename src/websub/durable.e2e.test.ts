@@ -220,3 +220,25 @@ test.concurrent(
   },
   15_000,
 );
+
+test.concurrent(
+  "a bad WEBSUB_CALLBACK_URL or WEBSUB_SECRET stops the server at startup (exit 2), naming the variable and never printing the secret",
+  async () => {
+    const secret = "x".repeat(200);
+    const server = spawnServer("bun-serve", {
+      WEBSUB_TOPIC: HUB_TOPIC,
+      WEBSUB_CALLBACK_URL: "https://example.com/hooks?x=1",
+      WEBSUB_SECRET: secret,
+      WEBSUB_STORE: "memory",
+    });
+    try {
+      expect(await server.exitCode(10_000)).toBe(2);
+      expect(server.stderr).toContain('WEBSUB_CALLBACK_URL "https://example.com/hooks?x=1" has a query or a fragment');
+      expect(server.stderr).toContain("WEBSUB_SECRET is 200 bytes long");
+      expect(server.stderr).not.toContain(secret);
+    } finally {
+      await server.kill();
+    }
+  },
+  15_000,
+);
