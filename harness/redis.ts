@@ -3,9 +3,9 @@
  * through spawnFollowed like any other child.
  */
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./ports.ts";
 import { spawnFollowed } from "./process.ts";
 import { within } from "./wait.ts";
 
@@ -29,19 +29,8 @@ export function redisMissing(): string | undefined {
   return Bun.which("redis-server") === null ? "redis-server is not installed (apt-get install redis-server)" : undefined;
 }
 
-// redis-server cannot bind port 0: to it `--port 0` means no TCP listener ("Configured to not listen
-// anywhere, exiting"). So a free port is found by binding one and closing it; another process may
-// take it in between, which startRedis() retries.
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+// redis-server cannot bind port 0 (harness/ports.ts); startRedis() retries when another process
+// takes the port first.
 
 /** Options for {@link startRedis}. */
 export interface StartRedisOptions {

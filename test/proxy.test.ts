@@ -1,12 +1,12 @@
 import { describe, expect, test } from "bun:test";
 import { spawn, spawnSync, type Subprocess } from "bun";
 import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Engine } from "../src/policy/types.ts";
 import { completeResponses } from "../harness/http.ts";
 import { connect, type RawClient } from "../harness/raw_client.ts";
+import { freePort } from "../harness/ports.ts";
 import { ROOT } from "../harness/process.ts";
 import { runtimeOf, startServer } from "../harness/servers.ts";
 import { using, within } from "../harness/wait.ts";
@@ -59,18 +59,6 @@ export function renderConfig(dir: string, listenPort: number, upstreamPort: numb
   conf = replaceOnce(conf, /^(\s*)listen 80;$/, `$1listen 127.0.0.1:${listenPort};`);
   conf = replaceOnce(conf, /^(\s*)keepalive_timeout 60s;$/, `$1keepalive_timeout ${keepaliveTimeoutMs}ms;`);
   return conf;
-}
-
-/** A port that was free a moment ago: bound on 127.0.0.1 port 0, then released for nginx. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
 }
 
 interface Nginx {

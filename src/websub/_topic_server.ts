@@ -1,4 +1,6 @@
+import { expect } from "bun:test";
 import type { Socket } from "node:net";
+import { using } from "../../harness/wait.ts";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 
 /**
@@ -276,4 +278,24 @@ export async function startTopicServer(): Promise<TopicServer> {
 if (import.meta.main) {
   const server = await startTopicServer();
   console.log(JSON.stringify({ event: "topic_server_listening", url: server.url }));
+}
+
+/** A test body run against a fresh topic server, closed even when the test fails. */
+export function withTopicServer(fn: (server: TopicServer) => Promise<void>): () => Promise<void> {
+  return () =>
+    using(async (defer) => {
+      const server = await startTopicServer();
+      defer(() => server.close());
+      await fn(server);
+    });
+}
+
+/** What `promise` rejects with, checked to be an instance of `kind` (fails the test if it resolves). */
+export async function rejectionOf<E>(promise: Promise<unknown>, kind: new (...args: never[]) => E): Promise<E> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(kind);
+  return error as E;
 }

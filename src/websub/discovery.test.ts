@@ -1,30 +1,13 @@
 import { describe, expect, test } from "bun:test";
-import { using } from "../../harness/wait.ts";
-import { startTopicServer, type TopicServer } from "./_topic_server.ts";
+import { rejectionOf, startTopicServer, type TopicServer, withTopicServer } from "./_topic_server.ts";
 import { discover, DiscoveryError, linksInDocument, parseLinkHeader } from "./discovery.ts";
 
 const TIMEOUT_MS = 2_000;
 const TEST_MS = 10_000;
 const SLACK_MS = 450;
 
-/** Runs `fn` against a fresh topic server, closed even when the test fails. */
-function withServer(fn: (server: TopicServer) => Promise<void>): () => Promise<void> {
-  return () =>
-    using(async (defer) => {
-      const server = await startTopicServer();
-      defer(() => server.close());
-      await fn(server);
-    });
-}
-
-async function failure(promise: Promise<unknown>): Promise<DiscoveryError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(DiscoveryError);
-  return error as DiscoveryError;
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, DiscoveryError);
+const withServer = withTopicServer;
 
 const methods = (server: TopicServer, path: string) => server.requests.filter((r) => r.path === path).map((r) => r.method);
 

@@ -1,6 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { using } from "../../harness/wait.ts";
-import { startTopicServer, type TopicServer } from "./_topic_server.ts";
+import { rejectionOf, startTopicServer, type TopicServer, withTopicServer } from "./_topic_server.ts";
 import { discover } from "./discovery.ts";
 import { backoffMs, HubRequestError, postToHub, retryable } from "./hub_client.ts";
 
@@ -19,24 +18,8 @@ function subscribeForm(topic: string): URLSearchParams {
   });
 }
 
-/** Runs `fn` against a fresh topic server, closed even when the test fails. */
-function withServer(fn: (server: TopicServer) => Promise<void>): () => Promise<void> {
-  return () =>
-    using(async (defer) => {
-      const server = await startTopicServer();
-      defer(() => server.close());
-      await fn(server);
-    });
-}
-
-async function failure(promise: Promise<unknown>): Promise<HubRequestError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(HubRequestError);
-  return error as HubRequestError;
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, HubRequestError);
+const withServer = withTopicServer;
 
 function expectNoSecret(error: HubRequestError): void {
   for (const form of [SECRET, encodeURIComponent(SECRET), new URLSearchParams({ s: SECRET }).toString().slice(2)]) {
