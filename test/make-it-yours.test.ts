@@ -10,9 +10,10 @@ import { using } from "../harness/wait.ts";
 /**
  * What a user does in the first hour: replace the example app with their own, and keep the proof
  * green. A scratch copy of the project gets a three-route app of its own in place of src/app.ts
- * (and no src/app.test.ts); there, what a user would run must pass: typecheck, lint, the unit
- * tests that remain, a smoke of the policy suite on every runtime, and `npm start` serving the new
- * routes. Nothing outside the example may depend on it.
+ * (and no src/app.test.ts), and the optional WebSub module removed; there, what a user would run
+ * must pass: typecheck, lint, the unit tests that remain, a smoke of the policy suite on every
+ * runtime, and `npm start` serving the new routes. Nothing outside the example, or the module, may
+ * depend on them.
  */
 const USER_APP = `import { Hono } from "hono";
 
@@ -58,6 +59,13 @@ beforeAll(() => {
   symlinkSync(join(ROOT, "node_modules"), join(scratch, "node_modules"));
   unlinkSync(join(scratch, "src/app.test.ts"));
   writeFileSync(join(scratch, "src/app.ts"), USER_APP);
+  // The optional WebSub module removed as docs/websub.md says: its folder, its line, its script.
+  rmSync(join(scratch, "src/websub"), { recursive: true });
+  const modules = join(scratch, "src/main/modules.ts");
+  writeFileSync(modules, readFileSync(modules, "utf8").replace(/^export \{ websub \} from .*\n/m, ""));
+  const pkg = JSON.parse(readFileSync(join(scratch, "package.json"), "utf8"));
+  delete pkg.scripts.websub;
+  writeFileSync(join(scratch, "package.json"), JSON.stringify(pkg, null, 2) + "\n");
 });
 
 afterAll(() => {
@@ -102,5 +110,6 @@ describe("make it yours: the example app replaced by a three-route app of the us
       expect(await created.json()).toEqual({ received: 3 });
       expect(await (await fetchOnce(`${url}/healthz`)).json()).toEqual({ status: "ok" });
       expect((await fetchOnce(`${url}/slow`)).status).toBe(404);
+      expect((await fetchOnce(`${url}/websub/anything`)).status).toBe(404);
     }), 30_000);
 });
