@@ -74,14 +74,19 @@ async function startSlot(): Promise<() => void> {
 }
 
 /** Spawns a server and resolves once its `listening` event names the URL. */
-export async function startServer(
+export function startServer(
   engine: Engine,
   env: Record<string, string>,
   timeoutMs = 15_000,
   options: SpawnOptions = {},
 ): Promise<ServerProcess> {
+  return startListening(() => spawnServer(engine, env, options), timeoutMs);
+}
+
+/** Spawns a server with `spawn` (in turn with the others starting) and resolves once its `listening` event names the URL. */
+export async function startListening(spawn: () => ServerProcess, timeoutMs = 15_000): Promise<ServerProcess> {
   const release = await startSlot();
-  const server = spawnServer(engine, env, options);
+  const server = spawn();
   try {
     const listening = await server.waitForEvent("listening", timeoutMs);
     server.url = String(listening.url);

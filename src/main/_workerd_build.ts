@@ -1,0 +1,61 @@
+/**
+ * What running a module worker on local workerd takes: the worker bundled into one ES module
+ * (workerd resolves neither node_modules nor TypeScript; Bun, a devDependency, bundles it) and a
+ * workerd config around it. Used by `npm run start:workerd` (./_workerd_run.ts) and the workerd suite.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join, resolve } from "node:path";
+import { COMPATIBILITY_DATE } from "./_workerd_platform.ts";
+
+/** The project's root, where node_modules is. */
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** workerd's npm package (a devDependency): the binary for this platform, and its version. */
+export const WORKERD = createRequire(import.meta.url)("workerd") as { default: string; version: string };
+
+/**
+ * Bundles the module worker into `dir`/worker.js: src/main/workerd.ts (the example app), or, given
+ * `appPath`, a worker serving that app module's default export the same way.
+ */
+export function bundleWorker(dir: string, appPath?: string): void {
+  let entry = join(ROOT, "src/main/workerd.ts");
+  if (appPath) {
+    entry = join(dir, "entry.ts");
+    const [app, worker] = [resolve(appPath), join(ROOT, "src/main/_workerd.ts")].map((path) => JSON.stringify(path));
+    writeFileSync(entry, `import made from ${app};\nimport { workersEntry } from ${worker};\nexport default workersEntry(made);\n`);
+  }
+  const bun = existsSync(join(ROOT, "node_modules/.bin/bun")) ? join(ROOT, "node_modules/.bin/bun") : "bun";
+  execFileSync(bun, ["build", entry, "--target=browser", "--format=esm", `--outfile=${join(dir, "worker.js")}`], {
+    cwd: ROOT,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+}
+
+/**
+ * Writes `dir`/config.capnp: the worker in `dir`/worker.js on one HTTP socket at `host`:`port`,
+ * with a text binding for each name in `bindings`, read from workerd's own environment
+ * (`fromEnvironment`: no value is written into the file, nor needs escaping there). Port 0 is
+ * passed on: workerd binds a free port and reports it on its control descriptor (`--control-fd`).
+ */
+export function writeWorkerdConfig(dir: string, host: string, port: number, bindings: readonly string[]): string {
+  const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const list = bindings.map((name) => `(name = "${name}", fromEnvironment = "${name}")`).join(", ");
+  const path = join(dir, "config.capnp");
+  writeFileSync(
+    path,
+    `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [(name = "app", worker = .worker)],
+  sockets = [(name = "http", address = "${address}", http = (), service = "app")],
+);
+const worker :Workerd.Worker = (
+  modules = [(name = "worker.js", esModule = embed "worker.js")],
+  compatibilityDate = "${COMPATIBILITY_DATE}",
+  bindings = [${list}],
+);
+`,
+  );
+  return path;
+}

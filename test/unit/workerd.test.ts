@@ -1,0 +1,150 @@
+import { afterEach, beforeEach, describe, expect, type Mock, spyOn, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { loadConfig } from "../../src/policy/config.ts";
+import { loadWorkersConfig, workersEntry } from "../../src/main/_workerd.ts";
+import { COMPATIBILITY_DATE, PLATFORM_OWNED } from "../../src/main/_workerd_platform.ts";
+import type { AppContext } from "../../src/policy/types.ts";
+import fixture from "../_fixture.ts";
+
+/** The worker's console.log lines, parsed, while a test runs. */
+let log: Mock<typeof console.log>;
+const events = () => log.mock.calls.map(([line]) => JSON.parse(String(line)) as Record<string, unknown>);
+beforeEach(() => {
+  log = spyOn(console, "log").mockImplementation(() => {});
+});
+afterEach(() => log.mockRestore());
+
+/** One request to `worker` as Workers makes it: the same env object for every request of an isolate. */
+function call(worker: ReturnType<typeof workersEntry>, env: Record<string, unknown>, path: string, init?: RequestInit) {
+  return worker.fetch(new Request(`http://worker.test${path}`, init), env, {});
+}
+
+describe("the worker's bindings", () => {
+  test("with none, the defaults of the entries' own schema apply", () => {
+    expect(loadWorkersConfig({})).toEqual({ ok: true, config: { bodyLimitBytes: 1_048_576 } });
+  });
+
+  test("BODY_LIMIT is validated by the same schema, with the same message, as on the other entries", () => {
+    expect(loadWorkersConfig({ BODY_LIMIT: "512kb" })).toEqual({ ok: true, config: { bodyLimitBytes: 524_288 } });
+    const node = loadConfig({ BODY_LIMIT: "2gb" });
+    const workers = loadWorkersConfig({ BODY_LIMIT: "2gb" });
+    expect(workers.ok).toBe(false);
+    expect(!workers.ok && workers.problems).toEqual(!node.ok && node.problems);
+  });
+
+  test("every variable the platform owns is refused, each naming itself, its value and the reason", () => {
+    for (const [name, reason] of Object.entries(PLATFORM_OWNED)) {
+      const result = loadWorkersConfig({ [name]: "1s" });
+      expect(!result.ok && result.problems).toEqual([`${name} "1s" cannot be set on Cloudflare Workers: ${reason}`]);
+    }
+  });
+
+  test("every WEBSUB_* variable is refused as out of scope, its value never quoted", () => {
+    const result = loadWorkersConfig({ WEBSUB_TOPIC: "https://example.com/feed", WEBSUB_SECRET: "hunter2" });
+    expect(result.ok).toBe(false);
+    const problems = result.ok ? [] : result.problems;
+    expect(problems.map((p) => p.split(" ", 1)[0])).toEqual(["WEBSUB_TOPIC", "WEBSUB_SECRET"]);
+    for (const problem of problems) expect(problem).toContain("WebSub is out of scope there");
+    expect(problems.join("\n")).not.toContain("hunter2");
+  });
+
+  test("a template variable bound as anything but text is refused; the app's other bindings are left alone", () => {
+    const kv = { get() {} };
+    expect(loadWorkersConfig({ CACHE: kv, API_TOKEN: "secret" }).ok).toBe(true);
+    const result = loadWorkersConfig({ BODY_LIMIT: kv });
+    expect(!result.ok && result.problems).toEqual(["BODY_LIMIT is not a text binding: set it as a text variable (vars in wrangler.jsonc)"]);
+  });
+});
+
+/** The module worker, serving the suites' own fixture app (src/app.ts is the user's to replace). */
+describe("the module worker", () => {
+  test("serves the app with the probes in front: /healthz, /readyz always ready, /metrics 404 with the reason", async () => {
+    const worker = workersEntry(fixture);
+    const env = {};
+    expect(await (await call(worker, env, "/")).text()).toBe("Hello World");
+    expect(await (await call(worker, env, "/healthz")).json()).toEqual({ status: "ok" });
+    expect(await (await call(worker, env, "/readyz")).json()).toEqual({ status: "ready" });
+    const metrics = await call(worker, env, "/metrics");
+    expect(metrics.status).toBe(404);
+    expect((await metrics.json() as { message: string }).message).toStartWith("No /metrics on Cloudflare Workers");
+    const post = await call(worker, env, "/healthz", { method: "POST" });
+    expect(post.status).toBe(405);
+    expect(post.headers.get("allow")).toBe("GET, HEAD");
+  });
+
+  test("BODY_LIMIT from the bindings reaches the app: a larger body answers 413 JSON", async () => {
+    const worker = workersEntry(fixture);
+    const env = { BODY_LIMIT: "10b" };
+    expect(await (await call(worker, env, "/echo", { method: "POST", body: "0123456789" })).json()).toEqual({ bytes: 10 });
+    const res = await call(worker, env, "/echo", { method: "POST", body: "0123456789a" });
+    expect(res.status).toBe(413);
+    expect((await res.json() as { error: string }).error).toBe("payload_too_large");
+  });
+
+  test("a stream through the lifecycle helper logs its outcome as JSON lines tagged workerd", async () => {
+    const worker = workersEntry(fixture);
+    const res = await call(worker, {}, "/stream?chunks=2&interval=0");
+    expect(await res.text()).toBe("chunk 1 of 2\nchunk 2 of 2\n");
+    const stream = events().find((e) => e.event === "stream_request");
+    expect(stream).toMatchObject({ level: "info", runtime: "workerd", outcome: "finished", sent: 2 });
+  });
+
+  test("an app made by an async factory is made once per isolate, and served", async () => {
+    let made = 0;
+    const worker = workersEntry(async (context: AppContext) => {
+      made += 1;
+      await Bun.sleep(1);
+      return fixture(context);
+    });
+    const env = {};
+    const answers = await Promise.all([call(worker, env, "/"), call(worker, env, "/")]);
+    for (const res of answers) expect(await res.text()).toBe("Hello World");
+    expect(await (await call(worker, env, "/healthz")).json()).toEqual({ status: "ok" });
+    expect(made).toBe(1);
+  });
+
+  test("a bad binding answers every request 500 JSON naming the variables, and logs config_invalid once per isolate", async () => {
+    const worker = workersEntry(fixture);
+    const env = { IDLE_TIMEOUT: "5s", BODY_LIMIT: "lots" };
+    for (const path of ["/", "/healthz"]) {
+      const res = await call(worker, env, path);
+      expect(res.status).toBe(500);
+      const body = await res.json() as { error: string; message: string };
+      expect(body.error).toBe("invalid_configuration");
+      expect(body.message).toContain("(IDLE_TIMEOUT, BODY_LIMIT)");
+      // Values stay in the log: a response goes to anyone who asks.
+      expect(body.message).not.toContain("lots");
+    }
+    const logged = events().filter((e) => e.event === "config_invalid");
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toMatchObject({ level: "error", runtime: "workerd" });
+    expect(logged[0]!.problems).toEqual([
+      `IDLE_TIMEOUT "5s" cannot be set on Cloudflare Workers: ${PLATFORM_OWNED.IDLE_TIMEOUT}`,
+      'BODY_LIMIT "lots" is not a size: use an integer with a unit b, kb or mb, e.g. 512kb or 1mb',
+    ]);
+  });
+
+  test("an app that uses the metrics registry fails with the reason, logged, and answers 500", async () => {
+    const worker = workersEntry(({ registry }: AppContext) => {
+      registry.counter("jobs_total", "Jobs.");
+      return () => new Response("unreachable");
+    });
+    const res = await call(worker, {}, "/");
+    expect(res.status).toBe(500);
+    const failed = events().find((e) => e.event === "app_load_failed") as { error: { message: string } } | undefined;
+    expect(failed?.error.message).toContain("context.registry.counter: there is no metrics registry on Cloudflare Workers");
+  });
+});
+
+describe("wrangler.jsonc", () => {
+  // JSONC: whole-line comments only, as the file is written.
+  const config = JSON.parse(
+    readFileSync(new URL("../../wrangler.jsonc", import.meta.url), "utf8").split("\n").filter((line) => !/^\s*\/\//.test(line)).join("\n"),
+  ) as { main: string; compatibility_date: string; vars: Record<string, string> };
+
+  test("deploys the same entry, with the compatibility date the local run uses and vars the worker accepts", () => {
+    expect(config.main).toBe("src/main/workerd.ts");
+    expect(config.compatibility_date).toBe(COMPATIBILITY_DATE);
+    expect(loadWorkersConfig(config.vars).ok).toBe(true);
+  });
+});
