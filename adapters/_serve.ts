@@ -35,11 +35,15 @@ export async function serveWith<E extends Engine>(
   const fetch = withLifecycle(fetchOf(app), { logger, ...requestMetrics(registry) });
   const handle = await engines.engines[engine].serve(fetch, config, logger);
 
-  registry.collect("connections_open", "Open client connections.", "gauge", () => {
-    const open = handle.openConnections?.();
-    return open === undefined ? [] : [{ value: open }];
-  });
-  registerProcessMetrics(registry);
+  // Where the engine cannot count its connections (Bun.serve) there is no series rather than a 0.
+  // Kept per worker: MAX_CONNECTIONS and the descriptor limit are each worker's own.
+  const openConnections = handle.openConnections?.bind(handle);
+  if (openConnections) {
+    registry.collect("connections_open", "Open client connections.", "gauge", () => [{ value: openConnections() }], {
+      aggregation: "worker",
+    });
+  }
+  registerProcessMetrics(registry, runtime);
   const stopWatchingFds = watchFds(logger);
   logger.info("listening", {
     runtime,

@@ -77,7 +77,7 @@ export function startNpmServer(runtime: Runtime, env: Record<string, string> = {
  * Spawns `command` on the server core (or on the cores `cpu` pins it to, none for `[]`), bound to
  * 127.0.0.1 port 0, waits for its `listening` line and checks that `GET /` answers `Hello World`.
  */
-async function startCommand(
+export async function startCommand(
   runtime: Runtime,
   kind: Kind | IdleKind,
   command: string[],

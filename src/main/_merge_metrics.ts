@@ -1,57 +1,42 @@
-import { escapeLabelValue, formatValue } from "../policy/metrics.ts";
+import { AggregatorRegistry, type Registry as PromRegistry } from "prom-client";
+import type { FamilyJson } from "../policy/metrics.ts";
 
 /**
- * One exposition for several workers (WORKERS > 1): counters summed across workers, gauges kept per
- * worker with a `worker` label (a sum of, say, open file descriptors would describe no process).
- * Reads the text format the registry writes (src/policy/metrics.ts): `# HELP`, `# TYPE`, then
- * samples `name{labels} value`.
+ * One registry for several workers (WORKERS > 1), made by prom-client's
+ * `AggregatorRegistry.aggregate()` from every worker's `registry.json()`. Each family is combined
+ * the way it says (docs/workers.md#metrics): with one of prom-client's aggregators (counters
+ * `sum`), or, for `worker`, each worker's series kept apart under a `worker` label, which the
+ * aggregator then has nothing to add up.
  */
-export function mergeExpositions(expositions: ReadonlyArray<{ worker: string; text: string }>): string {
-  interface Family {
-    help: string;
-    type: string;
-    /** Series key (`name{labels}`) to value, in first-seen order. */
-    samples: Map<string, number>;
-  }
-  const families = new Map<string, Family>();
-  for (const { worker, text } of expositions) {
-    let current: Family | undefined;
-    for (const line of text.split("\n")) {
-      if (line === "") continue;
-      if (line.startsWith("# HELP ")) {
-        const [name, ...help] = line.slice(7).split(" ");
-        current = families.get(name!);
-        if (!current) families.set(name!, current = { help: help.join(" "), type: "untyped", samples: new Map() });
-        continue;
-      }
-      if (line.startsWith("# TYPE ")) {
-        const [name, type] = line.slice(7).split(" ");
-        const family = families.get(name!);
-        if (family && type) family.type = type;
-        continue;
-      }
-      if (line.startsWith("#") || !current) continue;
-      const space = line.lastIndexOf(" ");
-      const series = line.slice(0, space);
-      const value = Number(line.slice(space + 1));
-      if (current.type === "counter") {
-        current.samples.set(series, (current.samples.get(series) ?? 0) + value);
-      } else {
-        current.samples.set(withLabel(series, "worker", worker), value);
-      }
-    }
-  }
-  const lines: string[] = [];
-  for (const [name, family] of families) {
-    lines.push(`# HELP ${name} ${family.help}`, `# TYPE ${name} ${family.type}`);
-    for (const [series, value] of family.samples) lines.push(`${series} ${formatValue(value)}`);
-  }
-  return lines.length ? `${lines.join("\n")}\n` : "";
+export function mergeWorkers(workers: ReadonlyArray<{ worker: string; families: readonly FamilyJson[] }>): PromRegistry {
+  return AggregatorRegistry.aggregate(
+    workers.map(({ worker, families }) =>
+      families.map((family) =>
+        family.aggregator === "worker"
+          ? { ...family, aggregator: "sum", values: family.values.map((v) => ({ ...v, labels: { worker, ...v.labels } })) }
+          : family
+      )
+    ),
+  );
 }
 
-/** `name{a="1"}` with `label="value"` added first. */
-function withLabel(series: string, label: string, value: string): string {
-  const brace = series.indexOf("{");
-  const pair = `${label}="${escapeLabelValue(value)}"`;
-  return brace < 0 ? `${series}{${pair}}` : `${series.slice(0, brace + 1)}${pair},${series.slice(brace + 1)}`;
+/**
+ * A worker's families as JSON for the worker answering the scrape. JSON has no NaN or infinities,
+ * which gauges do report (an unlimited fd limit, an event-loop lag with no sample yet), so
+ * non-finite values travel as strings.
+ */
+export function encodeFamilies(families: readonly FamilyJson[]): string {
+  return JSON.stringify(
+    families,
+    (key, value) => (key === "value" && typeof value === "number" && !Number.isFinite(value) ? String(value) : value),
+  );
+}
+
+/** `encodeFamilies()` read back. */
+export function decodeFamilies(text: string): FamilyJson[] {
+  const families = JSON.parse(text) as FamilyJson[];
+  for (const family of families) {
+    for (const sample of family.values) sample.value = Number(sample.value);
+  }
+  return families;
 }

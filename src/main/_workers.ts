@@ -6,8 +6,9 @@
  * forwards SIGTERM and SIGINT, and kills what is left once the drain's deadline has passed.
  *
  * Supervisor and workers talk over a small HTTP control server on 127.0.0.1 (no IPC channel works
- * the same on Node, Bun and Deno): a worker announces itself once listening, and a worker asked for
- * /metrics learns its siblings' private metrics addresses there, so one scrape covers them all.
+ * the same on Node, Bun and Deno, and prom-client's own cluster aggregation rides on node:cluster's):
+ * a worker announces itself once listening, and a worker asked for /metrics learns its siblings'
+ * private metrics addresses there, so one scrape covers them all.
  */
 import * as v from "valibot";
 import { type ChildProcess, spawn } from "node:child_process";
@@ -19,7 +20,7 @@ import { readEnv } from "../policy/config.ts";
 import type { Logger } from "../policy/log.ts";
 import type { Registry } from "../policy/metrics.ts";
 import type { Runtime } from "../policy/types.ts";
-import { mergeExpositions } from "./_merge_metrics.ts";
+import { decodeFamilies, encodeFamilies, mergeWorkers } from "./_merge_metrics.ts";
 
 /** What a worker is told in its environment: its number and where the supervisor listens. */
 export const WORKER_INDEX = "WORKER_INDEX";
@@ -64,7 +65,7 @@ export interface WorkerInfo {
   pid: number;
   url: string;
   engine: string;
-  /** Its private address for the supervisor and its siblings: serves its own registry at GET /metrics. */
+  /** Its private address for the supervisor and its siblings: serves its own registry as JSON at GET /metrics.json. */
   adminUrl: string;
 }
 
@@ -229,17 +230,23 @@ async function controlRequest(url: string, init?: RequestInit): Promise<Response
 }
 
 /**
- * What a worker adds to itself: a private listener on 127.0.0.1 serving its own registry (for the
- * scrape of a sibling), and, once it listens, its announcement to the supervisor.
+ * What a worker adds to itself: a private listener on 127.0.0.1 serving its own registry as
+ * prom-client's JSON (for the scrape of a sibling), and, once it listens, its announcement to the
+ * supervisor.
  */
 export async function startWorker(worker: { index: number; control: string }, registry: Registry): Promise<{
   announce(info: Omit<WorkerInfo, "adminUrl" | "index">): Promise<void>;
-  /** The whole server's exposition: this worker's and every sibling's, merged. */
+  /** The whole server's exposition: this worker's and every sibling's, aggregated. */
   metrics(): Promise<string>;
 }> {
-  const admin = createServer((request, response) => {
-    if (request.url !== "/metrics") return response.writeHead(404).end();
-    response.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end(registry.render());
+  const admin = createServer(async (request, response) => {
+    if (request.url !== "/metrics.json") return response.writeHead(404).end();
+    try {
+      const body = encodeFamilies(await registry.json());
+      response.writeHead(200, { "content-type": "application/json" }).end(body);
+    } catch (error) {
+      response.writeHead(500, { "content-type": "text/plain; charset=utf-8" }).end((error as Error).message);
+    }
   });
   await new Promise<void>((resolve) => admin.listen(0, "127.0.0.1", resolve));
   admin.unref();
@@ -251,13 +258,14 @@ export async function startWorker(worker: { index: number; control: string }, re
     },
     async metrics() {
       const siblings = await (await controlRequest(`${worker.control}/workers`)).json() as WorkerInfo[];
-      const expositions = await Promise.all(siblings.map(async (sibling) => ({
+      // A sibling that does not answer (it is restarting) is left out of this scrape.
+      const workers = await Promise.all(siblings.map(async (sibling) => ({
         worker: String(sibling.index),
-        text: sibling.index === worker.index
-          ? registry.render()
-          : await controlRequest(`${sibling.adminUrl}/metrics`).then((r) => r.text(), () => ""),
+        families: sibling.index === worker.index ? await registry.json() : await controlRequest(`${sibling.adminUrl}/metrics.json`)
+          .then(async (r) => (r.ok ? decodeFamilies(await r.text()) : []))
+          .catch(() => []),
       })));
-      return mergeExpositions(expositions);
+      return await mergeWorkers(workers).metrics();
     },
   };
 }

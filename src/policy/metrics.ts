@@ -1,5 +1,13 @@
+/**
+ * The metrics registry: a small facade over prom-client's `Registry`, which holds the families and
+ * writes the exposition. The facade keeps what apps and modules call (`counter`, `gauge`,
+ * `collect`), checks names and labels with messages that quote the value, starts every declared
+ * series at 0, and records how each family is combined across workers (docs/observability.md#metrics).
+ */
+import { type Aggregator, Counter as PromCounter, Gauge as PromGauge, type Metric, Registry as PromRegistry } from "prom-client";
+
 /** Content-Type of the text `render()` returns (Prometheus text exposition format 0.0.4). */
-export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+export const METRICS_CONTENT_TYPE = PromRegistry.PROMETHEUS_CONTENT_TYPE;
 
 /** Label name to label value for one series. */
 export type Labels = Record<string, string>;
@@ -10,10 +18,24 @@ export interface Sample {
   value: number;
 }
 
+/**
+ * How a family is combined when several workers answer one scrape (docs/workers.md#metrics): one of
+ * prom-client's aggregators (`sum`, `first`, `min`, `max`, `average`, `omit`), or `worker`: each
+ * worker's series kept apart under a `worker` label.
+ */
+export type Aggregation = Aggregator | "worker";
+
+/** Options of a gauge or a collected family. */
+export interface FamilyOptions {
+  /** How WORKERS > 1 combine it. @default "worker" for a gauge (a sum of each process's heap or descriptors describes no process), "sum" for a counter */
+  aggregation?: Aggregation;
+}
+
 /** A value that only goes up; `by` defaults to 1 and must not be negative. */
 export interface Counter {
   inc(labels?: Labels, by?: number): void;
-  get(labels?: Labels): number;
+  /** The value as the next scrape reads it. */
+  get(labels?: Labels): Promise<number>;
   /** The series for `labels`, looked up once: for hot paths that count the same series again and again. */
   labels(labels?: Labels): CounterSeries;
 }
@@ -28,176 +50,183 @@ export interface Gauge {
   set(value: number, labels?: Labels): void;
   inc(labels?: Labels, by?: number): void;
   dec(labels?: Labels, by?: number): void;
-  get(labels?: Labels): number;
+  get(labels?: Labels): Promise<number>;
+}
+
+/** One family as a worker sends it to the worker that answers the scrape: prom-client's `getMetricsAsJSON()` entry. */
+export interface FamilyJson {
+  name: string;
+  help: string;
+  type: string;
+  aggregator: Aggregation;
+  values: Array<{ value: number; labels: Partial<Record<string, string | number>>; metricName?: string }>;
 }
 
 /** The metric families of one process, rendered together for a scrape. */
 export interface Registry {
-  /** name must match ^[a-zA-Z_:][a-zA-Z0-9_:]*$ and end in _total (throw Error otherwise); labelNames declared up front */
+  /** name must match ^[a-zA-Z_:][a-zA-Z0-9_:]*$ and end in _total (throw Error otherwise); labelNames declared up front; summed across workers */
   counter(name: string, help: string, labelNames?: readonly string[]): Counter;
   /** name must match ^[a-zA-Z_:][a-zA-Z0-9_:]*$; labelNames declared up front */
-  gauge(name: string, help: string, labelNames?: readonly string[]): Gauge;
-  /** A family whose samples are read at scrape time (e.g. open file descriptors); return [] to omit it. */
-  collect(name: string, help: string, type: "gauge" | "counter", read: () => Sample[]): void;
-  /** The whole exposition, families in registration order, ending with a newline. */
-  render(): string;
+  gauge(name: string, help: string, labelNames?: readonly string[], options?: FamilyOptions): Gauge;
+  /** A family whose samples are read at scrape time (e.g. open connections); [] shows no sample. */
+  collect(name: string, help: string, type: "gauge" | "counter", read: () => Sample[], options?: FamilyOptions): void;
+  /** Sets how the family `name`, registered already (say, one of prom-client's default metrics), is combined across workers. */
+  aggregate(name: string, aggregation: Aggregation): void;
+  /** The whole exposition, families in registration order: prom-client's `metrics()`. */
+  render(): Promise<string>;
+  /** Every family with its values and its aggregation: what a worker hands the worker that answers a scrape. */
+  json(): Promise<FamilyJson[]>;
+  /** prom-client's Registry behind the facade: register histograms, summaries or any prom-client metric on it. */
+  readonly prom: PromRegistry;
 }
 
 const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 // Names starting with `__` are reserved for Prometheus' own use during relabelling.
 const LABEL_NAME = /^(?!__)[a-zA-Z_][a-zA-Z0-9_]*$/;
 
-interface Family {
-  name: string;
-  help: string;
-  type: "gauge" | "counter";
-  read: () => Sample[];
-}
-
-/** Formats a sample value the way Prometheus' parser (Go ParseFloat plus NaN/±Inf) reads it back. */
-export function formatValue(value: number): string {
-  if (Number.isNaN(value)) return "NaN";
-  if (value === Infinity) return "+Inf";
-  if (value === -Infinity) return "-Inf";
-  return String(value);
-}
-
-/** Escapes HELP text: only backslash and newline are special there. */
-function escapeHelp(text: string): string {
-  return text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
-}
-
-/** Escapes a label value: backslash, double quote and newline. */
-export function escapeLabelValue(text: string): string {
-  return text.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-}
-
-/** Renders one sample line; label pairs are written in the order given. */
-function sampleLine(name: string, pairs: readonly (readonly [string, string])[], value: number): string {
-  const labels = pairs.map(([k, v]) => `${k}="${escapeLabelValue(v)}"`).join(",");
-  return `${labels ? `${name}{${labels}}` : name} ${formatValue(value)}`;
-}
-
-function checkMetricName(name: string): void {
-  if (!METRIC_NAME.test(name)) throw new Error(`invalid metric name "${name}"`);
-}
-
 function checkLabelName(metric: string, label: string): void {
-  if (!LABEL_NAME.test(label)) throw new Error(`${metric}: invalid label name "${label}"`);
+  if (!LABEL_NAME.test(label)) {
+    throw new Error(`${metric}: label name "${label}" is not valid: use letters, digits and _, not starting with a digit or __`);
+  }
 }
 
 function checkIncrease(metric: string, by: number): void {
   // `!(by >= 0)` also rejects NaN, which would poison the counter forever.
-  if (!(by >= 0)) throw new Error(`${metric}: counters only go up, got inc(${by})`);
+  if (!(by >= 0)) throw new Error(`${metric}: inc(${by}) would lower a counter: counters only go up`);
 }
 
-/** A labelled set of numbers keyed by declared label values, in first-use order. */
-function createSeries(name: string, labelNames: readonly string[]) {
+/** The labels of one series as prom-client gets them: every declared name, in declared order; throws on undeclared or missing names. */
+function labelChecker(name: string, labelNames: readonly string[]): (labels?: Labels) => Labels {
   for (const label of labelNames) checkLabelName(name, label);
-  if (new Set(labelNames).size !== labelNames.length) throw new Error(`${name}: duplicate label names`);
-  // Map keeps insertion order, which gives first-use order in the output.
-  const values = new Map<string, { labelValues: string[]; value: number }>();
-  // An unlabelled series always exists so it is scraped as 0 before its first update.
-  if (labelNames.length === 0) values.set("[]", { labelValues: [], value: 0 });
-
-  /** Label values in declared order; throws on undeclared or missing label names. */
-  function labelValuesOf(labels: Labels = {}): string[] {
+  if (new Set(labelNames).size !== labelNames.length) throw new Error(`${name}: label names ${JSON.stringify(labelNames)} repeat a name`);
+  return (labels = {}) => {
     for (const key of Object.keys(labels)) {
-      if (!labelNames.includes(key)) throw new Error(`${name}: label "${key}" was not declared`);
+      if (!labelNames.includes(key)) {
+        throw new Error(`${name}: label "${key}" was not declared: declared are ${JSON.stringify(labelNames)}`);
+      }
     }
-    return labelNames.map((label) => {
-      if (!Object.hasOwn(labels, label)) throw new Error(`${name}: missing label "${label}"`);
-      return labels[label];
-    });
-  }
-
-  return {
-    get(labels?: Labels): number {
-      return values.get(JSON.stringify(labelValuesOf(labels)))?.value ?? 0;
-    },
-    /** The entry of one series, created at 0 when new. */
-    entry(labels: Labels | undefined): { labelValues: string[]; value: number } {
-      const labelValues = labelValuesOf(labels);
-      const key = JSON.stringify(labelValues);
-      let entry = values.get(key);
-      if (!entry) values.set(key, entry = { labelValues, value: 0 });
-      return entry;
-    },
-    update(labels: Labels | undefined, change: (old: number) => number): void {
-      const entry = this.entry(labels);
-      entry.value = change(entry.value);
-    },
-    read(): Sample[] {
-      return [...values.values()].map(({ labelValues, value }) => ({
-        labels: Object.fromEntries(labelNames.map((label, i) => [label, labelValues[i]])),
-        value,
-      }));
-    },
+    const checked: Labels = {};
+    for (const label of labelNames) {
+      if (!Object.hasOwn(labels, label)) throw new Error(`${name}: label "${label}" is missing`);
+      checked[label] = labels[label]!;
+    }
+    return checked;
   };
 }
 
-/** Creates an empty registry; families render in the order they were registered. */
-export function createRegistry(): Registry {
-  const families: Family[] = [];
+/** The value of the series with exactly `labels` in a prom-client family, 0 when it has none. */
+async function valueOf(metric: { get(): Promise<{ values: Array<{ value: number; labels: object }> }> }, labels: Labels): Promise<number> {
+  const keys = Object.keys(labels);
+  const { values } = await metric.get();
+  const found = values.find((v) => {
+    const have = v.labels as Record<string, unknown>;
+    return Object.keys(have).length === keys.length && keys.every((k) => String(have[k]) === labels[k]);
+  });
+  return found?.value ?? 0;
+}
 
-  function register(family: Family): void {
-    checkMetricName(family.name);
-    // Prometheus only checks the suffix in OpenMetrics, but requiring it keeps names uniform.
-    if (family.type === "counter" && !family.name.endsWith("_total")) {
-      throw new Error(`counter "${family.name}" must end in _total`);
+/** A registry backed by `prom` (a new prom-client Registry unless given, e.g. prom-client's global `register`). */
+export function createRegistry(prom: PromRegistry = new PromRegistry()): Registry {
+  const aggregations = new Map<string, Aggregation>();
+
+  function register(name: string, type: "gauge" | "counter", aggregation: Aggregation): void {
+    if (!METRIC_NAME.test(name)) {
+      throw new Error(`Metric name "${name}" is not valid: use letters, digits, _ and :, not starting with a digit`);
     }
-    if (families.some((f) => f.name === family.name)) throw new Error(`metric "${family.name}" registered twice`);
-    families.push(family);
+    // Prometheus only checks the suffix in OpenMetrics, but requiring it keeps names uniform.
+    if (type === "counter" && !name.endsWith("_total")) throw new Error(`Counter "${name}" must end in _total`);
+    if (prom.getSingleMetric(name)) throw new Error(`Metric "${name}" is registered twice`);
+    aggregations.set(name, aggregation);
   }
 
   return {
+    prom,
     counter(name, help, labelNames = []) {
-      const series = createSeries(name, labelNames);
-      register({ name, help, type: "counter", read: series.read });
+      const check = labelChecker(name, labelNames);
+      register(name, "counter", "sum");
+      // What bound series counted since the last scrape. prom-client's own inc() hashes and checks
+      // the labels each time, a cost the request path does not pay (docs/observability.md#cost).
+      const bound: Array<{ labels: Labels; value: number }> = [];
+      const counter: PromCounter = new PromCounter({
+        name,
+        help,
+        labelNames,
+        registers: [prom],
+        collect() {
+          for (const series of bound) {
+            if (series.value === 0) continue;
+            counter.inc(series.labels, series.value);
+            series.value = 0;
+          }
+        },
+      });
       return {
         inc(labels, by = 1) {
           checkIncrease(name, by);
-          series.update(labels, (old) => old + by);
+          counter.inc(check(labels), by);
         },
-        get: series.get,
+        get: (labels) => valueOf(counter, check(labels)),
         labels(labels) {
-          const entry = series.entry(labels);
+          const series = { labels: check(labels), value: 0 };
+          // The series exists from now on: a scrape shows it at 0 before it first counts.
+          counter.inc(series.labels, 0);
+          bound.push(series);
           return {
             inc(by = 1) {
               checkIncrease(name, by);
-              entry.value += by;
+              series.value += by;
             },
           };
         },
       };
     },
-    gauge(name, help, labelNames = []) {
-      const series = createSeries(name, labelNames);
-      register({ name, help, type: "gauge", read: series.read });
+    gauge(name, help, labelNames = [], options = {}) {
+      const check = labelChecker(name, labelNames);
+      register(name, "gauge", options.aggregation ?? "worker");
+      const gauge = new PromGauge({ name, help, labelNames, registers: [prom] });
       return {
-        set: (value, labels) => series.update(labels, () => value),
-        inc: (labels, by = 1) => series.update(labels, (old) => old + by),
-        dec: (labels, by = 1) => series.update(labels, (old) => old - by),
-        get: series.get,
+        set: (value, labels) => gauge.set(check(labels), value),
+        inc: (labels, by = 1) => gauge.inc(check(labels), by),
+        dec: (labels, by = 1) => gauge.dec(check(labels), by),
+        get: (labels) => valueOf(gauge, check(labels)),
       };
     },
-    collect(name, help, type, read) {
-      register({ name, help, type, read });
+    collect(name, help, type, read, options = {}) {
+      register(name, type, options.aggregation ?? (type === "counter" ? "sum" : "worker"));
+      // The shape prom-client's Registry reads from every metric, and the one its own
+      // AggregatorRegistry.aggregate() registers: a family whose get() reports the values. Its label
+      // names are whatever read() reports, which a prom-client Gauge would want declared up front.
+      const family = {
+        name,
+        help,
+        type,
+        aggregator: "sum",
+        labelNames: [],
+        reset() {},
+        get() {
+          const values = read().map(({ labels = {}, value }) => {
+            for (const label of Object.keys(labels)) checkLabelName(name, label);
+            return { labels, value };
+          });
+          return Promise.resolve({ name, help, type, aggregator: "sum", values });
+        },
+      };
+      prom.registerMetric(family as unknown as Metric);
     },
-    render() {
-      const lines: string[] = [];
-      for (const { name, help, type, read } of families) {
-        const samples = read();
-        if (samples.length === 0) continue;
-        lines.push(`# HELP ${name} ${escapeHelp(help)}`, `# TYPE ${name} ${type}`);
-        for (const { labels = {}, value } of samples) {
-          const pairs = Object.entries(labels);
-          for (const [label] of pairs) checkLabelName(name, label);
-          lines.push(sampleLine(name, pairs, value));
-        }
+    aggregate(name, aggregation) {
+      if (!prom.getSingleMetric(name)) {
+        throw new Error(`Metric "${name}" is not registered: register it before saying how workers combine it`);
       }
-      // An empty registry renders as "", which is a valid (empty) exposition.
-      return lines.length ? `${lines.join("\n")}\n` : "";
+      aggregations.set(name, aggregation);
+    },
+    render: () => prom.metrics(),
+    async json() {
+      const families = await prom.getMetricsAsJSON();
+      return families.map((family) => ({
+        ...family,
+        type: String(family.type),
+        aggregator: aggregations.get(family.name) ?? family.aggregator,
+      }));
     },
   };
 }

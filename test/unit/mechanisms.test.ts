@@ -313,13 +313,13 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
     expect(lines[1]).toMatchObject({ level: "warn", event: "connections_refused", max: 3, source: "MAX_CONNECTIONS" });
   }, 5_000);
 
-  test("the telemetry counts a summary by its count", () => {
+  test("the telemetry counts a summary by its count", async () => {
     const registry = createRegistry();
     const logger = countEvents(createLogger(() => {}), registry, POLICY_EVENTS);
     logger.warn("connections_refused", { count: 4 });
     logger.warn("connections_refused", { count: 1 });
     logger.error("accept_failed", { count: 2, code: "EMFILE" });
-    const text = registry.render();
+    const text = await registry.render();
     expect(text).toContain("\nconnections_refused_total 5\n");
     expect(text).toContain("\naccept_failures_total 2\n");
   });

@@ -1,42 +1,60 @@
 import { describe, expect, test } from "bun:test";
-import { mergeExpositions } from "../../src/main/_merge_metrics.ts";
+import { Histogram } from "prom-client";
+import { decodeFamilies, encodeFamilies, mergeWorkers } from "../../src/main/_merge_metrics.ts";
 import { createRegistry } from "../../src/policy/metrics.ts";
 
-/** A worker's registry with its own numbers. */
-function worker(requests: number, openFds: number, aborted: number) {
+/** A worker's families with its own numbers, as its admin listener sends them. */
+async function worker(requests: number, openFds: number, aborted: number) {
   const registry = createRegistry();
-  const counter = registry.counter("http_requests_total", "Requests answered, by status class.", ["class"]);
-  counter.inc({ class: "2xx" }, requests);
+  registry.counter("http_requests_total", "Requests answered, by status class.", ["class"]).labels({ class: "2xx" }).inc(requests);
   registry.counter("http_responses_total", "Responses by outcome.", ["outcome"]).inc({ outcome: "aborted" }, aborted);
-  registry.collect("process_open_fds", "Number of open file descriptors.", "gauge", () => [{ value: openFds }]);
-  return registry.render();
+  registry.collect("process_open_fds", "Number of open file descriptors.", "gauge", () => [{ value: openFds }], { aggregation: "worker" });
+  registry.gauge("limit", "A limit that is the same in every worker.", [], { aggregation: "first" }).set(openFds * 10);
+  registry.gauge("queue", "Queue length.", ["name"], { aggregation: "max" }).set(openFds, { name: "a" });
+  const latency = new Histogram({ name: "latency_seconds", help: "Latency.", buckets: [0.1], registers: [registry.prom] });
+  latency.observe(0.05);
+  return decodeFamilies(encodeFamilies(await registry.json()));
 }
 
-describe("mergeExpositions (src/main/_merge_metrics.ts)", () => {
-  test("counters are summed across workers; gauges are kept per worker under a worker label", () => {
-    const merged = mergeExpositions([{ worker: "0", text: worker(3, 20, 1) }, { worker: "1", text: worker(4, 25, 0) }]);
-    expect(merged).toBe(
-      [
-        "# HELP http_requests_total Requests answered, by status class.",
-        "# TYPE http_requests_total counter",
-        'http_requests_total{class="2xx"} 7',
-        "# HELP http_responses_total Responses by outcome.",
-        "# TYPE http_responses_total counter",
-        'http_responses_total{outcome="aborted"} 1',
-        "# HELP process_open_fds Number of open file descriptors.",
-        "# TYPE process_open_fds gauge",
-        'process_open_fds{worker="0"} 20',
-        'process_open_fds{worker="1"} 25',
-        "",
-      ].join("\n"),
-    );
+describe("mergeWorkers (src/main/_merge_metrics.ts)", () => {
+  test("each family combined as it says: counters and histograms summed, `worker` kept per worker under a worker label, max, first", async () => {
+    const merged = await mergeWorkers([
+      { worker: "0", families: await worker(3, 20, 1) },
+      { worker: "1", families: await worker(4, 25, 0) },
+    ]).metrics();
+    const lines = merged.split("\n").filter((line) => line !== "" && !line.startsWith("#"));
+    expect(lines).toEqual([
+      'http_requests_total{class="2xx"} 7',
+      'http_responses_total{outcome="aborted"} 1',
+      'process_open_fds{worker="0"} 20',
+      'process_open_fds{worker="1"} 25',
+      "limit 200",
+      'queue{name="a"} 25',
+      'latency_seconds_bucket{le="0.1"} 2',
+      'latency_seconds_bucket{le="+Inf"} 2',
+      "latency_seconds_sum 0.1",
+      "latency_seconds_count 2",
+    ]);
+    expect(merged).toContain("# TYPE process_open_fds gauge\n");
+    expect(merged).toContain("# HELP http_requests_total Requests answered, by status class.\n");
   });
 
-  test("a gauge that has labels gets the worker label first; an empty exposition adds nothing", () => {
+  test("the worker label comes first; a worker that did not answer adds nothing", async () => {
     const registry = createRegistry();
-    registry.gauge("queue", "Queue length.", ["name"]).set(2, { name: "a" });
-    const merged = mergeExpositions([{ worker: "3", text: registry.render() }, { worker: "4", text: "" }]);
+    registry.gauge("queue", "Queue length.", ["name"], { aggregation: "worker" }).set(2, { name: "a" });
+    const merged = await mergeWorkers([{ worker: "3", families: await registry.json() }, { worker: "4", families: [] }]).metrics();
     expect(merged).toContain('queue{worker="3",name="a"} 2\n');
     expect(merged).not.toContain('worker="4"');
+  });
+
+  test("NaN and infinities survive the JSON between workers", async () => {
+    const registry = createRegistry();
+    const g = registry.gauge("g", "g", ["k"], { aggregation: "worker" });
+    g.set(NaN, { k: "nan" });
+    g.set(Infinity, { k: "inf" });
+    g.set(-Infinity, { k: "-inf" });
+    g.set(0.25, { k: "x" });
+    const families = decodeFamilies(encodeFamilies(await registry.json()));
+    expect(families[0]!.values.map((v) => v.value)).toEqual([NaN, Infinity, -Infinity, 0.25]);
   });
 });

@@ -18,16 +18,16 @@ describe("logger (src/policy/log.ts)", () => {
 });
 
 describe("telemetry (src/policy/telemetry.ts)", () => {
-  test("the policy's events count on the metrics they name, from 0, and still reach the log", () => {
+  test("the policy's events count on the metrics they name, from 0, and still reach the log", async () => {
     const registry = createRegistry();
     const lines: string[] = [];
     const logger = countEvents(createLogger((line) => lines.push(line)), registry, POLICY_EVENTS);
-    expect(registry.render()).toContain("\nconnections_idle_closed_total 0\n");
+    expect(await registry.render()).toContain("\nconnections_idle_closed_total 0\n");
     logger.info("idle_timeout", { remoteAddress: "127.0.0.1", remotePort: 1 });
     logger.info("idle_timeout", { remoteAddress: "127.0.0.1", remotePort: 2 });
     logger.info("headers_timeout", {});
     logger.info("not_counted", {});
-    const text = registry.render();
+    const text = await registry.render();
     expect(text).toContain("\nconnections_idle_closed_total 2\n");
     expect(text).toContain('connections_deadline_closed_total{deadline="headers"} 1');
     expect(text).toContain('connections_deadline_closed_total{deadline="request"} 0');
@@ -50,7 +50,7 @@ describe("telemetry (src/policy/telemetry.ts)", () => {
     const res = await fetch(new Request("http://localhost/slow", { signal: controller.signal }));
     await res.body!.getReader().read();
     controller.abort();
-    const text = registry.render();
+    const text = await registry.render();
     expect(text).toContain('http_requests_total{class="2xx"} 2');
     expect(text).toContain('http_requests_total{class="4xx"} 1');
     expect(text).toContain('http_responses_total{outcome="finished"} 2');
@@ -87,7 +87,7 @@ describe("routes in front of the app (src/main/_routes.ts)", () => {
     expect(await health.json()).toEqual({ status: "ok" });
     const metrics = await ops(new Request("http://h/metrics"));
     expect(metrics.headers.get("content-type")).toBe(METRICS_CONTENT_TYPE);
-    expect(await metrics.text()).toBe(registry.render());
+    expect(await metrics.text()).toBe(await registry.render());
     const post = await ops(new Request("http://h/metrics", { method: "POST" }));
     expect(post.status).toBe(405);
     expect((await post.json()).error).toBe("method_not_allowed");
