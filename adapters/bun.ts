@@ -8,8 +8,11 @@ import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts"
 import { watchDisconnects } from "./_disconnect_watch.ts";
 import { keepAliveHeader, serveNodeHttp, withKeepAliveHint } from "./_node_http.ts";
 import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
+import { requireRuntime } from "./_runtime.ts";
 import { serveWith } from "./_serve.ts";
 import { displayUrl, type Engines, type EngineServer } from "./_types.ts";
+
+requireRuntime("bun");
 
 /**
  * `BUN_ENGINE` (the `engine` option) picks what serves connections:

@@ -6,8 +6,11 @@ import { acceptFailures, connectionLimit, refusals } from "./_connection_limit.t
 import { findServeHttpOnConnection, serveConnections } from "./_deno_connections.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
 import { checkNodeHttp, serveNodeHttp } from "./_node_http.ts";
+import { requireRuntime } from "./_runtime.ts";
 import { serveWith } from "./_serve.ts";
 import { displayUrl, type Engines, type EngineServer } from "./_types.ts";
+
+requireRuntime("deno");
 
 /**
  * `DENO_ENGINE` (the `engine` option) picks what serves connections:

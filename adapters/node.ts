@@ -1,7 +1,10 @@
 import type { Serve } from "../src/policy/types.ts";
 import { checkNodeHttp, serveNodeHttp } from "./_node_http.ts";
+import { requireRuntime } from "./_runtime.ts";
 import { serveWith } from "./_serve.ts";
 import type { Engines } from "./_types.ts";
+
+requireRuntime("node");
 
 const engines: Engines<"node-http"> = {
   variable: "NODE_ENGINE",

@@ -2,6 +2,7 @@ import { expect, test } from "bun:test";
 import { spawnSync } from "bun";
 import { ROOT } from "../harness/process.ts";
 import { BUN, DENO, NODE } from "../harness/servers.ts";
+import type { Runtime } from "../src/policy/types.ts";
 
 /**
  * Importing an adapter only defines: no environment read, no listen, no signal handler, no exit.
@@ -29,4 +30,29 @@ for (const [runtime, command] of Object.entries(COMMANDS)) {
     expect(JSON.parse(result.stdout.toString())).toEqual({ serve: "function", sigterm: 0, sigint: 0 });
     expect(result.exitCode).toBe(0);
   }, 30_000);
+}
+
+const NAMES: Record<Runtime, string> = { node: "Node", bun: "Bun", deno: "Deno" };
+const RUNTIMES = Object.keys(COMMANDS) as Runtime[];
+
+/**
+ * Bun and Deno run much of Node's API, so an adapter imported on another runtime would start,
+ * under the wrong name and with another engine's limits. The import throws instead, at once,
+ * with one line that names the adapter to import.
+ */
+for (const runtime of RUNTIMES) {
+  for (const adapter of RUNTIMES.filter((name) => name !== runtime)) {
+    test(`importing adapters/${adapter}.ts on ${NAMES[runtime]} fails at once, naming adapters/${runtime}.ts`, () => {
+      const result = spawnSync(COMMANDS[runtime](PROBE.replace("RUNTIME", adapter)), {
+        cwd: ROOT,
+        env: { ...process.env, NO_COLOR: "1" },
+        timeout: 20_000,
+      });
+      const message = `adapters/${adapter}.ts is for ${NAMES[adapter]}; on ${NAMES[runtime]}, import serve from adapters/${runtime}.ts`;
+      const stderr = result.stderr.toString();
+      expect(stderr.split("\n").some((line) => line.endsWith(`rror: ${message}`)) ? message : stderr).toBe(message);
+      expect(result.stdout.toString()).toBe("");
+      expect(result.exitCode).not.toBe(0);
+    }, 30_000);
+  }
 }
