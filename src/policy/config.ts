@@ -4,24 +4,42 @@ import type { Registry } from "./metrics.ts";
 import type { ServeOptions } from "./types.ts";
 
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
-const DURATION = /^(\d+)(ms|s|m|h)$/;
+const DURATION = /^(\d+|\d*\.\d+)(ms|s|m|h)$/;
 /** Upper bound for every duration: Node's timers overflow past 2^31-1 ms (~24.8 days). */
 const MAX_DURATION_MS = 24 * UNIT_MS.h;
 
-/** Parses `500ms`, `75s`, `15m`, `2h` or `0` into milliseconds; throws a sentence naming what is allowed. */
-export function parseDurationMs(value: string): number {
+/**
+ * Parses `500ms`, `75s`, `15m`, `2h` or `0` into milliseconds; throws a sentence naming what is
+ * allowed. `zero` is what 0 means for the variable (`0 disables`), said where a bare number is
+ * refused; without it, 0 goes unmentioned.
+ */
+export function parseDurationMs(value: string, zero?: string): number {
   const text = value.trim();
   if (text === "0") return 0;
   if (/^\d+$/.test(text)) {
-    throw new Error(`"${value}" has no unit: use e.g. ${text}s or ${text}m (0 disables)`);
+    const examples = (["s", "m", "ms", "h"] as const).filter((unit) => Number(text) * UNIT_MS[unit] <= MAX_DURATION_MS);
+    if (examples.length === 0) throw new Error(`"${value}" has no unit, and is over the maximum of 24h in any unit`);
+    const use = examples.slice(0, 2).map((unit) => `${text}${unit}`).join(" or ");
+    throw new Error(`"${value}" has no unit: use e.g. ${use}${zero === undefined ? "" : ` (${zero})`}`);
   }
   const match = DURATION.exec(text);
   if (!match) {
     throw new Error(`"${value}" is not a duration: use an integer with a unit ms, s, m or h, e.g. 500ms, 75s, 15m`);
   }
   const ms = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
-  if (ms > MAX_DURATION_MS) throw new Error(`"${value}" is too long: at most 24h`);
+  if (ms > MAX_DURATION_MS) throw new Error(`"${value}" is over the maximum of 24h`);
+  if (match[1]!.includes(".")) throw new Error(`"${value}" is not an integer: ${useSmallerUnit(ms, match[2]!, UNIT_MS, "ms, s, m or h")}`);
   return ms;
+}
+
+/** How to write a fraction of `unit`, worth `amount` of the smallest unit, as an integer: in the largest smaller unit that makes it whole. */
+function useSmallerUnit(amount: number, unit: string, units: Readonly<Record<string, number>>, names: string): string {
+  const smaller = Object.entries(units).filter(([, size]) => size < units[unit]!).sort(([, a], [, b]) => b - a);
+  for (const [name, size] of smaller) {
+    const count = amount / size;
+    if (amount > 0 && Math.abs(count - Math.round(count)) < 1e-9) return `use e.g. ${Math.round(count)}${name}`;
+  }
+  return `use an integer with a unit ${names}`;
 }
 
 /** Formats milliseconds back into the shortest exact duration string (`75000` -> `75s`). */
@@ -45,19 +63,34 @@ export function fromParser<T>(parse: (value: string) => T) {
   });
 }
 
-function Duration(fallback: string) {
-  return v.optional(v.pipe(v.string(), fromParser(parseDurationMs)), fallback);
+/** A duration variable; `zero` is what 0 means for it, said in its messages. */
+function Duration(fallback: string, zero: string) {
+  return v.optional(v.pipe(v.string(), fromParser((value) => parseDurationMs(value, zero))), fallback);
 }
 
-const SIZE = /^(\d+)(b|kb|mb)$/;
+const SIZE = /^(\d+|\d*\.\d+)(b|kb|mb|gb|tb)$/;
 const UNIT_BYTES = { b: 1, kb: 1_024, mb: 1_048_576 } as const;
+/** Units read only to say that the size is over the maximum. */
+const LARGE_UNIT_BYTES = { ...UNIT_BYTES, gb: 1_073_741_824, tb: 1_099_511_627_776 } as const;
+const MAX_SIZE_BYTES = 100 * UNIT_BYTES.mb;
 
 /** Parses `512kb`, `1mb` or `100b` into bytes; throws a sentence naming what is allowed. */
 export function parseSizeBytes(value: string): number {
-  const match = SIZE.exec(value.trim().toLowerCase());
+  const text = value.trim().toLowerCase();
+  if (/^\d+$/.test(text)) {
+    if (Number(text) === 0) throw new Error(`"${value}" is under the minimum of 1b: use a size from 1b to 100mb`);
+    const examples = (["b", "kb", "mb"] as const).filter((unit) => Number(text) * UNIT_BYTES[unit] <= MAX_SIZE_BYTES);
+    if (examples.length === 0) throw new Error(`"${value}" has no unit, and is over the maximum of 100mb in any unit`);
+    throw new Error(`"${value}" has no unit: use e.g. ${examples.slice(0, 2).map((unit) => `${text}${unit}`).join(" or ")}`);
+  }
+  const match = SIZE.exec(text);
   if (!match) throw new Error(`"${value}" is not a size: use an integer with a unit b, kb or mb, e.g. 512kb or 1mb`);
-  const bytes = Number(match[1]) * UNIT_BYTES[match[2] as keyof typeof UNIT_BYTES];
-  if (bytes < 1 || bytes > 100 * UNIT_BYTES.mb) throw new Error(`"${value}" is out of range: use from 1b to 100mb`);
+  const bytes = Number(match[1]) * LARGE_UNIT_BYTES[match[2] as keyof typeof LARGE_UNIT_BYTES];
+  if (bytes > MAX_SIZE_BYTES) throw new Error(`"${value}" is over the maximum of 100mb`);
+  if (match[1]!.includes(".")) {
+    throw new Error(`"${value}" is not an integer: ${useSmallerUnit(bytes, match[2]!, UNIT_BYTES, "b, kb or mb")}`);
+  }
+  if (bytes < 1) throw new Error(`"${value}" is under the minimum of 1b: use a size from 1b to 100mb`);
   return bytes;
 }
 
@@ -66,7 +99,7 @@ const Port = v.optional(
     v.string(),
     v.regex(/^\d+$/, (issue) => `"${issue.input}" is not a port: use an integer from 0 to 65535 (0 picks a free one)`),
     v.transform(Number),
-    v.maxValue(65_535, (issue) => `"${issue.input}" is not a port: use an integer from 0 to 65535 (0 picks a free one)`),
+    v.maxValue(65_535, (issue) => `"${issue.input}" is over the maximum of 65535 (0 picks a free one)`),
   ),
   "8080",
 );
@@ -85,9 +118,9 @@ const Host = v.optional(
 const MaxConnections = v.optional(
   v.pipe(
     v.string(),
-    v.regex(/^\d{1,7}$/, (issue) => `"${issue.input}" is not a connection count: use an integer from 1 to 1000000, or 0 for no limit`),
+    v.regex(/^\d+$/, (issue) => `"${issue.input}" is not a connection count: use an integer from 1 to 1000000, or 0 for no limit`),
     v.transform(Number),
-    v.maxValue(1_000_000, (issue) => `"${issue.input}" is too large: use at most 1000000, or 0 for no limit`),
+    v.maxValue(1_000_000, (issue) => `"${issue.input}" is over the maximum of 1000000 (0 means no limit)`),
   ),
 );
 
@@ -113,11 +146,11 @@ export const EnvSchema = v.pipe(
   v.object({
     PORT: Port,
     HOST: Host,
-    IDLE_TIMEOUT: Duration(formatDuration(DEFAULTS.idleTimeoutMs)),
-    HEADERS_TIMEOUT: Duration(formatDuration(DEFAULTS.headersTimeoutMs)),
-    REQUEST_TIMEOUT: Duration(formatDuration(DEFAULTS.requestTimeoutMs)),
-    SHUTDOWN_TIMEOUT: Duration(formatDuration(DEFAULTS.shutdownTimeoutMs)),
-    SHUTDOWN_DELAY: Duration(formatDuration(DEFAULTS.shutdownDelayMs)),
+    IDLE_TIMEOUT: Duration(formatDuration(DEFAULTS.idleTimeoutMs), "0 disables"),
+    HEADERS_TIMEOUT: Duration(formatDuration(DEFAULTS.headersTimeoutMs), "0 disables"),
+    REQUEST_TIMEOUT: Duration(formatDuration(DEFAULTS.requestTimeoutMs), "0 disables"),
+    SHUTDOWN_TIMEOUT: Duration(formatDuration(DEFAULTS.shutdownTimeoutMs), "0 cuts in-flight requests at once"),
+    SHUTDOWN_DELAY: Duration(formatDuration(DEFAULTS.shutdownDelayMs), "0 closes the listener at once"),
     BODY_LIMIT: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
     MAX_CONNECTIONS: MaxConnections,
   }),
@@ -209,7 +242,8 @@ type PolicyKey =
 
 function wholeNumber(max: number, what: string) {
   const message = (issue: v.BaseIssue<unknown>) => `${JSON.stringify(issue.input)} is not ${what}: use an integer from 0 to ${max}`;
-  return v.pipe(v.number(message), v.integer(message), v.minValue(0, message), v.maxValue(max, message));
+  const over = (issue: v.BaseIssue<unknown>) => `${JSON.stringify(issue.input)} is over the maximum of ${max}`;
+  return v.pipe(v.number(message), v.integer(message), v.minValue(0, message), v.maxValue(max, over));
 }
 
 const Milliseconds = (fallback: number) => v.optional(wholeNumber(MAX_DURATION_MS, "a duration in milliseconds"), fallback);

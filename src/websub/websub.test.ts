@@ -653,7 +653,7 @@ describe("configuration (WEBSUB_*)", () => {
     };
     expect(lease("90m")).toBe(5_400);
     expect(lease("1500ms")).toBe(2);
-    expect(lease("90")).toEqual(['WEBSUB_LEASE "90" has no unit: use e.g. 90s or 90m (0 disables)']);
+    expect(lease("90")).toEqual(['WEBSUB_LEASE "90" has no unit: use e.g. 90s or 90m']);
   });
 
   test("WEBSUB_CALLBACK_URL with a query or a fragment is refused, naming the variable", () => {
