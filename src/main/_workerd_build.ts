@@ -16,6 +16,21 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 export const WORKERD = createRequire(import.meta.url)("workerd") as { default: string; version: string };
 
 /**
+ * How Bun bundles a worker for workerd. `--target=browser` bundles for a web runtime, as workerd
+ * is, but swaps Node's built-ins for Bun's browser polyfills (whose `node:process` has no default
+ * export): `node:*` is left external, for workerd's own modules, which the compatibility date
+ * enables; a `require()` of one in a CommonJS dependency goes through the banner's `require`
+ * (workerd's `node:module`). A bare `process` or `buffer` still gets the polyfill: Bun keeps no
+ * bare built-in external for the browser. Measured: docs/runtimes.md#workerds-nodejs-built-ins.
+ */
+export const BUNDLE_ARGS: readonly string[] = [
+  "--target=browser",
+  "--format=esm",
+  "--external=node:*",
+  '--banner=import { createRequire as __workerdCreateRequire } from "node:module"; const require = __workerdCreateRequire(import.meta.url);',
+];
+
+/**
  * Bundles the module worker into `dir`/worker.js: src/main/workerd.ts (the example app), or, given
  * `appPath`, a worker serving that app module's default export the same way.
  */
@@ -27,7 +42,7 @@ export function bundleWorker(dir: string, appPath?: string): void {
     writeFileSync(entry, `import made from ${app};\nimport { workersEntry } from ${worker};\nexport default workersEntry(made);\n`);
   }
   const bun = existsSync(join(ROOT, "node_modules/.bin/bun")) ? join(ROOT, "node_modules/.bin/bun") : "bun";
-  execFileSync(bun, ["build", entry, "--target=browser", "--format=esm", `--outfile=${join(dir, "worker.js")}`], {
+  execFileSync(bun, ["build", entry, ...BUNDLE_ARGS, `--outfile=${join(dir, "worker.js")}`], {
     cwd: ROOT,
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -38,6 +53,8 @@ export function bundleWorker(dir: string, appPath?: string): void {
  * with a text binding for each name in `bindings`, read from workerd's own environment
  * (`fromEnvironment`: no value is written into the file, nor needs escaping there). Port 0 is
  * passed on: workerd binds a free port and reports it on its control descriptor (`--control-fd`).
+ * No `compatibilityFlags`: the date enables `nodejs_compat`, and the pinned workerd warns at every
+ * start when the flag is given as well (docs/runtimes.md#workerds-nodejs-built-ins).
  */
 export function writeWorkerdConfig(dir: string, host: string, port: number, bindings: readonly string[]): string {
   const address = `${host.includes(":") ? `[${host}]` : host}:${port}`;

@@ -67,5 +67,7 @@ export const WORKERD_LIMITS: WorkerdLimits = {
  * The compatibility date the local run and wrangler.jsonc both give (a test holds them equal): the
  * pinned workerd supports it, and from it on `request.signal` aborts when a client leaves
  * (`enable_request_signal`; docs/runtimes.md#workerd-learns-of-a-client-that-left-when-it-writes).
+ * Being 2026-08-04 or later, it also enables `nodejs_compat`: workerd's `node:` built-ins, with no
+ * flag (docs/runtimes.md#workerds-nodejs-built-ins).
  */
 export const COMPATIBILITY_DATE = "2026-11-17";

@@ -23,6 +23,13 @@ const EXIT_CONFIG = 2;
 const EXIT_START = 1;
 
 /**
+ * Said after Bun's own message when a polyfill lacks what the app imports: `node:*` is left to
+ * workerd (./_workerd_build.ts), so only a built-in imported by its bare name meets a polyfill.
+ */
+const BARE_BUILTIN_HINT =
+  `Import Node's built-ins with the node: prefix (import process from "node:process"): workerd provides those, and Bun's browser polyfills lack parts of them (docs/runtimes.md#workerds-nodejs-built-ins)`;
+
+/**
  * The variables that become the worker's bindings: the template's own, less PORT and HOST. Passed
  * on even when the platform owns them, so that the worker's own refusal names them.
  */
@@ -56,7 +63,8 @@ function run(): void {
   } catch (error) {
     cleanup();
     const output = (error as { stderr?: Buffer }).stderr?.toString().trim();
-    exit(EXIT_START, [`Cannot bundle the worker: ${output || (error as Error).message}`]);
+    const hint = output?.includes("Browser polyfill for module") ? [BARE_BUILTIN_HINT] : [];
+    exit(EXIT_START, [`Cannot bundle the worker: ${output || (error as Error).message}`, ...hint]);
   }
   const config = writeWorkerdConfig(dir, host, port, bindings);
 
