@@ -2,7 +2,6 @@ import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { fetchOnce } from "../harness/http.ts";
 import { ROOT, ServerProcess } from "../harness/process.ts";
-import { NODE } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
 
 const ENTRY = "docs/examples/own-entry.ts";
@@ -17,7 +16,11 @@ test(
   "a user's own entry file serves its own app through serve() with the whole policy, and shuts down on SIGTERM",
   () =>
     using(async (defer) => {
-      const server = new ServerProcess([NODE, ENTRY], { ...process.env, PORT: "0" } as Record<string, string>);
+      // The command the file's first line gives.
+      const server = new ServerProcess(
+        ["npm", "run", "--silent", "node", "--", ENTRY],
+        { ...process.env, PORT: "0" } as Record<string, string>,
+      );
       defer(() => server.kill());
       const listening = await server.waitForEvent("listening", 15_000);
       const url = String(listening.url);

@@ -1,5 +1,5 @@
-// Your own entry file: your app, served with the whole connection policy. `node docs/examples/own-entry.ts`
-// (on Bun or Deno, import serve from adapters/bun.ts or adapters/deno.ts instead).
+// Your own entry file: your app, served with the whole connection policy. `npm run node -- docs/examples/own-entry.ts`
+// (on Bun or Deno, import serve from adapters/bun.ts or adapters/deno.ts instead, and run it with npm run bun or npm run deno).
 import { Hono } from "hono";
 import process from "node:process";
 import { serve } from "../../adapters/node.ts";
