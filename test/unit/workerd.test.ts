@@ -140,11 +140,17 @@ describe("wrangler.jsonc", () => {
   // JSONC: whole-line comments only, as the file is written.
   const config = JSON.parse(
     readFileSync(new URL("../../wrangler.jsonc", import.meta.url), "utf8").split("\n").filter((line) => !/^\s*\/\//.test(line)).join("\n"),
-  ) as { main: string; compatibility_date: string; vars: Record<string, string> };
+  ) as { main: string; compatibility_date: string; compatibility_flags?: string[]; vars: Record<string, string> };
 
   test("deploys the same entry, with the compatibility date the local run uses and vars the worker accepts", () => {
     expect(config.main).toBe("src/main/workerd.ts");
     expect(config.compatibility_date).toBe(COMPATIBILITY_DATE);
     expect(loadWorkersConfig(config.vars).ok).toBe(true);
+  });
+
+  test("names nodejs_compat for wrangler, on a date from which workerd enables it without the flag, as the local run relies on", () => {
+    // docs/runtimes.md#workerds-nodejs-built-ins: from 2026-08-04 on, the date alone gives workerd's node: built-ins.
+    expect(config.compatibility_flags).toEqual(["nodejs_compat"]);
+    expect(COMPATIBILITY_DATE >= "2026-08-04").toBe(true);
   });
 });
