@@ -372,3 +372,110 @@ describe("workerd: what the platform owns, as declared and measured", () => {
     30_000,
   );
 });
+
+describe("workerd: Node's built-ins, imported with the node: prefix", () => {
+  // Self-contained: scratch app modules in a temp dir, served through `npm run start:workerd` as a
+  // user runs it. What works on workerd and why: docs/runtimes.md#workerds-nodejs-built-ins.
+
+  /** Writes `files` (name to source) into a fresh temp dir removed when the test ends; returns the dir. */
+  async function scratch(defer: (cleanup: () => unknown) => void, files: Record<string, string>): Promise<string> {
+    const dir = mkdtempSync(join(tmpdir(), "hono-workerd-node-"));
+    defer(() => rmSync(dir, { recursive: true, force: true }));
+    for (const [name, source] of Object.entries(files)) await Bun.write(join(dir, name), source);
+    return dir;
+  }
+
+  function spawnApp(app: string, env: Record<string, string> = {}): ServerProcess {
+    const cmd = ["npm", "run", "start:workerd", "--silent", "--", app];
+    return new ServerProcess(cmd, { ...process.env, PORT: "0", HOST: "127.0.0.1", ...env } as Record<string, string>);
+  }
+
+  test.concurrent(
+    "an app module that default-imports node:process and imports Buffer from node:buffer is served, with workerd's own process.env",
+    () =>
+      using(async (defer) => {
+        const dir = await scratch(defer, {
+          "app.ts": `import process from "node:process";
+import { Buffer } from "node:buffer";
+import { EventEmitter, once } from "node:events";
+
+export default {
+  async fetch(request: Request): Promise<Response> {
+    const emitter = new EventEmitter();
+    const heard = once(emitter, "ping");
+    emitter.emit("ping", new URL(request.url).pathname);
+    return Response.json({
+      base64: Buffer.from("héllo").toString("base64"),
+      isBuffer: Buffer.isBuffer(Buffer.alloc(1)),
+      nextTick: await new Promise((resolve) => process.nextTick(() => resolve("ticked"))),
+      bodyLimit: process.env.BODY_LIMIT ?? null,
+      heard: (await heard)[0],
+    });
+  },
+};
+`,
+        });
+        // BODY_LIMIT becomes a text binding, which workerd's process.env carries (Bun's polyfill's is empty).
+        const server = await startListening(() => spawnApp(join(dir, "app.ts"), { BODY_LIMIT: "64kb" }));
+        defer(() => server.kill());
+        const res = await fetchOnce(`${server.url}/node`);
+        expect(res.status).toBe(200);
+        expect(await res.json()).toEqual({ base64: "aMOpbGxv", isBuffer: true, nextTick: "ticked", bodyLimit: "64kb", heard: "/node" });
+        expect(await (await fetchOnce(`${server.url}/healthz`)).json()).toEqual({ status: "ok" });
+        expect(server.named("app_load_failed")).toEqual([]);
+        expect(server.nonJsonLines).toEqual([]);
+      }),
+    30_000,
+  );
+
+  test.concurrent(
+    "a CommonJS dependency that requires node:events and node:buffer is bundled and served",
+    () =>
+      using(async (defer) => {
+        const dir = await scratch(defer, {
+          "dep.cjs": `const { EventEmitter } = require("node:events");
+const { Buffer } = require("node:buffer");
+module.exports = { emitter: () => new EventEmitter(), hex: (text) => Buffer.from(text).toString("hex") };
+`,
+          "app.ts": `import dep from "./dep.cjs";
+
+export default {
+  fetch(): Response {
+    let got = "";
+    const emitter = dep.emitter();
+    emitter.on("data", (value: string) => (got = value));
+    emitter.emit("data", dep.hex("ok"));
+    return new Response(got);
+  },
+};
+`,
+        });
+        const server = await startListening(() => spawnApp(join(dir, "app.ts")));
+        defer(() => server.kill());
+        const res = await fetchOnce(server.url);
+        expect(res.status).toBe(200);
+        expect(await res.text()).toBe("6f6b");
+      }),
+    30_000,
+  );
+
+  test.concurrent(
+    "a built-in imported without the node: prefix gets Bun's browser polyfill: no default process, exit 1 naming the prefix",
+    () =>
+      using(async (defer) => {
+        const dir = await scratch(defer, {
+          "app.ts": `import process from "process";
+
+export default { fetch: (): Response => new Response(process.platform) };
+`,
+        });
+        const server = spawnApp(join(dir, "app.ts"));
+        defer(() => server.kill());
+        expect(await server.exitCode()).toBe(1);
+        expect(server.named("listening")).toEqual([]);
+        expect(server.stderr).toContain("Cannot bundle the worker: ");
+        expect(server.stderr).toContain('Import Node\'s built-ins with the node: prefix (import process from "node:process")');
+      }),
+    30_000,
+  );
+});
