@@ -20,6 +20,30 @@ const EXIT_CONFIG = 2;
 /** Exit code for a server that could not start (the port is taken, the app failed to load). */
 const EXIT_START = 1;
 
+/**
+ * The optional modules the template ships, by their export name in ./modules.ts, with the prefix of
+ * their variables. Kept here rather than in the module so that it outlives the module's removal: a
+ * variable left set for a module no longer installed is refused at startup, not silently ignored.
+ */
+export const OPTIONAL_MODULES: Readonly<Record<string, { readonly title: string; readonly prefix: string }>> = {
+  websub: { title: "WebSub", prefix: "WEBSUB_" },
+};
+
+/**
+ * One problem per variable (set, not empty) of an optional module that is not among `installed`.
+ * Values are never quoted: WEBSUB_SECRET is a secret.
+ */
+export function uninstalledModuleVariables(env: Record<string, string | undefined>, installed: readonly string[]): string[] {
+  const problems: string[] = [];
+  for (const [name, { title, prefix }] of Object.entries(OPTIONAL_MODULES)) {
+    if (installed.includes(name)) continue;
+    for (const variable of Object.keys(env).filter((key) => key.startsWith(prefix) && env[key]?.trim()).sort()) {
+      problems.push(`${variable} is set but the ${title} module is not installed (src/main/modules.ts): unset it or restore the module`);
+    }
+  }
+  return problems;
+}
+
 /** What an app module default-exports: an app, or a function of the context that makes one. */
 type AppModule = { default?: App | ((context: AppContext) => App | Promise<App>) };
 
@@ -44,6 +68,7 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
       problems.push(`WORKERS "${env.WORKERS}" cannot run the ${name} module: ${single}; use WORKERS=1`);
     }
   }
+  problems.push(...uninstalledModuleVariables(env, Object.keys(modules)));
   if (!workers.ok) problems.push(...workers.problems);
   if (!config.ok || problems.length > 0) exit(EXIT_CONFIG, problems);
   const { bodyLimitBytes, ...policy } = config.config;
