@@ -17,7 +17,9 @@ import { BUN_TICK_MS } from "../adapters/_capabilities.ts";
  * with short timeouts. The recommended ordering (nginx's upstream keepalive_timeout shorter than
  * the app's IDLE_TIMEOUT) gives no 5xx whatever the gaps between requests; the inverted one makes
  * nginx reuse connections the app is closing, and a POST on one becomes a 502 (nginx retries GETs).
- * docs/deployment.md states the rule and the numbers these tests measured.
+ * docs/deployment.md states the rule and the numbers these tests measured. And the public server
+ * serves the app's routes only: /metrics, /readyz and /healthz answer 404 there without reaching
+ * the app, and only the internal server serves them.
  */
 
 /** nginx from PATH, or where Debian puts it (/usr/sbin is not on a non-root user's PATH). */
@@ -36,10 +38,17 @@ function replaceOnce(text: string, pattern: RegExp, replacement: string): string
 }
 
 /**
- * deploy/nginx/nginx.conf as shipped, with only what a test must change: its ports, the upstream
- * keepalive_timeout, one worker (one keep-alive pool), and every file inside `dir`.
+ * deploy/nginx/nginx.conf as shipped, with only what a test must change: its ports (the public
+ * server's, the internal server's, the app's), the upstream keepalive_timeout, one worker (one
+ * keep-alive pool), and every file inside `dir`.
  */
-export function renderConfig(dir: string, listenPort: number, upstreamPort: number, keepaliveTimeoutMs: number): string {
+export function renderConfig(
+  dir: string,
+  listenPort: number,
+  internalPort: number,
+  upstreamPort: number,
+  keepaliveTimeoutMs: number,
+): string {
   let conf = readFileSync(join(ROOT, "deploy/nginx/nginx.conf"), "utf8");
   // Workers run as root in CI (a fresh container) rather than as a user that may not exist.
   conf = replaceOnce(conf, /^user .*;$/, process.getuid?.() === 0 ? "user root;" : "");
@@ -57,12 +66,15 @@ export function renderConfig(dir: string, listenPort: number, upstreamPort: numb
   );
   conf = replaceOnce(conf, /^(\s*)server 127\.0\.0\.1:8080;$/, `$1server 127.0.0.1:${upstreamPort};`);
   conf = replaceOnce(conf, /^(\s*)listen 80;$/, `$1listen 127.0.0.1:${listenPort};`);
+  conf = replaceOnce(conf, /^(\s*)listen 127\.0\.0\.1:8081;$/, `$1listen 127.0.0.1:${internalPort};`);
   conf = replaceOnce(conf, /^(\s*)keepalive_timeout 60s;$/, `$1keepalive_timeout ${keepaliveTimeoutMs}ms;`);
   return conf;
 }
 
 interface Nginx {
   port: number;
+  /** The internal server's port: the operational routes only. */
+  internalPort: number;
   dir: string;
   /** The access log: one line per request, with the upstream's status. */
   accessLog(): string;
@@ -85,7 +97,9 @@ async function startNginx(upstreamPort: number, keepaliveTimeoutMs: number, defe
   const read = (path: string) => (existsSync(path) ? readFileSync(path, "utf8") : "");
   for (let attempt = 1; attempt <= 5; attempt++) {
     const port = await freePort();
-    writeFileSync(confPath, renderConfig(dir, port, upstreamPort, keepaliveTimeoutMs));
+    let internalPort = await freePort();
+    while (internalPort === port) internalPort = await freePort();
+    writeFileSync(confPath, renderConfig(dir, port, internalPort, upstreamPort, keepaliveTimeoutMs));
     const args = [NGINX!, "-p", dir, "-c", confPath, "-e", errorLog];
     const check = spawnSync([...args, "-t", "-q"]);
     if (check.exitCode !== 0) throw new Error(`nginx -t refused the rendered config: ${check.stderr.toString()}`);
@@ -111,7 +125,8 @@ async function startNginx(upstreamPort: number, keepaliveTimeoutMs: number, defe
       const client = await connect(port, 500).catch(() => undefined);
       if (client) {
         client.destroy();
-        return { port, dir, accessLog: () => read(join(dir, "access.log")), errorLog: () => read(errorLog), kill };
+        // The master binds every listener before it forks a worker, so the internal one is up too.
+        return { port, internalPort, dir, accessLog: () => read(join(dir, "access.log")), errorLog: () => read(errorLog), kill };
       }
       await Bun.sleep(20);
     }
@@ -146,6 +161,17 @@ function lanes(port: number, n: number, defer: (cleanup: () => unknown) => void)
     defer(() => client.destroy());
     return new Lane(client);
   }));
+}
+
+/** One request on a connection of its own (`Connection: close`), target as written: its status and body. */
+async function ask(port: number, method: string, target: string, defer: (cleanup: () => unknown) => void) {
+  const client = await connect(port);
+  defer(() => client.destroy());
+  const body = method === "POST" ? "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello" : "\r\n";
+  client.write(`${method} ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n${body}`);
+  await client.waitForClose(5_000);
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(client.data)?.[1]);
+  return { status, body: client.data.slice(client.data.indexOf("\r\n\r\n") + 4) };
 }
 
 interface Tally {
@@ -299,4 +325,53 @@ if (!NGINX) {
       );
     });
   }
+
+  describe("what nginx makes public", () => {
+    test.concurrent(
+      "the public server answers 404 for /metrics, /readyz and /healthz without asking the app and serves the app's routes; the internal server serves those three and nothing else",
+      () =>
+        using(async (defer) => {
+          const server = await startServer("node-http", appEnv(2_000));
+          defer(() => server.kill());
+          const nginx = await startNginx(server.port, 1_000, defer);
+          // The three, and the same paths written so that only nginx's decoding and normalizing
+          // makes them the same: each must be refused, and none may reach the app.
+          const refused: Array<[method: string, target: string]> = [
+            ["GET", "/metrics"],
+            ["GET", "/readyz"],
+            ["GET", "/healthz"],
+            ["HEAD", "/metrics"],
+            ["GET", "/metrics?format=text"],
+            ["GET", "//metrics"],
+            ["GET", "/%6Detrics"],
+            ["GET", "/healthz/../readyz"],
+            ["GET", "/./metrics"],
+          ];
+          const publicSide: string[] = [];
+          for (const [method, target] of refused) {
+            publicSide.push(`${method} ${target} ${(await ask(nginx.port, method, target, defer)).status}`);
+          }
+          expect(publicSide).toEqual(refused.map(([method, target]) => `${method} ${target} 404`));
+          // nginx answered each itself: its access log names no upstream for any of them.
+          const logged = nginx.accessLog().trim().split("\n");
+          expect(logged).toHaveLength(refused.length);
+          for (const line of logged) expect(line).toMatch(/" 404 upstream=- upstream_status=- /);
+
+          // The app's routes are public as before.
+          const hello = await ask(nginx.port, "GET", "/", defer);
+          expect({ status: hello.status, hello: hello.body.includes("Hello World") }).toEqual({ status: 200, hello: true });
+          expect((await ask(nginx.port, "POST", "/echo", defer)).status).toBe(200);
+
+          // The internal server: the three, answered by the app; anything else 404, from nginx.
+          const metrics = await ask(nginx.internalPort, "GET", "/metrics", defer);
+          expect({ status: metrics.status, exposition: metrics.body.includes("http_requests_total") })
+            .toEqual({ status: 200, exposition: true });
+          expect((await ask(nginx.internalPort, "GET", "/readyz", defer)).body).toContain(`{"status":"ready"}`);
+          expect((await ask(nginx.internalPort, "GET", "/healthz", defer)).body).toContain(`{"status":"ok"}`);
+          expect((await ask(nginx.internalPort, "GET", "/", defer)).status).toBe(404);
+          expect((await ask(nginx.internalPort, "POST", "/echo", defer)).status).toBe(404);
+        }),
+      30_000,
+    );
+  });
 }
