@@ -59,13 +59,18 @@ beforeAll(() => {
   symlinkSync(join(ROOT, "node_modules"), join(scratch, "node_modules"));
   unlinkSync(join(scratch, "src/app.test.ts"));
   writeFileSync(join(scratch, "src/app.ts"), USER_APP);
-  // The optional WebSub module removed as docs/websub.md says: its folder, its line, its script.
+  // The optional WebSub module removed as docs/websub.md says: its folder, its line, its script, and
+  // its lines in the Dockerfiles (data/ and its VOLUME, fenced by `# >>> WebSub` and `# <<< WebSub`).
   rmSync(join(scratch, "src/websub"), { recursive: true });
   const modules = join(scratch, "src/main/modules.ts");
   writeFileSync(modules, readFileSync(modules, "utf8").replace(/^export \{ websub \} from .*\n/m, ""));
   const pkg = JSON.parse(readFileSync(join(scratch, "package.json"), "utf8"));
   delete pkg.scripts.websub;
   writeFileSync(join(scratch, "package.json"), JSON.stringify(pkg, null, 2) + "\n");
+  for (const dockerfile of new Bun.Glob("deploy/Dockerfile*").scanSync(scratch)) {
+    const path = join(scratch, dockerfile);
+    writeFileSync(path, readFileSync(path, "utf8").replace(/^# >>> WebSub.*\n[\s\S]*?^# <<< WebSub.*\n/gm, ""));
+  }
 });
 
 afterAll(() => {
@@ -112,4 +117,15 @@ describe("make it yours: the example app replaced by a three-route app of the us
       expect((await fetchOnce(`${url}/slow`)).status).toBe(404);
       expect((await fetchOnce(`${url}/websub/anything`)).status).toBe(404);
     }), 30_000);
+
+  test("with the WebSub module removed, no Dockerfile keeps data/ or a VOLUME", () => {
+    const dockerfiles = [...new Bun.Glob("deploy/Dockerfile*").scanSync(scratch)];
+    expect(dockerfiles).toEqual(expect.arrayContaining(["deploy/Dockerfile.node", "deploy/Dockerfile.bun", "deploy/Dockerfile.deno"]));
+    // The project's own have them (the removal is what took them out).
+    expect(dockerfiles.filter((d) => /^VOLUME /m.test(readFileSync(join(ROOT, d), "utf8")))).toHaveLength(3);
+    for (const dockerfile of dockerfiles) {
+      const left = readFileSync(join(scratch, dockerfile), "utf8").split("\n").filter((l) => /\bdata\b|\bVOLUME\b|WebSub/.test(l));
+      expect({ dockerfile, left }).toEqual({ dockerfile, left: [] });
+    }
+  });
 });
