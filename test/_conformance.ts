@@ -1,13 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import { spawnSync } from "bun";
+import { createHash, randomBytes } from "node:crypto";
 import type { Engine } from "../src/policy/types.ts";
 import { completeResponses, fetchOnce, get, metric } from "../harness/http.ts";
 import { connect, type RawClient, trickle, tryRequest } from "../harness/raw_client.ts";
 import { openFds } from "../harness/proc.ts";
-import { serverNode, spawnServer, startServer } from "../harness/servers.ts";
+import { FIXTURE_APP, serverNode, spawnServer, startServer } from "../harness/servers.ts";
 import { holdConnections, postRequest } from "../harness/keep_alive.ts";
 import { using } from "../harness/wait.ts";
-import { type ServerProcess } from "../harness/process.ts";
+import { type Event, type ServerProcess } from "../harness/process.ts";
 import { EARLY_MS, expectBetween, suiteSetup } from "./_suite.ts";
 
 /** Contract: a handler learns of a client that left within 100 ms. */
@@ -18,6 +19,132 @@ async function open(port: number, defer: (cleanup: () => unknown) => void): Prom
   const client = await connect(port);
   defer(() => client.destroy());
   return client;
+}
+
+/** The user's plain Hono app (issue #18): it calls none of the template's helpers. */
+const PLAIN_APP = "test/_plain_app.ts";
+
+/** One response read off a raw connection: its status, its headers (lower-cased names), its body. */
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * The complete responses in `data`, in order, chunked bodies decoded; a response whose body runs
+ * to the close counts only once `closed`. An incomplete one ends the list.
+ */
+export function parseResponses(data: string, closed = false): RawResponse[] {
+  const responses: RawResponse[] = [];
+  let rest = data;
+  for (;;) {
+    const headEnd = rest.indexOf("\r\n\r\n");
+    if (headEnd < 0) return responses;
+    const [statusLine = "", ...lines] = rest.slice(0, headEnd).split("\r\n");
+    const headers: Record<string, string> = {};
+    for (const line of lines) {
+      const colon = line.indexOf(":");
+      headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    const status = Number(statusLine.split(" ")[1]);
+    const after = rest.slice(headEnd + 4);
+    if (headers["content-length"] !== undefined) {
+      const length = Number(headers["content-length"]);
+      if (after.length < length) return responses;
+      responses.push({ status, headers, body: after.slice(0, length) });
+      rest = after.slice(length);
+    } else if (/chunked/i.test(headers["transfer-encoding"] ?? "")) {
+      let body = "";
+      let at = 0;
+      for (;;) {
+        const lineEnd = after.indexOf("\r\n", at);
+        if (lineEnd < 0) return responses;
+        const size = parseInt(after.slice(at, lineEnd), 16);
+        if (Number.isNaN(size)) return responses;
+        if (size === 0) {
+          if (!after.startsWith("\r\n", lineEnd + 2)) return responses;
+          at = lineEnd + 4;
+          break;
+        }
+        if (after.length < lineEnd + 2 + size + 2) return responses;
+        body += after.slice(lineEnd + 2, lineEnd + 2 + size);
+        at = lineEnd + 2 + size + 2;
+      }
+      responses.push({ status, headers, body });
+      rest = after.slice(at);
+    } else {
+      if (closed) responses.push({ status, headers, body: after });
+      return responses;
+    }
+  }
+}
+
+/** `body` in chunked framing, `size` bytes a chunk, with the last chunk. */
+function chunked(body: string, size = 1_000): string {
+  let framed = "";
+  for (let at = 0; at < body.length; at += size) {
+    const chunk = body.slice(at, at + size);
+    framed += `${chunk.length.toString(16)}\r\n${chunk}\r\n`;
+  }
+  return `${framed}0\r\n\r\n`;
+}
+
+/** A POST of `body` (ASCII) as raw bytes, framed by a Content-Length or chunked. */
+function upload(path: string, type: string, body: string, framing: "length" | "chunked"): string {
+  const head = `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${type}\r\n`;
+  return framing === "length"
+    ? `${head}Content-Length: ${body.length}\r\n\r\n${body}`
+    : `${head}Transfer-Encoding: chunked\r\n\r\n${chunked(body)}`;
+}
+
+/**
+ * The plain app's body-reading routes, each with a body of exactly `bytes` bytes that it answers
+ * `{"bytes": bytes}` for when read whole: text, JSON, a form, an ArrayBuffer and the raw stream.
+ */
+export const PLAIN_UPLOADS: Record<string, (bytes: number) => { type: string; body: string }> = {
+  "/text": (bytes) => ({ type: "text/plain", body: "x".repeat(bytes) }),
+  "/json": (bytes) => ({ type: "application/json", body: `"${"x".repeat(bytes - 2)}"` }),
+  "/form": (bytes) => ({ type: "application/x-www-form-urlencoded", body: `a=${"x".repeat(bytes - 2)}` }),
+  "/array": (bytes) => ({ type: "application/octet-stream", body: "x".repeat(bytes) }),
+  "/raw": (bytes) => ({ type: "application/octet-stream", body: "x".repeat(bytes) }),
+};
+
+/** `path`'s upload of `bytes` bytes as raw bytes. */
+export function plainUpload(path: string, bytes: number, framing: "length" | "chunked"): string {
+  const { type, body } = PLAIN_UPLOADS[path]!(bytes);
+  return upload(path, type, body, framing);
+}
+
+/** The lines of `text` that are not JSON: a bare stack trace, a runtime's warning. */
+function nonJson(text: string): string[] {
+  return text.split("\n").filter((line) => {
+    if (!line.trim()) return false;
+    try {
+      JSON.parse(line);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+}
+
+/** The first event named one of `names` (already logged or within `timeoutMs`); fails at once if the server exits. */
+async function waitForAnyEvent(server: ServerProcess, names: string[], timeoutMs: number): Promise<Event> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = server.events.find((e) => names.includes(e.event));
+    if (found) return found;
+    // A server that exited logs nothing more.
+    if (Date.now() > deadline || server.proc.exitCode !== null) {
+      throw new Error(
+        `no ${names.join(" or ")} event within ${timeoutMs}ms; events: ${
+          server.events.map((e) => e.event).join(", ")
+        }; exit code: ${server.proc.exitCode}; stderr: ${server.stderr}`,
+      );
+    }
+    await Bun.sleep(20);
+  }
 }
 
 /**
@@ -36,18 +163,27 @@ export function conformance(target: Engine): void {
     else test.concurrent(name, fn, timeoutMs);
   }
 
-  /** Starts a server for one test and stops it afterwards, whatever happens. */
-  function withServer(
+  /** Starts a server serving the app module `app` for one test and stops it afterwards, whatever happens. */
+  function withApp(
+    app: string,
     fn: (server: ServerProcess, defer: (cleanup: () => unknown) => void) => Promise<void>,
     extraEnv: Record<string, string> = {},
   ) {
     return () =>
       using(async (defer) => {
-        const server = await startServer(engine, { ...env, ...extraEnv });
+        const server = await startServer(engine, { ...env, ...extraEnv }, 15_000, { app });
         defer(() => server.kill());
         await fn(server, defer);
         expect(server.nonJsonLines).toEqual([]);
       });
+  }
+
+  /** Starts a server serving the suite's fixture for one test and stops it afterwards, whatever happens. */
+  function withServer(
+    fn: (server: ServerProcess, defer: (cleanup: () => unknown) => void) => Promise<void>,
+    extraEnv: Record<string, string> = {},
+  ) {
+    return withApp(FIXTURE_APP, fn, extraEnv);
   }
 
   describe(`${target}: idle`, () => {
@@ -470,6 +606,346 @@ export function conformance(target: Engine): void {
         client.write(get("/healthz"));
         await client.waitFor((d) => completeResponses(d) === 2, 2_000, "a second response on the same connection");
       }, { IDLE_TIMEOUT: "15m", ...(tooLongFor15m ? { [`${runtime.toUpperCase()}_ENGINE`]: "auto" } : {}) }),
+      30_000,
+    );
+  });
+
+  /**
+   * Issue #18: the policy holds for a user's plain Hono app that calls none of the template's
+   * helpers (test/_plain_app.ts): the adapter limits every body, notices every client that leaves,
+   * answers every thrown error with JSON, and serves the probes in front of it.
+   */
+  describe(`${target}: your app`, () => {
+    /** Runs `fn` on a server serving the plain app, with `extraEnv`. */
+    const withPlainApp = (
+      fn: (server: ServerProcess, defer: (cleanup: () => unknown) => void) => Promise<void>,
+      extraEnv: Record<string, string> = {},
+    ) => withApp(PLAIN_APP, fn, extraEnv);
+
+    /** Writes `request` on a new connection and resolves with its complete response. */
+    async function exchange(port: number, defer: (cleanup: () => unknown) => void, request: string, what: string) {
+      const client = await open(port, defer);
+      client.write(request);
+      await client.waitFor((d) => parseResponses(d).length === 1, 3_000, what);
+      return { client, response: parseResponses(client.data)[0]! };
+    }
+
+    /** After `response` the connection closes within 1 s if it said `Connection: close`, else it answers the next request. */
+    async function expectClosedOrReusable(client: RawClient, response: RawResponse): Promise<void> {
+      if (/\bclose\b/i.test(response.headers.connection ?? "")) {
+        await client.waitForClose(1_000);
+        return;
+      }
+      client.write(get("/"));
+      await client.waitFor((d) => parseResponses(d).length === 2, 2_000, "an answer to the next request on the connection");
+      expect(parseResponses(client.data)[1]).toMatchObject({ status: 200, body: "plain" });
+    }
+
+    /** The plain app's count of bodies its handlers began to read. */
+    const reads = async (server: ServerProcess) => (await (await fetchOnce(`${server.url}/reads`)).json() as { reads: number }).reads;
+
+    const expectTooLarge = (response: RawResponse) => {
+      expect(response.status).toBe(413);
+      expect(response.headers["content-type"]).toStartWith("application/json");
+      expect(JSON.parse(response.body)).toMatchObject({ error: "payload_too_large" });
+    };
+
+    test.concurrent(
+      "a body over BODY_LIMIT with a Content-Length is answered 413 JSON before any handler reads it",
+      withPlainApp(async (server, defer) => {
+        const before = await reads(server);
+        for (const path of Object.keys(PLAIN_UPLOADS)) {
+          const { client, response } = await exchange(server.port, defer, plainUpload(path, 5_000, "length"), `the answer to ${path}`);
+          expectTooLarge(response);
+          await expectClosedOrReusable(client, response);
+        }
+        expect(await reads(server)).toBe(before);
+      }, { BODY_LIMIT: "1kb" }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a chunked body over BODY_LIMIT is cut at the limit and answered 413 JSON, however the handler reads it",
+      withPlainApp(async (server, defer) => {
+        await Promise.all(
+          Object.keys(PLAIN_UPLOADS).map(async (path) => {
+            const { client, response } = await exchange(server.port, defer, plainUpload(path, 5_000, "chunked"), `the answer to ${path}`);
+            expect({ path, status: response.status }).toEqual({ path, status: 413 });
+            expectTooLarge(response);
+            await expectClosedOrReusable(client, response);
+          }),
+        );
+      }, { BODY_LIMIT: "1kb" }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a body under BODY_LIMIT is read whole, with a Content-Length or chunked, however the handler reads it",
+      withPlainApp(async (server, defer) => {
+        const answers = await Promise.all(
+          Object.keys(PLAIN_UPLOADS).flatMap((path) =>
+            (["length", "chunked"] as const).map(async (framing) => {
+              const { response } = await exchange(server.port, defer, plainUpload(path, 500, framing), `the answer to ${path}`);
+              return { path, framing, status: response.status, body: response.body };
+            })
+          ),
+        );
+        expect(answers).toEqual(answers.map(({ path, framing }) => ({ path, framing, status: 200, body: '{"bytes":500}' })));
+      }, { BODY_LIMIT: "1kb" }),
+      30_000,
+    );
+
+    for (const [path, first] of [["/sse?interval=50", "data: tick"], ["/stream", "part\n"]] as const) {
+      const pathname = path.split("?")[0];
+      test.concurrent(
+        `a client that leaves the app's own stream (${pathname}) produces one request_aborted within 100 ms, counted aborted`,
+        withPlainApp(async (server, defer) => {
+          const client = await open(server.port, defer);
+          client.write(get(path));
+          await client.waitFor((d) => d.includes(first), 2_000, "the first part");
+          const leftAt = Date.now();
+          client.destroy();
+          const aborted = await server.waitForEvent("request_aborted", 2_000);
+          expectBetween(Date.parse(aborted.time) - leftAt, 0, ABORT_NOTICE_MS);
+          expect(aborted.path).toBe(pathname);
+          expect(server.named("request_aborted")).toHaveLength(1);
+          const metrics = await (await fetchOnce(`${server.url}/metrics`)).text();
+          expect(metric(metrics, 'http_responses_total{outcome="aborted"}')).toBe(1);
+        }),
+        30_000,
+      );
+    }
+
+    test.concurrent(
+      "the app's own stream read to its end counts finished, never aborted",
+      withPlainApp(async (server, defer) => {
+        const client = await open(server.port, defer);
+        const askedAt = Date.now();
+        client.write(get("/stream?parts=3"));
+        const endedAt = await client.waitFor((d) => completeResponses(d) === 1, 3_000, "the whole stream");
+        // Three parts, 200 ms apart.
+        expectBetween(endedAt - askedAt, 400 - EARLY_MS, 2_000);
+        expect(parseResponses(client.data)[0]).toMatchObject({ status: 200, body: "part\npart\npart\n" });
+        client.destroy();
+        // An absence can only be shown by waiting: give a late abort 500 ms to show up.
+        await Bun.sleep(500);
+        expect(server.named("request_aborted")).toEqual([]);
+        const metrics = await (await fetchOnce(`${server.url}/metrics`)).text();
+        expect(metric(metrics, 'http_responses_total{outcome="aborted"}')).toBe(0);
+        expect(metric(metrics, 'http_responses_total{outcome="finished"}')).toBeGreaterThanOrEqual(1);
+      }),
+      30_000,
+    );
+
+    for (const [path, message] of [["/throw", "boom: secret detail"], ["/throw-async", "boom: async detail"]] as const) {
+      test.concurrent(
+        `an error thrown by the app (${path}) is answered 500 JSON with nothing of it, and logged once as handler_error with its stack`,
+        withPlainApp(async (server) => {
+          const res = await fetchOnce(`${server.url}${path}`);
+          expect(res.status).toBe(500);
+          expect(res.headers.get("content-type")).toStartWith("application/json");
+          const body = await res.text();
+          expect(body).not.toContain("detail");
+          expect(JSON.parse(body)).toMatchObject({ error: "internal_error" });
+          const logged = await server.waitForEvent("handler_error", 1_000);
+          expect(logged).toMatchObject({ level: "error", path, error: { message } });
+          expect((logged.error as { stack?: unknown }).stack).toBeString();
+          expect((logged.error as { stack: string }).stack).toContain(message);
+          expect(server.named("handler_error")).toHaveLength(1);
+          // Nothing else anywhere: no bare stack on stderr.
+          expect(nonJson(server.stderr)).toEqual([]);
+        }),
+        30_000,
+      );
+    }
+
+    test.concurrent(
+      "an HTTPException thrown by the app keeps its own status and message, and is no handler_error",
+      withPlainApp(async (server) => {
+        const res = await fetchOnce(`${server.url}/throw-http`);
+        expect(res.status).toBe(418);
+        expect(await res.text()).toBe("teapot");
+        // A later answer: whatever the first one logged is written by now.
+        expect(await (await fetchOnce(server.url)).text()).toBe("plain");
+        expect(server.named("handler_error")).toEqual([]);
+        expect(nonJson(server.stderr)).toEqual([]);
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "/healthz, /readyz and /metrics are answered in front of the app",
+      withPlainApp(async (server) => {
+        expect(await (await fetchOnce(server.url)).text()).toBe("plain");
+        const health = await fetchOnce(`${server.url}/healthz`);
+        expect({ status: health.status, body: await health.json() }).toEqual({ status: 200, body: { status: "ok" } });
+        const ready = await fetchOnce(`${server.url}/readyz`);
+        expect({ status: ready.status, body: await ready.json() }).toEqual({ status: 200, body: { status: "ready" } });
+        const metrics = await fetchOnce(`${server.url}/metrics`);
+        expect(metrics.status).toBe(200);
+        expect(await metrics.text()).toContain("http_requests_total");
+      }),
+      30_000,
+    );
+
+    /** POSTs `body` to /echo-raw on a connection of its own; fails naming the wait when the whole answer takes over `timeoutMs`. */
+    async function echo(server: ServerProcess, body: string | Uint8Array<ArrayBuffer>, timeoutMs: number) {
+      try {
+        const res = await fetch(`${server.url}/echo-raw`, {
+          method: "POST",
+          body,
+          headers: { connection: "close" },
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+        return { status: res.status, body: new Uint8Array(await res.arrayBuffer()) };
+      } catch (error) {
+        throw new Error(
+          `no complete echo of a ${typeof body === "string" ? body.length : body.byteLength}-byte body within ${timeoutMs}ms`,
+          {
+            cause: error,
+          },
+        );
+      }
+    }
+
+    test.concurrent(
+      "a response that streams the request body back completes",
+      withPlainApp(async (server) => {
+        const sentAt = Date.now();
+        const echoed = await echo(server, "hello world", 2_000);
+        expect(echoed).toEqual({ status: 200, body: new TextEncoder().encode("hello world") });
+        expectBetween(Date.now() - sentAt, 0, 2_000);
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a 5 MB request body streamed back arrives byte for byte",
+      withPlainApp(async (server) => {
+        const sent = new Uint8Array(randomBytes(5 * 1024 * 1024));
+        const { status, body } = await echo(server, sent, 10_000);
+        expect(status).toBe(200);
+        expect(body.byteLength).toBe(sent.byteLength);
+        const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+        expect(sha256(body)).toBe(sha256(sent));
+      }, { BODY_LIMIT: "10mb" }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a keep-alive connection stays open after a request whose body the handler did not read",
+      withPlainApp(async (server, defer) => {
+        const requests = {
+          "DELETE without a body": "DELETE /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+          "POST with Content-Length: 0": "POST /ignore HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+          "POST with a 5-byte body left unread": "POST /ignore HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello",
+        };
+        const outcomes = await Promise.all(
+          Object.entries(requests).map(async ([name, request]) => {
+            const { client, response } = await exchange(server.port, defer, request, `the answer to ${name}`);
+            const said = `${response.status} ${response.body}`;
+            if (/\bclose\b/i.test(response.headers.connection ?? "")) {
+              await client.waitForClose(1_000);
+              return { name, said, then: "closed, as it said" };
+            }
+            // Well past the ~50 ms after which Deno's per-connection server used to close it.
+            const open = await client.waitForClose(200).then(() => false, () => true);
+            if (!open) return { name, said, then: "closed unannounced" };
+            client.write(get("/"));
+            await client.waitFor((d) => parseResponses(d).length === 2, 2_000, `a second answer after ${name}`).catch(() => {});
+            const next = parseResponses(client.data)[1];
+            return { name, said, then: next ? `answered ${next.status} ${next.body}` : "no answer to GET /" };
+          }),
+        );
+        expect(outcomes).toEqual(outcomes.map(({ name, then }) => ({
+          name,
+          said: "200 ok",
+          then: then === "closed, as it said" ? then : "answered 200 plain",
+        })));
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "an error while writing a response head fails that response only: logged, and the server keeps serving",
+      withPlainApp(async (server, defer) => {
+        const client = await open(server.port, defer);
+        client.write(get("/bad-head"));
+        // Either a 500 or a close: wait for whichever comes.
+        await client.waitFor((d) => parseResponses(d).length === 1, 2_000, "an answer").catch(() => {});
+        const [response] = parseResponses(client.data, client.closedAt !== null);
+        if (response) expect(response.status).toBe(500);
+        else expect(client.closedAt).not.toBeNull();
+        // The bad status message never reached the wire as a header.
+        expect(client.data).not.toContain("X: y");
+        const logged = await waitForAnyEvent(server, ["handler_error", "response_failed"], 2_000);
+        expect(logged.level).toBe("error");
+        expect(await (await fetchOnce(server.url)).text()).toBe("plain");
+        expect(server.proc.exitCode).toBeNull();
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "a response body that fails midway closes its connection unfinished: logged, and the server keeps serving",
+      withPlainApp(async (server, defer) => {
+        const client = await open(server.port, defer);
+        client.write(get("/broken-stream"));
+        await client.waitFor((d) => d.includes("first\n"), 2_000, "the first part");
+        expect(client.data).toStartWith("HTTP/1.1 200");
+        await client.waitForClose(2_000);
+        // No last chunk: the client can tell the body is not whole.
+        expect(completeResponses(client.data)).toBe(0);
+        const logged = await waitForAnyEvent(server, ["handler_error", "response_failed"], 2_000);
+        expect(logged.level).toBe("error");
+        expect(await (await fetchOnce(server.url)).text()).toBe("plain");
+        expect(server.proc.exitCode).toBeNull();
+      }),
+      30_000,
+    );
+
+    /** The URL the app saw for `request`, or what came back instead. */
+    async function urlSeen(port: number, defer: (cleanup: () => unknown) => void, request: string): Promise<string> {
+      const { response } = await exchange(port, defer, request, "the answer to GET /url");
+      if (response.status !== 200) return `status ${response.status}: ${response.body}`;
+      return (JSON.parse(response.body) as { url: string }).url;
+    }
+
+    test.concurrent(
+      "the request URL's scheme is the connection's, never the request target's or X-Forwarded-Proto's, and carries no userinfo",
+      withPlainApp(async (server, defer) => {
+        const seen = {
+          "an https absolute target": await urlSeen(
+            server.port,
+            defer,
+            "GET https://evil.example/url HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+          ),
+          "userinfo in the target": await urlSeen(
+            server.port,
+            defer,
+            "GET http://user:pass@host.example/url HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+          ),
+          "X-Forwarded-Proto: https": await urlSeen(
+            server.port,
+            defer,
+            "GET /url HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n",
+          ),
+        };
+        const wellFormed = (url: string) =>
+          url.startsWith("http://") && !/user|pass/.test(url) && URL.canParse(url) && new URL(url).pathname === "/url";
+        expect(Object.entries(seen).filter(([, url]) => !wellFormed(url))).toEqual([]);
+      }),
+      30_000,
+    );
+
+    test.concurrent(
+      "with TRUST_PROXY=true the scheme comes from X-Forwarded-Proto",
+      withPlainApp(async (server, defer) => {
+        const proxied = await urlSeen(server.port, defer, "GET /url HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n");
+        expect(proxied).toStartWith("https://");
+        expect(new URL(proxied).pathname).toBe("/url");
+        expect(await urlSeen(server.port, defer, get("/url"))).toStartWith("http://");
+      }, { TRUST_PROXY: "true" }),
       30_000,
     );
   });
