@@ -22,7 +22,7 @@ async function open(port: number, defer: (cleanup: () => unknown) => void): Prom
 }
 
 /** The user's plain Hono app (issue #18): it calls none of the template's helpers. */
-const PLAIN_APP = "test/_plain_app.ts";
+export const PLAIN_APP = "test/_plain_app.ts";
 
 /** One response read off a raw connection: its status, its headers (lower-cased names), its body. */
 export interface RawResponse {
@@ -117,7 +117,7 @@ export function plainUpload(path: string, bytes: number, framing: "length" | "ch
 }
 
 /** The lines of `text` that are not JSON: a bare stack trace, a runtime's warning. */
-function nonJson(text: string): string[] {
+export function nonJson(text: string): string[] {
   return text.split("\n").filter((line) => {
     if (!line.trim()) return false;
     try {
