@@ -91,7 +91,7 @@ function chunked(body: string, size = 1_000): string {
 }
 
 /** A POST of `body` (ASCII) as raw bytes, framed by a Content-Length or chunked. */
-function upload(path: string, type: string, body: string, framing: "length" | "chunked"): string {
+export function upload(path: string, type: string, body: string, framing: "length" | "chunked"): string {
   const head = `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${type}\r\n`;
   return framing === "length"
     ? `${head}Content-Length: ${body.length}\r\n\r\n${body}`
