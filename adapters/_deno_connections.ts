@@ -8,7 +8,8 @@
  */
 import { reportClientGone } from "../src/policy/lifecycle.ts";
 import type { DisconnectWatch } from "./_disconnect_watch.ts";
-import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
+import { guardBody, releaseBody } from "./_request_body.ts";
+import { fromConnection } from "./_request_url.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
 export interface ConnectionInfo {
@@ -55,6 +56,10 @@ export function findServeHttpOnConnection(): ServeHttpOnConnection | undefined {
 }
 
 export interface ConnectionsOptions {
+  /** Take the URL's scheme from X-Forwarded-Proto. */
+  trustProxy: boolean;
+  /** The body limit of a request, by its URL. */
+  bodyLimitOf(url: string): number;
   /** Close a connection with no request in flight after this long; 0 disables. */
   idleTimeoutMs: number;
   /** Close a new connection that has not completed its first request head within this long; 0 disables. */
@@ -272,15 +277,21 @@ class Connection implements CancelSignal {
     }, ms);
   }
 
-  #handle(original: Request, info: ConnectionInfo): Response | Promise<Response> {
+  #handle(arrived: Request, info: ConnectionInfo): Response | Promise<Response> {
+    const original = fromConnection(arrived, this.#server.options.trustProxy);
     this.#requestsSeen += 1;
     // Deno keeps reading a body that missed its deadline after the 408 went out: close hard once
     // the 408 has had time to reach the socket (`completed` settles when it is handed over, before
     // it is written), as Node does after its own 408.
     let expired = false;
-    const request = original.body === null ? original : withBodyDeadline(original, this.#server.options.requestTimeoutMs, () => {
-      expired = true;
-      this.#server.options.onTimeout("request_timeout", this.#remote);
+    const options = this.#server.options;
+    const request = original.body === null ? original : guardBody(original, {
+      timeoutMs: options.requestTimeoutMs,
+      limitBytes: options.bodyLimitOf(original.url),
+      onExpire: () => {
+        expired = true;
+        options.onTimeout("request_timeout", this.#remote);
+      },
     });
     this.inFlight += 1;
     // Deno's request.signal (legacy abort off in deno.json) aborts when the client leaves while a
@@ -289,11 +300,15 @@ class Connection implements CancelSignal {
     (this.#requests ??= new Set()).add(request);
     let watched = false;
     const done = () => {
-      // A body that missed its deadline, or one the app answered without reading (a 413 from
-      // Content-Length): Deno's server would wait for the rest before it closes or reads the next
-      // request, holding the connection until the deadline, or forever without one
-      // (docs/runtimes.md#deno-get-body-on-a-per-connection-server).
-      if ((request !== original && releaseBody(request)) || expired) setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
+      // Deno's server reads what is left of a body before the next request, and waits for it, until
+      // the deadline or forever without one (docs/runtimes.md#deno-get-body-on-a-per-connection-server):
+      // the rest is drained within the deadline and the limit, and the connection kept for the next
+      // request; one that cannot be (late, over the limit: that response said `Connection: close`,
+      // or the 408 did) is closed once the response has had time to reach the socket.
+      const rest = request === original ? undefined : releaseBody(request);
+      const close = () => setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
+      if (expired || (rest && answered?.headers.get("connection")?.toLowerCase() === "close")) close();
+      else rest?.then((drained) => drained || close());
       if (watched) this.#server.options.disconnects.stop(request);
       this.#requests?.delete(request);
       this.inFlight -= 1;
@@ -308,10 +323,17 @@ class Connection implements CancelSignal {
     };
     info.completed.then(done, done);
     const result = this.#server.handler(request, info);
+    // Kept only for a request with a body, whose rest may be left unread: a response that says
+    // `Connection: close` (a 413) closes instead of draining it.
+    let answered: Response | undefined;
+    if (request !== original) {
+      if (result instanceof Promise) result.then((response) => (answered = response), () => {});
+      else answered = result;
+    }
     // Only a handler still at work has a signal worth watching (see _disconnect_watch.ts).
     if (result instanceof Promise) {
       watched = true;
-      this.#server.options.disconnects.start(request, original);
+      this.#server.options.disconnects.start(request, arrived);
     }
     // No Keep-Alive header: adding one to a response from JavaScript costs Deno's server about
     // 40% of its throughput (docs/runtimes.md#deno-serve-sends-no-keep-alive-header).

@@ -1,7 +1,8 @@
-import { createServer, maxHeaderSize, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, maxHeaderSize, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import process from "node:process";
+import { bodyLimits, limitRequestBody } from "../src/policy/body.ts";
 import type { Config } from "../src/policy/config.ts";
 import { reportClientGone } from "../src/policy/lifecycle.ts";
 import type { Logger } from "../src/policy/log.ts";
@@ -130,6 +131,53 @@ type Response_ = ServerResponse & {
 /** node:http's (and Bun's node:http's) own link from a socket to the response it is writing. */
 type Socket_ = Socket & { _httpMessage?: Response_ | null };
 
+const SLASH = 47;
+
+/**
+ * Makes the request target one the URL can trust: an absolute-form target (`GET
+ * https://user:pass@host/x`, RFC 9112 3.2.2) becomes its path, its authority the Host without
+ * credentials, so the scheme stays the connection's (@hono/node-server would take the target's
+ * scheme, and its credentials make `request.clone()` throw). With `trustProxy`, the scheme is the
+ * one `X-Forwarded-Proto` names (`http` or `https`).
+ */
+function requestTarget(incoming: IncomingMessage, trustProxy: boolean): void {
+  const target = incoming.url ?? "/";
+  const absolute = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)(.*)$/i.exec(target);
+  if (absolute) {
+    const authority = absolute[1]!.slice(absolute[1]!.lastIndexOf("@") + 1);
+    if (authority !== "") incoming.headers.host = authority;
+    incoming.url = absolute[2]!.startsWith("/") ? absolute[2]! : `/${absolute[2]!}`;
+  }
+  if (!trustProxy) return;
+  const forwarded = incoming.headers["x-forwarded-proto"];
+  const scheme = typeof forwarded === "string" ? forwarded.split(",", 1)[0]!.trim().toLowerCase() : undefined;
+  if ((scheme === "https" || scheme === "http") && incoming.url?.charCodeAt(0) === SLASH && incoming.headers.host) {
+    incoming.url = `${scheme}://${incoming.headers.host}${incoming.url}`;
+  }
+}
+
+/**
+ * An error while writing a response (a status line or header node:http refuses, a body stream that
+ * fails) is logged and answered 500 if nothing was sent yet, else the connection is closed: never
+ * an unhandled rejection, which would end the process and every other client's connection.
+ */
+function responseFailed(outgoing: ServerResponse, error: unknown, logger: Logger): void {
+  logger.error("response_failed", { error });
+  if (outgoing.headersSent || outgoing.destroyed) {
+    outgoing.destroy();
+    return;
+  }
+  try {
+    for (const name of outgoing.getHeaderNames()) outgoing.removeHeader(name);
+    outgoing.statusMessage = "";
+    const body = JSON.stringify({ error: "internal_error", message: "The server failed to handle this request" });
+    outgoing.writeHead(500, { "content-type": "application/json", "content-length": Buffer.byteLength(body), connection: "close" });
+    outgoing.end(body);
+  } catch {
+    outgoing.destroy();
+  }
+}
+
 export interface NodeHttpOptions {
   /**
    * Who closes idle connections: node:http's own `keepAliveTimeout` (`native`, the default), or a
@@ -176,13 +224,24 @@ export function serveNodeHttp(
   const nativeHint = keepAliveTimeout > 0 ? Math.floor(keepAliveTimeout / 1_000) : 0;
   const hintMs = nativeHint !== hint || (keepAliveTimeout > 0) !== (hint > 0) ? hint * 1_000 : undefined;
   let draining = false;
+  const limitOf = bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath);
   const listener = getRequestListener((request, env) => {
-    const res = (env as HttpBindings).outgoing as Response_;
+    const { incoming, outgoing } = env as HttpBindings;
+    const res = outgoing as Response_;
+    // node:http reads exactly a declared Content-Length (checked before the app runs); a chunked
+    // body is counted as the app reads it.
+    if (incoming.headers["transfer-encoding"] !== undefined) request = limitRequestBody(request, limitOf(request.url));
     res[REQUEST] = request;
     if (hintMs !== undefined) res._keepAliveTimeout = hintMs;
     if (draining) res.shouldKeepAlive = false;
     return fetch(request, env);
   });
+  const trustProxy = config.trustProxy;
+  const handle = (incoming: IncomingMessage, outgoing: ServerResponse) => {
+    // Origin form (`/path`) is every ordinary request; anything else is rare.
+    if (trustProxy || incoming.url?.charCodeAt(0) !== SLASH) requestTarget(incoming, trustProxy);
+    listener(incoming, outgoing).catch((error: unknown) => responseFailed(outgoing, error, logger));
+  };
 
   const server = createServer(
     {
@@ -192,7 +251,7 @@ export function serveNodeHttp(
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
     },
-    listener,
+    handle,
   );
   // Everything per connection, nothing per request: a response's end and its client's departure
   // are read off the socket (node:http keeps the response in flight as socket._httpMessage until

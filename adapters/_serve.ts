@@ -1,9 +1,11 @@
 import process from "node:process";
 import { fetchOf } from "../src/policy/app.ts";
+import { bodyLimits, withDeclaredBodyLimit } from "../src/policy/body.ts";
 import { ConfigError, resolveServeOptions } from "../src/policy/config.ts";
-import { withLifecycle } from "../src/policy/lifecycle.ts";
+import { trackStreamingResponses, withLifecycle } from "../src/policy/lifecycle.ts";
 import { createLogger } from "../src/policy/log.ts";
 import { createRegistry } from "../src/policy/metrics.ts";
+import { operationalRoutes, withRoutes } from "../src/policy/routes.ts";
 import { countEvents, POLICY_EVENTS, requestMetrics } from "../src/policy/telemetry.ts";
 import type { App, Engine, Runtime, ServeOptions, Server, ShutdownResult } from "../src/policy/types.ts";
 import { checkConnectionLimit, watchFds } from "./_connection_limit.ts";
@@ -12,10 +14,12 @@ import type { Engines } from "./_types.ts";
 
 /**
  * What every adapter's `serve()` does around its engine, so that `serve()` alone is the whole
- * policy: validates the options and refuses what the engine cannot honour (a ConfigError), tracks
- * every request's end (`request_aborted`), counts the policy's events and requests on the
- * registry, adds the connection and process gauges, watches the descriptor limit, logs
- * `listening`, and offers the graceful `shutdown()`.
+ * policy for any app: validates the options and refuses what the engine cannot honour (a
+ * ConfigError), answers the probes in front of the app, refuses a declared body over the limit,
+ * answers every error the app left unanswered the same way, tracks every request's end, streams
+ * included (`request_aborted`), counts the policy's events and requests on the registry, adds the
+ * connection and process gauges, watches the descriptor limit, logs `listening`, and offers the
+ * graceful `shutdown()`. The one composition of the request path: the engines only carry it.
  */
 export async function serveWith<E extends Engine>(
   runtime: Runtime,
@@ -32,8 +36,13 @@ export async function serveWith<E extends Engine>(
   const logger = countEvents(config.logger ?? createLogger((line) => console.log(line), { runtime }), registry, POLICY_EVENTS);
   const fallback = auto ? engines.fallback?.(engine) : undefined;
   if (fallback) logger.warn("engine_fallback", { engine, reason: fallback });
-  const fetch = withLifecycle(fetchOf(app), { logger, ...requestMetrics(registry) });
+  let shutdown: Promise<ShutdownResult> | undefined;
+  const probes = operationalRoutes(registry, () => shutdown === undefined, config.exposition, config.probes);
+  const limited = withDeclaredBodyLimit(withRoutes(fetchOf(app), probes), bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath));
+  const fetch = withLifecycle(limited, { logger, ...requestMetrics(registry) });
   const handle = await engines.engines[engine].serve(fetch, config, logger);
+  // After the engine: @hono/node-server installs its own Response when it makes its listener.
+  trackStreamingResponses();
 
   // Where the engine cannot count its connections (Bun.serve) there is no series rather than a 0.
   // Kept per worker: MAX_CONNECTIONS and the descriptor limit are each worker's own.
@@ -47,6 +56,9 @@ export async function serveWith<E extends Engine>(
   const stopWatchingFds = watchFds(logger);
   logger.info("listening", {
     runtime,
+    // The address bound (0.0.0.0 listens on every interface), and a URL a client on this machine can use.
+    address: config.host,
+    port: Number(new URL(handle.url).port),
     url: handle.url,
     pid: process.pid,
     engine,
@@ -59,7 +71,6 @@ export async function serveWith<E extends Engine>(
     maxConnectionsFrom: handle.limit?.source ?? null,
   });
 
-  let shutdown: Promise<ShutdownResult> | undefined;
   return {
     ...handle,
     runtime,

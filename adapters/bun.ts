@@ -1,13 +1,14 @@
-import { HTTPException } from "hono/http-exception";
+import { bodyLimits } from "../src/policy/body.ts";
 import { type Config, formatDuration } from "../src/policy/config.ts";
-import { internalError, invalidUrl } from "../src/policy/errors.ts";
+import { errorResponse } from "../src/policy/errors.ts";
 import { isTrackedStream } from "../src/policy/lifecycle.ts";
 import type { Logger } from "../src/policy/log.ts";
 import type { FetchHandler, Serve } from "../src/policy/types.ts";
 import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
 import { keepAliveHeader, serveNodeHttp, withKeepAliveHint } from "./_node_http.ts";
-import { releaseBody, withBodyDeadline } from "./_request_deadline.ts";
+import { guardBody, releaseBody } from "./_request_body.ts";
+import { fromConnection } from "./_request_url.ts";
 import { requireRuntime } from "./_runtime.ts";
 import { serveWith } from "./_serve.ts";
 import { displayUrl, type Engines, type EngineServer } from "./_types.ts";
@@ -69,6 +70,8 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
   // idle timeout here. Its close comes after IDLE_TIMEOUT, never before the advertised time
   // (docs/runtimes.md#bunserve-sends-no-keep-alive-header).
   const keepAlive = keepAliveHeader(config.idleTimeoutMs);
+  const limitOf = bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath);
+  const trustProxy = config.trustProxy;
   let draining = false;
   const disconnects = watchDisconnects();
   const expired = (raw: Request) => {
@@ -77,7 +80,7 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
   };
   /** The response is complete: a body the app did not read no longer has a deadline, and the connection is idle. */
   const rearm = (request: Request, raw: Request) => {
-    if (request !== raw) releaseBody(request);
+    if (request !== raw) void releaseBody(request);
     server.timeout(raw, idleSeconds);
   };
   /** `response` for `request`, its idle timer off since fetch began if `timerOff`. */
@@ -90,7 +93,7 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
       const body = rearmBeforeEnd(response.body, () => rearm(request, raw));
       response = new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
     } else if (timerOff) rearm(request, raw);
-    else if (request !== raw) releaseBody(request);
+    else if (request !== raw) void releaseBody(request);
     // Not while draining: Bun closes the connection after the response.
     return keepAlive === undefined || draining ? response : withKeepAliveHint(response, keepAlive);
   };
@@ -101,7 +104,11 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
     // Also what a new request resets the connection's timer to, before fetch turns it off.
     idleTimeout: idleSeconds,
     fetch(raw, server) {
-      const request = raw.body === null ? raw : withBodyDeadline(raw, config.requestTimeoutMs, () => expired(raw));
+      // Bun.serve takes its URL from the Host header, whatever the target: only a trusted proxy's scheme changes it.
+      const seen = trustProxy ? fromConnection(raw, true) : raw;
+      const request = seen.body === null
+        ? seen
+        : guardBody(seen, { timeoutMs: config.requestTimeoutMs, limitBytes: limitOf(seen.url), onExpire: () => expired(raw) });
       const result = fetch(request, server);
       // Nothing runs between the request's arrival and here, so Bun's idle timer (reset by the
       // request) needs touching only for a response that is not complete yet.
@@ -121,13 +128,8 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
         },
       );
     },
-    error(error) {
-      if (error instanceof HTTPException) return error.getResponse();
-      const invalid = invalidUrl(error);
-      if (invalid) return invalid;
-      logger.error("handler_error", { error });
-      return internalError();
-    },
+    // What escapes the lifecycle's own answer (an error in Bun's handling around it).
+    error: (error) => errorResponse(error, undefined, logger),
   });
   return Promise.resolve({
     url: displayUrl(config.host, server.port ?? config.port),

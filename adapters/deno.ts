@@ -1,5 +1,6 @@
+import { bodyLimits } from "../src/policy/body.ts";
 import type { Config } from "../src/policy/config.ts";
-import { internalError } from "../src/policy/errors.ts";
+import { errorResponse } from "../src/policy/errors.ts";
 import type { Logger } from "../src/policy/log.ts";
 import type { FetchHandler, Serve } from "../src/policy/types.ts";
 import { acceptFailures, connectionLimit, refusals } from "./_connection_limit.ts";
@@ -47,6 +48,8 @@ function servePerConnection(fetch: FetchHandler, config: Config, logger: Logger)
   const limit = connectionLimit(config);
   const server = serveConnections(listener, fetch, {
     maxConnections: limit?.max ?? null,
+    bodyLimitOf: bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath),
+    trustProxy: config.trustProxy,
     onRefused: limit ? refusals(logger, limit) : () => {},
     onAcceptError: acceptFailures(logger),
     idleTimeoutMs: config.idleTimeoutMs,
@@ -54,10 +57,8 @@ function servePerConnection(fetch: FetchHandler, config: Config, logger: Logger)
     requestTimeoutMs: config.requestTimeoutMs,
     disconnects: watchDisconnects(),
     onTimeout: (kind, remote) => logger.info(kind, { remoteAddress: remote.hostname, remotePort: remote.port }),
-    onError(error) {
-      logger.error("handler_error", { error });
-      return internalError();
-    },
+    // What escapes the lifecycle's own answer (an error in Deno's handling around it).
+    onError: (error) => errorResponse(error, undefined, logger),
   });
   return Promise.resolve({ url: displayUrl(config.host, (listener.addr as Deno.NetAddr).port), limit, ...server });
 }

@@ -142,7 +142,7 @@ describe("BODY_LIMIT", () => {
     expect(await ok.json()).toEqual({ bytes: 8 });
     const tooLarge = await app.request("/echo", { method: "POST", body: "123456789" });
     expect(tooLarge.status).toBe(413);
-    expect(await tooLarge.json()).toEqual({ error: "payload_too_large", message: "The request body is larger than BODY_LIMIT (8 bytes)" });
+    expect(await tooLarge.json()).toEqual({ error: "payload_too_large", message: "The request body is larger than the limit of 8 bytes" });
   });
 });
 

@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import * as v from "valibot";
-import { readBody } from "./policy/body.ts";
+import { payloadTooLarge, readBody } from "./policy/body.ts";
 import { jsonErrors } from "./policy/errors.ts";
 import { requestLifecycle } from "./policy/lifecycle.ts";
 import type { AppContext } from "./policy/types.ts";
@@ -99,14 +99,9 @@ export default function createApp({ logger, bodyLimitBytes }: Pick<AppContext, "
   // Reads the whole request body, so slow uploads meet REQUEST_TIMEOUT; answers its size.
   app.post("/echo", async (c) => {
     const body = await readBody(c.req.raw, bodyLimitBytes);
-    // Closing spares the server reading (or the connection carrying) the rest of an unwanted body.
-    if (body === undefined) {
-      return c.json(
-        { error: "payload_too_large", message: `The request body is larger than BODY_LIMIT (${bodyLimitBytes} bytes)` },
-        413,
-        { connection: "close" },
-      );
-    }
+    // The same 413 the server answers for any route (it closes the connection: the rest of an
+    // unwanted body is not worth reading).
+    if (body === undefined) return payloadTooLarge(bodyLimitBytes);
     return c.json({ bytes: body.byteLength });
   });
 

@@ -6,7 +6,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { readBody } from "../src/policy/body.ts";
+import { payloadTooLarge, readBody } from "../src/policy/body.ts";
 import { jsonErrors } from "../src/policy/errors.ts";
 import { requestLifecycle } from "../src/policy/lifecycle.ts";
 import type { AppContext } from "../src/policy/types.ts";
@@ -86,9 +86,7 @@ export default function fixture({ logger, bodyLimitBytes }: AppContext): Hono {
     // Reads the whole body, so a slow upload meets REQUEST_TIMEOUT; answers its size.
     .post("/echo", async (c) => {
       const body = await readBody(c.req.raw, bodyLimitBytes);
-      if (body !== undefined) return c.json({ bytes: body.byteLength });
-      const message = `The request body is larger than BODY_LIMIT (${bodyLimitBytes} bytes)`;
-      return c.json({ error: "payload_too_large", message }, 413, { connection: "close" });
+      return body === undefined ? payloadTooLarge(bodyLimitBytes) : c.json({ bytes: body.byteLength });
     });
   return jsonErrors(app, logger);
 }

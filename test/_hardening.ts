@@ -265,7 +265,7 @@ export function hardening(target: Engine): void {
           expect(answer.status).toBe(413);
           expect(JSON.parse(answer.body)).toEqual({
             error: "payload_too_large",
-            message: "The request body is larger than BODY_LIMIT (1048576 bytes)",
+            message: "The request body is larger than the limit of 1048576 bytes",
           });
         }
 

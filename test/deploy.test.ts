@@ -6,7 +6,7 @@ import { ROOT, ServerProcess } from "../harness/process.ts";
 import { connect } from "../harness/raw_client.ts";
 import { FIXTURE_APP, PROJECT_PATH } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
-import { operationalRoutes } from "../src/main/_routes.ts";
+import { operationalRoutes } from "../src/policy/routes.ts";
 import { DEFAULTS, parseDurationMs } from "../src/policy/config.ts";
 import { createRegistry } from "../src/policy/metrics.ts";
 

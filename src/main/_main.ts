@@ -12,7 +12,7 @@ import { createRegistry } from "../policy/metrics.ts";
 import type { App, AppContext, Runtime, Serve, Server } from "../policy/types.ts";
 import type { Module, Mounted } from "./_module.ts";
 import * as modules from "./modules.ts";
-import { operationalRoutes, withRoutes } from "./_routes.ts";
+import { withRoutes } from "../policy/routes.ts";
 import { loadWorkers, startWorker, supervise, workerOf } from "./_workers.ts";
 
 /** Exit code for a configuration the server cannot run with, before anything is bound. */
@@ -71,7 +71,7 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
   problems.push(...uninstalledModuleVariables(env, Object.keys(modules)));
   if (!workers.ok) problems.push(...workers.problems);
   if (!config.ok || problems.length > 0) exit(EXIT_CONFIG, problems);
-  const { bodyLimitBytes, ...policy } = config.config;
+  const policy = config.config;
 
   // A closed stdout (the log collector went away) must not take the server down with EPIPE.
   process.stdout.on("error", () => {});
@@ -93,7 +93,7 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
     : createLogger((line) => console.log(line), { runtime });
   const registry = createRegistry();
   const siblings = worker ? await startWorker(worker, registry) : undefined;
-  const context: AppContext = { logger, registry, bodyLimitBytes };
+  const context: AppContext = { logger, registry, bodyLimitBytes: policy.bodyLimitBytes };
 
   let app: App;
   try {
@@ -107,16 +107,14 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
   } catch (error) {
     exit(EXIT_START, [(error as Error).message]);
   }
-  // The routes exist before the server: /readyz asks it once serve() has made it.
-  let server: Server | undefined;
-  const fetch = withRoutes(fetchOf(app), [
-    ...operationalRoutes(registry, () => server?.ready() ?? false, siblings?.metrics),
-    ...mounted.map((m) => [m.prefix, m.fetch] as const),
-  ]);
+  // serve() answers the probes in front of these; the modules' routes go in front of the app.
+  const fetch = withRoutes(fetchOf(app), mounted.map((m) => [m.prefix, m.fetch] as const));
 
+  let server: Server;
   try {
     server = await serve(fetch, {
       ...policy,
+      ...(siblings ? { exposition: siblings.metrics } : {}),
       engine: env[`${runtime.toUpperCase()}_ENGINE`] ?? "auto",
       reusePort: worker !== null,
       logger,

@@ -5,9 +5,10 @@
  */
 import { fetchOf } from "../policy/app.ts";
 import { type ConfigResult, EnvSchema, readEnv } from "../policy/config.ts";
-import { internalError, invalidUrl } from "../policy/errors.ts";
-import { reportClientGone, withLifecycle } from "../policy/lifecycle.ts";
-import { createLogger, type Logger } from "../policy/log.ts";
+import { bodyLimits, limitRequestBody, withDeclaredBodyLimit } from "../policy/body.ts";
+import { internalError } from "../policy/errors.ts";
+import { reportClientGone, trackStreamingResponses, withLifecycle } from "../policy/lifecycle.ts";
+import { createLogger } from "../policy/log.ts";
 import type { App, AppContext, FetchHandler, Registry } from "../policy/types.ts";
 import { PLATFORM_OWNED, WEBSUB_OUT_OF_SCOPE } from "./_workerd_platform.ts";
 
@@ -50,7 +51,7 @@ export interface WorkersHandler {
 }
 
 /** One isolate's server: its answer to every request, made once from the first request's bindings. */
-type Isolate = { ok: true; fetch: FetchHandler; logger: Logger } | { ok: false; answer: () => Response };
+type Isolate = { ok: true; fetch: FetchHandler; bodyLimitBytes: number } | { ok: false; answer: () => Response };
 
 /**
  * No metrics registry on Workers: a scrape reaches one isolate of many, which the platform starts
@@ -82,19 +83,17 @@ export function workersEntry(made: AppExport): WorkersHandler {
       if (!ready) isolates.set(env, ready = prepare(made, env));
       if (ready instanceof Promise) isolates.set(env, ready = await ready);
       if (!ready.ok) return ready.answer();
+      // A body without a declared length is counted as it is read (a declared one is checked
+      // before the app, in the request path).
+      const seen = request.body !== null && request.headers.get("content-length") === null
+        ? limitRequestBody(request, ready.bodyLimitBytes)
+        : request;
       // The platform's only word on a client that left: there is no transport to learn it from.
       // It aborts only from COMPATIBILITY_DATE on, never after a response is complete, and for a
       // FIN only once workerd writes (docs/runtimes.md#workerd-learns-of-a-client-that-left-when-it-writes).
-      request.signal.addEventListener("abort", () => reportClientGone(request), { once: true });
-      try {
-        return await ready.fetch(request, env, ctx);
-      } catch (error) {
-        // Hono answers its own errors; this is for an app given as a bare fetch handler.
-        const invalid = invalidUrl(error);
-        if (invalid) return invalid;
-        ready.logger.error("handler_error", { method: request.method, path: new URL(request.url).pathname, error });
-        return internalError();
-      }
+      request.signal.addEventListener("abort", () => reportClientGone(seen), { once: true });
+      // The lifecycle answers what the app throws, as every engine does.
+      return await ready.fetch(seen, env, ctx);
     },
   };
 }
@@ -116,7 +115,14 @@ function prepare(made: AppExport, env: Record<string, unknown>): Isolate | Promi
     logger.error("app_load_failed", { error });
     return { ok: false, answer: internalError };
   };
-  const serving = (app: App): Isolate => ({ ok: true, logger, fetch: withLifecycle(withProbes(fetchOf(app)), { logger }) });
+  // The request path as serve() composes it (adapters/_serve.ts), but for the platform's probes.
+  trackStreamingResponses();
+  const { bodyLimitBytes } = config.config;
+  const serving = (app: App): Isolate => ({
+    ok: true,
+    bodyLimitBytes,
+    fetch: withLifecycle(withDeclaredBodyLimit(withProbes(fetchOf(app)), bodyLimits(bodyLimitBytes)), { logger }),
+  });
   try {
     // A Hono app is a function's instance, not a function; anything callable is a factory.
     if (typeof made !== "function" || "fetch" in made) return serving(made as App);

@@ -1,4 +1,117 @@
 import { HTTPException } from "hono/http-exception";
+import { pathOf } from "./url.ts";
+import type { FetchHandler } from "./types.ts";
+
+/**
+ * The 413 for a body over the limit, JSON like every other error, closing the connection: the
+ * rest of the body is not worth reading (as Node's own parser errors close it).
+ */
+export function payloadTooLarge(limitBytes: number): Response {
+  return Response.json(
+    { error: "payload_too_large", message: `The request body is larger than the limit of ${limitBytes} bytes` },
+    { status: 413, headers: { connection: "close" } },
+  );
+}
+
+/**
+ * An HTTPException whose response is made anew each time, with a body of known length: Hono's
+ * `getResponse()` copies `res` into a response that streams its body (sent chunked).
+ */
+export class AnsweredException extends HTTPException {
+  readonly #answer: () => Response;
+
+  constructor(status: 408 | 413, message: string, answer: () => Response) {
+    super(status, { message });
+    this.#answer = answer;
+  }
+
+  override getResponse(): Response {
+    return this.#answer();
+  }
+}
+
+/** What reading a body cut at `limitBytes` fails with: an HTTPException answered with the 413. */
+export function bodyTooLarge(limitBytes: number): HTTPException {
+  return new AnsweredException(413, `The request body is larger than ${limitBytes} bytes`, () => payloadTooLarge(limitBytes));
+}
+
+/** Requests whose body was cut at the limit, and the exception that cut it. */
+const CUT = new WeakMap<Request, HTTPException>();
+
+/** For the adapters: `request`'s body was cut at the limit by `cut`. */
+export function markOverBodyLimit(request: Request, cut: HTTPException): void {
+  CUT.set(request, cut);
+}
+
+/** The 413 exception of a request whose body was cut at the limit, else undefined. */
+export function overBodyLimit(request: Request): HTTPException | undefined {
+  return CUT.get(request);
+}
+
+/**
+ * The body limit of a request, by the URL's path: the longest prefix in `byPath` that the path
+ * starts with, else `defaultBytes`. Without `byPath`, one number for every request.
+ */
+export function bodyLimits(defaultBytes: number, byPath: Readonly<Record<string, number>> = {}): (url: string) => number {
+  const prefixes = Object.entries(byPath).sort(([a], [b]) => b.length - a.length);
+  if (prefixes.length === 0) return () => defaultBytes;
+  return (url) => {
+    const path = pathOf(url);
+    for (const [prefix, bytes] of prefixes) if (path.startsWith(prefix)) return bytes;
+    return defaultBytes;
+  };
+}
+
+/**
+ * `request` with its body counted as it is read: past `limitBytes` reading fails with a 413 (the
+ * request marked over its limit). For a body without a declared length, where the runtime does not
+ * count it in a stream of the adapter's own (node:http, Workers).
+ */
+export function limitRequestBody(request: Request, limitBytes: number): Request {
+  const source = request.body;
+  if (source === null) return request;
+  const reader = source.getReader();
+  let size = 0;
+  const limited: Request = new Request(request, {
+    body: new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const chunk = await reader.read();
+        if (chunk.done) return controller.close();
+        size += chunk.value.byteLength;
+        if (size <= limitBytes) return controller.enqueue(chunk.value);
+        const cut = bodyTooLarge(limitBytes);
+        markOverBodyLimit(limited, cut);
+        controller.error(cut);
+        reader.cancel().catch(() => {});
+      },
+      cancel: (reason) => reader.cancel(reason),
+    }, { highWaterMark: 0 }),
+    duplex: "half",
+  } as RequestInit);
+  return limited;
+}
+
+/**
+ * Answers 413 before the app runs for a request whose declared Content-Length is over its limit.
+ * A declared length is exact (each runtime's parser reads that many bytes and no more), so only a
+ * body without one (chunked) needs counting as it is read: the engines do that, since they make
+ * the request. GET and HEAD are passed as they are: reading their headers costs a share of a fast
+ * runtime's request, and no runtime gives the app a body for them
+ * (docs/policy.md#request-bodies-and-body_limit).
+ */
+export function withDeclaredBodyLimit(fetch: FetchHandler, limitOf: (url: string) => number): FetchHandler {
+  return (request, env, executionCtx) => {
+    const method = request.method;
+    if (method !== "GET" && method !== "HEAD") {
+      const declared = request.headers.get("content-length");
+      if (declared !== null) {
+        const limit = limitOf(request.url);
+        if (Number(declared) > limit) return payloadTooLarge(limit);
+      }
+    }
+    return fetch(request, env, executionCtx);
+  };
+}
 
 /**
  * The request body, or undefined when it is larger than `limitBytes` (by its Content-Length, or by

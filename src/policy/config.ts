@@ -153,6 +153,14 @@ export const EnvSchema = v.pipe(
     SHUTDOWN_DELAY: Duration(formatDuration(DEFAULTS.shutdownDelayMs), "0 closes the listener at once"),
     BODY_LIMIT: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
     MAX_CONNECTIONS: MaxConnections,
+    TRUST_PROXY: v.optional(
+      v.pipe(
+        v.string(),
+        v.picklist(["true", "false"], (issue) => `${JSON.stringify(issue.input)} is not a boolean: use true or false`),
+        v.transform((value) => value === "true"),
+      ),
+      "false",
+    ),
   }),
   v.forward(
     v.check(
@@ -171,11 +179,8 @@ export const EnvSchema = v.pipe(
 export type EnvInput = v.InferInput<typeof EnvSchema>;
 export type EnvOutput = v.InferOutput<typeof EnvSchema>;
 
-/** What the environment configures: the server's policy and address, and the body limit handed to the app. */
-export interface EnvConfig extends Required<Pick<ServeOptions, PolicyKey>> {
-  /** The largest request body the app and modules accept; larger gets 413. @default 1_048_576 */
-  readonly bodyLimitBytes: number;
-}
+/** What the environment configures: the server's policy and address, the body limit, and whether a proxy is trusted. */
+export type EnvConfig = Required<Pick<ServeOptions, PolicyKey>>;
 
 export type ConfigResult<T> = { ok: true; config: T } | { ok: false; problems: string[] };
 
@@ -210,6 +215,7 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
       shutdownDelayMs: out.SHUTDOWN_DELAY,
       maxConnections: out.MAX_CONNECTIONS ?? null,
       bodyLimitBytes: out.BODY_LIMIT,
+      trustProxy: out.TRUST_PROXY,
     },
   };
 }
@@ -238,13 +244,32 @@ type PolicyKey =
   | "requestTimeoutMs"
   | "shutdownTimeoutMs"
   | "shutdownDelayMs"
-  | "maxConnections";
+  | "maxConnections"
+  | "bodyLimitBytes"
+  | "trustProxy";
 
 function wholeNumber(max: number, what: string) {
   const message = (issue: v.BaseIssue<unknown>) => `${JSON.stringify(issue.input)} is not ${what}: use an integer from 0 to ${max}`;
   const over = (issue: v.BaseIssue<unknown>) => `${JSON.stringify(issue.input)} is over the maximum of ${max}`;
   return v.pipe(v.number(message), v.integer(message), v.minValue(0, message), v.maxValue(max, over));
 }
+
+const BodyBytes = v.pipe(
+  v.number((issue) => `${JSON.stringify(issue.input)} is not a size in bytes: use an integer from 1 to ${MAX_SIZE_BYTES}`),
+  v.integer((issue) => `${JSON.stringify(issue.input)} is not a size in bytes: use an integer from 1 to ${MAX_SIZE_BYTES}`),
+  v.minValue(1, (issue) => `${JSON.stringify(issue.input)} is under the minimum of 1`),
+  v.maxValue(MAX_SIZE_BYTES, (issue) => `${JSON.stringify(issue.input)} is over the maximum of ${MAX_SIZE_BYTES} (100mb)`),
+);
+
+const ProbePath = v.optional(
+  v.union([
+    v.literal(false),
+    v.pipe(
+      v.string(),
+      v.regex(/^\/[^?#\s]*$/, (issue) => `${JSON.stringify(issue.input)} is not a path: start it with /, or use false for none`),
+    ),
+  ], (issue) => `${JSON.stringify(issue.input)} is not a path: start it with /, or use false for none`),
+);
 
 const Milliseconds = (fallback: number) => v.optional(wholeNumber(MAX_DURATION_MS, "a duration in milliseconds"), fallback);
 
@@ -262,6 +287,20 @@ export const ServeOptionsSchema = v.pipe(
     shutdownTimeoutMs: Milliseconds(DEFAULTS.shutdownTimeoutMs),
     shutdownDelayMs: Milliseconds(DEFAULTS.shutdownDelayMs),
     maxConnections: v.optional(v.nullable(wholeNumber(1_000_000, "a connection count")), null),
+    bodyLimitBytes: v.optional(BodyBytes, DEFAULTS.bodyLimitBytes),
+    bodyLimitByPath: v.optional(
+      v.record(
+        v.pipe(v.string(), v.startsWith("/", (issue) => `${JSON.stringify(issue.input)} is not a path: start it with /`)),
+        BodyBytes,
+      ),
+      {},
+    ),
+    trustProxy: v.optional(v.boolean(), false),
+    probes: v.optional(
+      v.strictObject({ healthz: ProbePath, readyz: ProbePath, metrics: ProbePath }),
+      {},
+    ),
+    exposition: v.optional(v.custom<() => string | Promise<string>>((value) => typeof value === "function", "is not a function")),
     reusePort: v.optional(v.boolean(), false),
     engine: v.optional(v.string(), "auto"),
     logger: v.optional(v.custom<Logger>((value) => typeof (value as Logger | null)?.info === "function", "is not a Logger")),

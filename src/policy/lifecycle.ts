@@ -1,5 +1,7 @@
 import type { Context } from "hono";
-import type { Logger } from "./log.ts";
+import { errorResponse } from "./errors.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { pathOf } from "./url.ts";
 import type { FetchHandler } from "./types.ts";
 
 /** How a response ended: its last byte was handed to the runtime, or the client left first. */
@@ -55,15 +57,24 @@ class RequestState implements Lifecycle {
     return this.#outcome;
   }
 
-  /** Records the outcome; only the first call counts. */
-  settle(outcome: Outcome): void {
+  get logger(): Logger {
+    return this.#shared.logger;
+  }
+
+  /**
+   * Records the outcome; only the first call counts. `error`: the response's own body failed,
+   * so the client got less than the whole response without leaving (`response_failed`).
+   */
+  settle(outcome: Outcome, error?: unknown): void {
     if (this.#outcome) return;
     this.#outcome = outcome;
     if (outcome === "aborted") this.#controller?.abort();
     this.#resolve?.(outcome);
     if (outcome === "aborted") {
       const request = this.#request;
-      this.#shared.logger.info("request_aborted", { method: request.method, path: new URL(request.url).pathname });
+      const fields = { method: request.method, path: pathOf(request.url) };
+      if (error === undefined) this.#shared.logger.info("request_aborted", fields);
+      else this.#shared.logger.error("response_failed", { ...fields, error });
     }
     this.#shared.onOutcome?.(outcome);
   }
@@ -105,13 +116,12 @@ export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutc
   const answered = (state: RequestState, res: Response): Response => {
     onResponse?.(res.status);
     if (state.outcome) return res;
-    // Not reading `res.body` unless asked to: on Bun that drops a string body's content type.
-    const body = state.tracked ? res.body : null;
+    const body = state.tracked || isStreaming(res) ? res.body : null;
     if (body === null) {
       state.settle("finished");
       return res;
     }
-    const tracked = new Response(trackBody(body, (outcome) => state.settle(outcome)), {
+    const tracked = new Response(trackBody(body, (outcome, error) => state.settle(outcome, error)), {
       status: res.status,
       statusText: res.statusText,
       headers: res.headers,
@@ -121,28 +131,83 @@ export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutc
   };
   return function fetchWithLifecycle(request: Request, env?: unknown, executionCtx?: unknown) {
     // A request gets its state only when something needs it: a handler that asks for its
-    // lifecycle (then during the call, through `active`), or a response that is not ready when
-    // the call returns. One answered synchronously is finished as it returns, and nothing can
-    // report it gone any more, so it needs none (an object and a property on a runtime-owned
-    // Request: bench/README.md#per-request-costs-the-code-avoids).
+    // lifecycle (then during the call, through `active`), a response that is not ready when the
+    // call returns, or one whose body streams. One answered at once with a body of fixed size is
+    // finished as it returns, and nothing can report it gone any more, so it needs none (an object
+    // and a property on a runtime-owned Request: bench/README.md#per-request-costs-the-code-avoids).
     const outer = active;
     active = shared;
     let res: Response | Promise<Response>;
     try {
       res = fetch(request, env, executionCtx);
+    } catch (error) {
+      res = errorResponse(error, request, logger);
     } finally {
       active = outer;
     }
-    const state = (request as WithState)[STATE];
+    let state = (request as WithState)[STATE];
     if (res instanceof Promise) {
       const pending = state ?? ((request as WithState)[STATE] = new RequestState(shared, request));
-      return res.then((res) => answered(pending, res));
+      return res.then(
+        (res) => answered(pending, res),
+        (error: unknown) => answered(pending, errorResponse(error, request, logger)),
+      );
     }
+    if (!state && isStreaming(res)) state = (request as WithState)[STATE] = new RequestState(shared, request);
     if (state) return answered(state, res);
     onResponse?.(res.status);
     onOutcome?.("finished");
     return res;
   } as F;
+}
+
+/**
+ * The logger of the server `request` came through, for errors answered inside the app (Hono's
+ * error handler): known while the app's synchronous part runs, and, once it has returned a
+ * promise, from the request's state; outside a server (`app.request()` in tests), JSON lines on stdout.
+ */
+export function requestLifecycleLogger(request: Request): Logger {
+  return (request as WithState)[STATE]?.logger ?? active?.logger ?? (stdoutLogger ??= createLogger((line) => console.log(line)));
+}
+
+let stdoutLogger: Logger | undefined;
+
+/** Responses made with a body that streams (a ReadableStream), as `trackStreamingResponses` marks them. */
+const STREAM_BODIES = new WeakSet<Response>();
+let Marking: (new (body?: BodyInit | null, init?: ResponseInit) => Response) | undefined;
+
+/**
+ * Makes the global `Response` mark each response made with a stream body, so that the lifecycle
+ * can follow every streaming response to its end (a client that leaves a stream is `aborted`)
+ * without reading `response.body` of every response: reading it costs Bun.serve 6% of its
+ * throughput and drops the content type Bun infers for a string body, and makes Deno stream a
+ * body it would otherwise write at once (docs/policy.md#client-disconnect-for-any-app). A
+ * subclass, installed once per process over whatever `Response` is there (@hono/node-server's on
+ * Node); `instanceof Response` holds for every response as before.
+ */
+export function trackStreamingResponses(): void {
+  const Base = globalThis.Response;
+  if (Base === Marking) return;
+  class MarkingResponse extends Base {
+    constructor(body?: BodyInit | null, init?: ResponseInit) {
+      super(body, init);
+      if (body != null && typeof (body as ReadableStream).getReader === "function") STREAM_BODIES.add(this);
+    }
+  }
+  // Every Response is one, as before: those made earlier, by fetch() or by a static method too.
+  Object.defineProperty(MarkingResponse, Symbol.hasInstance, { value: (value: unknown) => value instanceof Base });
+  Marking = MarkingResponse;
+  Object.defineProperty(globalThis, "Response", { value: MarkingResponse, writable: true, configurable: true });
+}
+
+/**
+ * Whether `res`'s body streams: made with a stream (marked), or a response from `fetch()` (its
+ * type is not `default`), a proxied body. Other responses made before the marking or by a static
+ * method (`Response.json()`) have a body of fixed size.
+ */
+function isStreaming(res: Response): boolean {
+  if (STREAM_BODIES.has(res)) return true;
+  return Marking !== undefined && Object.getPrototypeOf(res) !== Marking.prototype && res.type !== "default" && res.body !== null;
 }
 
 /** The shared state of the wrapped fetch whose synchronous part is running, for requestLifecycle. */
@@ -188,7 +253,7 @@ export function notifyFinish(c: Context): Promise<Outcome> {
  */
 export function trackBody(
   body: ReadableStream<Uint8Array>,
-  onEnd: (outcome: Outcome) => void,
+  onEnd: (outcome: Outcome, error?: unknown) => void,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   return new ReadableStream<Uint8Array>(
@@ -198,7 +263,7 @@ export function trackBody(
         try {
           chunk = await reader.read();
         } catch (error) {
-          onEnd("aborted");
+          onEnd("aborted", error);
           controller.error(error);
           return;
         }

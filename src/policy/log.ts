@@ -27,8 +27,9 @@ export function createLogger(write: (line: string) => void, base: Fields = {}, t
   };
 }
 
-// Errors serialise to `{}` by default; keep what a reader needs.
+// Errors serialise to `{}` by default; keep what a reader needs, the stack in a field of the one
+// line rather than lines of its own on stderr.
 function replacer(_key: string, value: unknown): unknown {
-  if (value instanceof Error) return { name: value.name, message: value.message };
+  if (value instanceof Error) return { name: value.name, message: value.message, stack: value.stack };
   return value;
 }

@@ -5,9 +5,11 @@
  */
 import type { Logger } from "./log.ts";
 import type { Registry } from "./metrics.ts";
+import type { ProbePaths } from "./routes.ts";
 
 export type { Logger } from "./log.ts";
 export type { Registry } from "./metrics.ts";
+export type { ProbePaths } from "./routes.ts";
 
 export type Runtime = "node" | "bun" | "deno";
 
@@ -83,6 +85,39 @@ export interface ServeOptions {
    */
   maxConnections?: number | null;
   /**
+   * The largest request body any route may read, whatever reads it (`c.req.text()`, `json()`,
+   * `formData()`, `arrayBuffer()`, the raw stream). A declared Content-Length over it is answered
+   * 413 before the app runs; a body without one (chunked) fails to read past it, and the app
+   * answers 413. Both JSON, closing the connection. A route lowers its own limit with Hono's
+   * `bodyLimit` middleware, and raises it with `bodyLimitByPath`.
+   * @default 1_048_576 (1 MiB)
+   * - Node, Bun and Deno alike: the declared length is checked before the app; a chunked body is
+   *   counted as the app reads it (on Bun and Deno in the same stream as REQUEST_TIMEOUT).
+   */
+  bodyLimitBytes?: number;
+  /**
+   * Body limits for paths that need another one: `{ "/uploads/": 50 * 1024 * 1024 }`. The longest
+   * prefix of the request's path wins; other paths get `bodyLimitBytes`.
+   * @default {}
+   */
+  bodyLimitByPath?: Record<string, number>;
+  /**
+   * Take the request URL's scheme from `X-Forwarded-Proto` (`http` or `https`), as a proxy in
+   * front sets it. Off, the scheme is the connection's (`http`: the template serves no TLS), and
+   * a request target in absolute form (`GET https://host/x`) cannot change it.
+   * @default false
+   */
+  trustProxy?: boolean;
+  /**
+   * Where `serve()` answers its probes in front of the app: `/healthz` (liveness), `/readyz`
+   * (readiness: 503 from `shutdown()` on) and `/metrics` (the registry in Prometheus' text format).
+   * A path moves one; `false` leaves it to the app.
+   * @default { healthz: "/healthz", readyz: "/readyz", metrics: "/metrics" }
+   */
+  probes?: ProbePaths;
+  /** What the metrics probe answers. @default the registry's `render()` (with WORKERS, the entry gives every worker's) */
+  exposition?: () => string | Promise<string>;
+  /**
    * The engine, where a runtime has two (`bun-serve` or `bun-node-http`; `deno-per-connection` or
    * `deno-node-http`). `auto` picks the fastest one that can honour the other options.
    * @default "auto"
@@ -152,6 +187,6 @@ export type Serve = (app: App, options?: ServeOptions) => Promise<Server>;
 export interface AppContext {
   readonly logger: Logger;
   readonly registry: Registry;
-  /** BODY_LIMIT: the largest request body the app should read. */
+  /** BODY_LIMIT: the largest request body any route may read (`serve()` enforces it; `readBody()` reads within it). */
   readonly bodyLimitBytes: number;
 }

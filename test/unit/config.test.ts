@@ -64,6 +64,7 @@ describe("loadConfig", () => {
         shutdownDelayMs: 0,
         bodyLimitBytes: 1_048_576,
         maxConnections: null,
+        trustProxy: false,
       },
     });
   });
@@ -84,6 +85,7 @@ describe("loadConfig", () => {
       SHUTDOWN_TIMEOUT: "500ms",
       SHUTDOWN_DELAY: "15s",
       MAX_CONNECTIONS: "500",
+      TRUST_PROXY: "true",
     });
     expect(result).toEqual({
       ok: true,
@@ -97,6 +99,7 @@ describe("loadConfig", () => {
         shutdownDelayMs: 15_000,
         bodyLimitBytes: 1_048_576,
         maxConnections: 500,
+        trustProxy: true,
       },
     });
   });
@@ -225,8 +228,7 @@ describe("resolveServeOptions (what serve() accepts)", () => {
     const env = loadConfig({});
     expect(env.ok).toBe(true);
     if (!env.ok) return;
-    const { bodyLimitBytes: _, ...policy } = env.config;
-    expect(config).toEqual({ ...policy, engine: "auto", reusePort: false });
+    expect(config).toEqual({ ...env.config, bodyLimitByPath: {}, probes: {}, engine: "auto", reusePort: false });
   });
 
   test("every wrong option is named in one ConfigError, with its value", () => {

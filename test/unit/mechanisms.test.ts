@@ -6,7 +6,8 @@ import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd }
 import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../../adapters/_capabilities.ts";
 import { reapIdleConnections } from "../../adapters/_idle_reaper.ts";
 import { acceptFailures, checkConnectionLimit, connectionLimit, FD_RESERVE, fdBudget, refusals } from "../../adapters/_connection_limit.ts";
-import { bodyWithDeadline, releaseBody, withBodyDeadline } from "../../adapters/_request_deadline.ts";
+import { bodyWithLimits, guardBody, releaseBody } from "../../adapters/_request_body.ts";
+import { overBodyLimit } from "../../src/policy/body.ts";
 import { resolveServeOptions } from "../../src/policy/config.ts";
 import { notifyFinish, type Outcome, reportClientGone, requestLifecycle, withLifecycle } from "../../src/policy/lifecycle.ts";
 import { createLogger } from "../../src/policy/log.ts";
@@ -149,10 +150,12 @@ describe("rearmBeforeEnd (adapters/_bun_idle.ts)", () => {
   });
 });
 
-describe("bodyWithDeadline (adapters/_request_deadline.ts)", () => {
+describe("bodyWithLimits (adapters/_request_body.ts)", () => {
+  const guard = (timeoutMs: number, onExpire = () => {}, limitBytes = 1_000) => ({ timeoutMs, limitBytes, onExpire });
+
   test("a body that ends in time passes through unchanged", async () => {
     let expired = false;
-    const body = bodyWithDeadline(streamOf(["ab", "cd"], 20), 1_000, () => (expired = true)).body;
+    const body = bodyWithLimits(streamOf(["ab", "cd"], 20), guard(1_000, () => (expired = true))).body;
     expect(await new Response(body).text()).toBe("abcd");
     expect(expired).toBe(false);
   });
@@ -160,48 +163,79 @@ describe("bodyWithDeadline (adapters/_request_deadline.ts)", () => {
   test("a body still arriving at the deadline fails with a 408 HTTPException, on time", async () => {
     let expiredAt = 0;
     const started = Date.now();
-    const body = bodyWithDeadline(streamOf(["a", "b", "c", "d"], 150), 300, () => (expiredAt = Date.now())).body;
+    const body = bodyWithLimits(streamOf(["a", "b", "c", "d"], 150), guard(300, () => (expiredAt = Date.now()))).body;
     const error = await new Response(body).text().then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(HTTPException);
     expect((error as HTTPException).status).toBe(408);
+    expect((error as HTTPException).getResponse().headers.get("connection")).toBe("close");
     expect(expiredAt - started).toBeGreaterThanOrEqual(295);
     expect(expiredAt - started).toBeLessThan(450);
   });
 
+  test("a body past its limit fails with a 413 HTTPException at the first byte over, and says so once", async () => {
+    const cuts: HTTPException[] = [];
+    const body = bodyWithLimits(streamOf(["abc", "def", "ghi"], 5), guard(1_000, () => {}, 5), (cut) => cuts.push(cut)).body;
+    const error = await new Response(body).text().then(() => null, (e: unknown) => e);
+    expect((error as HTTPException).status).toBe(413);
+    expect(cuts).toEqual([error as HTTPException]);
+    const answer = (error as HTTPException).getResponse();
+    expect(answer.headers.get("content-type")).toContain("application/json");
+    expect((await answer.json()).error).toBe("payload_too_large");
+  });
+
+  test("a body exactly at its limit passes", async () => {
+    const body = bodyWithLimits(streamOf(["abc", "de"], 5), guard(1_000, () => {}, 5)).body;
+    expect(await new Response(body).text()).toBe("abcde");
+  });
+
   test("cancelling the body stops the deadline", async () => {
     let expired = false;
-    const body = bodyWithDeadline(streamOf(["a"], 10), 50, () => (expired = true)).body;
+    const body = bodyWithLimits(streamOf(["a"], 10), guard(50, () => (expired = true))).body;
     await body.cancel();
     await Bun.sleep(100);
     expect(expired).toBe(false);
   });
 });
 
-describe("releaseBody (adapters/_request_deadline.ts)", () => {
+describe("guardBody and releaseBody (adapters/_request_body.ts)", () => {
   const post = (body: ReadableStream<Uint8Array>) =>
     new Request("http://127.0.0.1/echo", { method: "POST", body, duplex: "half" } as RequestInit);
+  const guard = (timeoutMs: number, onExpire = () => {}, limitBytes = 1_000) => ({ timeoutMs, limitBytes, onExpire });
 
-  test("a body the app did not read to its end is reported once and its deadline stops", async () => {
+  test("the rest of a body the app did not read is drained once, and the connection can go on", async () => {
     let expired = false;
-    const request = withBodyDeadline(post(streamOf(["a", "b"], 40)), 60, () => (expired = true));
-    expect(releaseBody(request)).toBe(true);
-    expect(releaseBody(request)).toBe(false);
-    await Bun.sleep(120);
+    const request = guardBody(post(streamOf(["a", "b"], 20)), guard(1_000, () => (expired = true)));
+    const drained = releaseBody(request);
+    expect(releaseBody(request)).toBeUndefined();
+    expect(await drained).toBe(true);
     expect(expired).toBe(false);
   });
 
-  test("a body read to its end, or no body at all, is nothing to release", async () => {
-    const request = withBodyDeadline(post(streamOf(["ab"], 5)), 1_000, () => {});
-    expect(await request.text()).toBe("ab");
-    expect(releaseBody(request)).toBe(false);
-    expect(releaseBody(withBodyDeadline(new Request("http://127.0.0.1/"), 1_000, () => {}))).toBe(false);
+  test("a rest that does not arrive by the deadline cannot be drained: the adapter closes the connection", async () => {
+    let expired = false;
+    const request = guardBody(post(streamOf(["a", "b", "c"], 60)), guard(80, () => (expired = true)));
+    expect(await releaseBody(request)).toBe(false);
+    expect(expired).toBe(true);
   });
 
-  test("with REQUEST_TIMEOUT=0 a body is still tracked, with no deadline", async () => {
+  test("a rest over the limit cannot be drained, and marks the request over its limit", async () => {
+    const request = guardBody(post(streamOf(["abc", "def"], 5)), guard(1_000, () => {}, 4));
+    expect(await releaseBody(request)).toBe(false);
+    expect(overBodyLimit(request)?.status).toBe(413);
+  });
+
+  test("a body read to its end, or no body at all, is nothing to release", async () => {
+    const request = guardBody(post(streamOf(["ab"], 5)), guard(1_000));
+    expect(await request.text()).toBe("ab");
+    expect(releaseBody(request)).toBeUndefined();
+    expect(releaseBody(guardBody(new Request("http://127.0.0.1/"), guard(1_000)))).toBeUndefined();
+  });
+
+  test("with REQUEST_TIMEOUT=0 a body is still guarded, with no deadline", async () => {
     let expired = false;
-    const request = withBodyDeadline(post(streamOf(["a"], 10)), 0, () => (expired = true));
+    const request = guardBody(post(streamOf(["a"], 10)), guard(0, () => (expired = true)));
     await Bun.sleep(30);
-    expect(releaseBody(request)).toBe(true);
+    expect(await releaseBody(request)).toBe(true);
     expect(expired).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { Hono } from "hono";
-import { operationalRoutes, withRoutes } from "../../src/main/_routes.ts";
+import { operationalRoutes, withRoutes } from "../../src/policy/routes.ts";
 import { requestLifecycle, withLifecycle } from "../../src/policy/lifecycle.ts";
 import { createLogger } from "../../src/policy/log.ts";
 import { createRegistry, METRICS_CONTENT_TYPE } from "../../src/policy/metrics.ts";
@@ -58,7 +58,7 @@ describe("telemetry (src/policy/telemetry.ts)", () => {
   });
 });
 
-describe("routes in front of the app (src/main/_routes.ts)", () => {
+describe("routes in front of the app (src/policy/routes.ts)", () => {
   const app = (request: Request) => new Response(`app ${new URL(request.url).pathname}`);
   const fetch = withRoutes(app, [
     ["/exact", () => new Response("exact")],

@@ -1,16 +1,9 @@
-import { METRICS_CONTENT_TYPE, type Registry } from "../policy/metrics.ts";
-import type { FetchHandler } from "../policy/types.ts";
+import { METRICS_CONTENT_TYPE, type Registry } from "./metrics.ts";
+import type { FetchHandler } from "./types.ts";
+import { pathOf } from "./url.ts";
 
 /** A path answered by a handler of its own: exactly `path`, or everything under it when it ends in `/`. */
 export type Route = readonly [path: string, handler: FetchHandler];
-
-/** The path of a request URL, found the way Hono finds it: no URL object per request. */
-function pathOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("://") + 3);
-  if (start < 0) return "/";
-  const query = url.indexOf("?", start);
-  return query < 0 ? url.slice(start) : url.slice(start, query);
-}
 
 /**
  * Answers `routes` with their own handlers, everything else with `fetch`. The operational routes
@@ -37,15 +30,27 @@ export function withRoutes(fetch: FetchHandler, routes: readonly Route[]): Fetch
 
 const QUESTION_MARK = 63;
 
+/** Where `serve()` answers its probes: a path each, or `false` for none. */
+export interface ProbePaths {
+  /** Liveness: 200 while the process serves. @default "/healthz" */
+  readonly healthz?: string | false;
+  /** Readiness: 200 until shutdown begins, 503 from then on. @default "/readyz" */
+  readonly readyz?: string | false;
+  /** The registry in Prometheus' text format. @default "/metrics" */
+  readonly metrics?: string | false;
+}
+
 /**
  * `GET /healthz` (liveness: 200 while the process serves), `GET /readyz` (readiness: 200 while
  * `ready()`, 503 once shutdown has begun) and `GET /metrics` (`exposition()`: the registry, in
- * Prometheus' text format, or with several workers all of theirs).
+ * Prometheus' text format, or with several workers all of theirs), each at the path `paths` gives
+ * it, or left out where that is `false`.
  */
 export function operationalRoutes(
   registry: Registry,
   ready: () => boolean,
   exposition: () => string | Promise<string> = () => registry.render(),
+  paths: ProbePaths = {},
 ): Route[] {
   const onlyGet = (request: Request, answer: () => Response | Promise<Response>): Response | Promise<Response> =>
     request.method === "GET" || request.method === "HEAD"
@@ -54,18 +59,19 @@ export function operationalRoutes(
         status: 405,
         headers: { allow: "GET, HEAD" },
       });
-  return [
-    ["/healthz", (request) => onlyGet(request, () => Response.json({ status: "ok" }))],
+  const routes: Array<Route | false> = [
+    paths.healthz !== false && [paths.healthz ?? "/healthz", (request) => onlyGet(request, () => Response.json({ status: "ok" }))],
     // No `Connection: close` on the 503: during SHUTDOWN_DELAY the server still serves keep-alive
     // connections, and the drain closes them once the delay is over.
-    [
-      "/readyz",
+    paths.readyz !== false && [
+      paths.readyz ?? "/readyz",
       (request) =>
         onlyGet(request, () => ready() ? Response.json({ status: "ready" }) : Response.json({ status: "draining" }, { status: 503 })),
     ],
-    [
-      "/metrics",
+    paths.metrics !== false && [
+      paths.metrics ?? "/metrics",
       (request) => onlyGet(request, async () => new Response(await exposition(), { headers: { "content-type": METRICS_CONTENT_TYPE } })),
     ],
   ];
+  return routes.filter((route) => route !== false);
 }
