@@ -1,5 +1,6 @@
 import type { HTTPException } from "hono/http-exception";
 import { AnsweredException, bodyTooLarge, markOverBodyLimit } from "../src/policy/body.ts";
+import { jsonResponse } from "../src/policy/respond.ts";
 
 /** What a request body is held to where the runtime holds it to nothing (Bun, Deno). */
 export interface BodyGuard {
@@ -113,7 +114,7 @@ export function bodyWithLimits(
           const late = new AnsweredException(
             408,
             message,
-            () => Response.json({ error: "request_timeout", message }, { status: 408, headers: { connection: "close" } }),
+            () => jsonResponse({ error: "request_timeout", message }, 408, { connection: "close" }),
           );
           stop(late);
           onExpire();

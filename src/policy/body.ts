@@ -1,4 +1,5 @@
 import { HTTPException } from "hono/http-exception";
+import { jsonResponse } from "./respond.ts";
 import { pathOf } from "./url.ts";
 import type { FetchHandler } from "./types.ts";
 
@@ -7,10 +8,8 @@ import type { FetchHandler } from "./types.ts";
  * rest of the body is not worth reading (as Node's own parser errors close it).
  */
 export function payloadTooLarge(limitBytes: number): Response {
-  return Response.json(
-    { error: "payload_too_large", message: `The request body is larger than the limit of ${limitBytes} bytes` },
-    { status: 413, headers: { connection: "close" } },
-  );
+  const message = `The request body is larger than the limit of ${limitBytes} bytes`;
+  return jsonResponse({ error: "payload_too_large", message }, 413, { connection: "close" });
 }
 
 /**

@@ -1,7 +1,8 @@
 import type { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { overBodyLimit } from "./body.ts";
+import { AnsweredException, overBodyLimit } from "./body.ts";
 import type { Logger } from "./log.ts";
+import { jsonResponse } from "./respond.ts";
 import { pathOf } from "./url.ts";
 
 /**
@@ -18,7 +19,7 @@ export function invalidUrl(error: unknown): Response | undefined {
 
 /** The 500 every engine answers for an error no handler dealt with: no message or stack of the error reaches the client. */
 export function internalError(): Response {
-  return Response.json({ error: "internal_error", message: "The server failed to handle this request" }, { status: 500 });
+  return jsonResponse({ error: "internal_error", message: "The server failed to handle this request" }, 500);
 }
 
 /**
@@ -51,7 +52,7 @@ const ERROR_NAMES: Record<number, string> = { 400: "bad_request", 408: "request_
 export function jsonErrors<A extends Hono<any, any, any>>(app: A, logger: Logger): A {
   app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((error, c) => {
-    if (error instanceof HTTPException && !error.res) {
+    if (error instanceof HTTPException && !error.res && !(error instanceof AnsweredException)) {
       const headers: Record<string, string> = error.status === 408 ? { connection: "close" } : {};
       return c.json({ error: ERROR_NAMES[error.status] ?? "http_error", message: error.message }, error.status, headers);
     }
