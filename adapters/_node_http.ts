@@ -156,6 +156,12 @@ function requestTarget(incoming: IncomingMessage, trustProxy: boolean): void {
   }
 }
 
+/** Whether a request head declares a body: a Content-Length above 0, or a Transfer-Encoding. */
+function declaresBody(incoming: IncomingMessage): boolean {
+  const length = incoming.headers["content-length"];
+  return (length !== undefined && length !== "0") || incoming.headers["transfer-encoding"] !== undefined;
+}
+
 /**
  * An error while writing a response (a status line or header node:http refuses, a body stream that
  * fails) is logged and answered 500 if nothing was sent yet, else the connection is closed: never
@@ -240,6 +246,11 @@ export function serveNodeHttp(
   const handle = (incoming: IncomingMessage, outgoing: ServerResponse) => {
     // Origin form (`/path`) is every ordinary request; anything else is rare.
     if (trustProxy || incoming.url?.charCodeAt(0) !== SLASH) requestTarget(incoming, trustProxy);
+    // No app sees a GET's or HEAD's body (@hono/node-server gives none), so one that declares a
+    // body gets `Connection: close`: Deno's node:http otherwise kept waiting for the rest of it,
+    // past REQUEST_TIMEOUT (docs/runtimes.md#deno-node-http-compatibility).
+    const method = incoming.method;
+    if ((method === "GET" || method === "HEAD") && declaresBody(incoming)) outgoing.shouldKeepAlive = false;
     listener(incoming, outgoing).catch((error: unknown) => responseFailed(outgoing, error, logger));
   };
 
