@@ -554,6 +554,18 @@ export function conformance(target: Engine): void {
     );
 
     test.concurrent(
+      "the listening event names the address bound and, apart, a URL a client on this machine can use",
+      withServer(async (server) => {
+        const listening = server.named("listening")[0]!;
+        expect(listening.address).toBe("0.0.0.0");
+        expect(listening.port).toBe(server.port);
+        expect(listening.url).toBe(`http://127.0.0.1:${server.port}`);
+        expect((await fetchOnce(`${listening.url}/healthz`)).status).toBe(200);
+      }, { HOST: "0.0.0.0" }),
+      30_000,
+    );
+
+    test.concurrent(
       "HEADERS_TIMEOUT longer than REQUEST_TIMEOUT is refused at startup",
       async () => {
         const server = spawnServer(engine, { HEADERS_TIMEOUT: "30s", REQUEST_TIMEOUT: "10s" });
