@@ -6,6 +6,7 @@
  * Internal API (docs/runtimes.md#deno-servehttponconnection-internal-api); upstream has no public idle timeout
  * (denoland/deno#32497). It is feature-detected and adapters/deno.ts falls back to node:http.
  */
+import { overBodyLimit } from "../src/policy/body.ts";
 import { reportClientGone } from "../src/policy/lifecycle.ts";
 import type { DisconnectWatch } from "./_disconnect_watch.ts";
 import { guardBody, releaseBody } from "./_request_body.ts";
@@ -59,7 +60,7 @@ export interface ConnectionsOptions {
   /** Take the URL's scheme from X-Forwarded-Proto. */
   trustProxy: boolean;
   /** The body limit of a request, by its URL. */
-  bodyLimitOf(url: string): number;
+  bodyLimitOf(request: Request): number;
   /** Close a connection with no request in flight after this long; 0 disables. */
   idleTimeoutMs: number;
   /** Close a new connection that has not completed its first request head within this long; 0 disables. */
@@ -287,7 +288,7 @@ class Connection implements CancelSignal {
     const options = this.#server.options;
     const request = original.body === null ? original : guardBody(original, {
       timeoutMs: options.requestTimeoutMs,
-      limitBytes: options.bodyLimitOf(original.url),
+      limitBytes: options.bodyLimitOf(original),
       onExpire: () => {
         expired = true;
         options.onTimeout("request_timeout", this.#remote);
@@ -303,11 +304,11 @@ class Connection implements CancelSignal {
       // Deno's server reads what is left of a body before the next request, and waits for it, until
       // the deadline or forever without one (docs/runtimes.md#deno-get-body-on-a-per-connection-server):
       // the rest is drained within the deadline and the limit, and the connection kept for the next
-      // request; one that cannot be (late, over the limit: that response said `Connection: close`,
-      // or the 408 did) is closed once the response has had time to reach the socket.
+      // request; one that cannot be (late, or over the limit: the 408 or 413 said `Connection:
+      // close`) is closed once the response has had time to reach the socket.
       const rest = request === original ? undefined : releaseBody(request);
       const close = () => setTimeout(() => this.abort(), FLUSH_BEFORE_ABORT_MS);
-      if (expired || (rest && answered?.headers.get("connection")?.toLowerCase() === "close")) close();
+      if (expired || (rest && overBodyLimit(request))) close();
       else rest?.then((drained) => drained || close());
       if (watched) this.#server.options.disconnects.stop(request);
       this.#requests?.delete(request);
@@ -323,13 +324,6 @@ class Connection implements CancelSignal {
     };
     info.completed.then(done, done);
     const result = this.#server.handler(request, info);
-    // Kept only for a request with a body, whose rest may be left unread: a response that says
-    // `Connection: close` (a 413) closes instead of draining it.
-    let answered: Response | undefined;
-    if (request !== original) {
-      if (result instanceof Promise) result.then((response) => (answered = response), () => {});
-      else answered = result;
-    }
     // Only a handler still at work has a signal worth watching (see _disconnect_watch.ts).
     if (result instanceof Promise) {
       watched = true;

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, maxHeaderSize, type ServerResponse 
 import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import process from "node:process";
-import { bodyLimits, limitRequestBody } from "../src/policy/body.ts";
+import { bodyLimits, type DeclaredLength, limitRequestBody } from "../src/policy/body.ts";
 import type { Config } from "../src/policy/config.ts";
 import { reportClientGone } from "../src/policy/lifecycle.ts";
 import type { Logger } from "../src/policy/log.ts";
@@ -156,6 +156,12 @@ function requestTarget(incoming: IncomingMessage, trustProxy: boolean): void {
   }
 }
 
+/**
+ * The declared Content-Length from node:http's own header object: `request.headers` would make
+ * @hono/node-server build a Headers object for every request with a body.
+ */
+export const declaredLengthOnNode: DeclaredLength = (_request, env) => (env as HttpBindings).incoming.headers["content-length"];
+
 /** Whether a request head declares a body: a Content-Length above 0, or a Transfer-Encoding. */
 function declaresBody(incoming: IncomingMessage): boolean {
   const length = incoming.headers["content-length"];
@@ -236,7 +242,7 @@ export function serveNodeHttp(
     const res = outgoing as Response_;
     // node:http reads exactly a declared Content-Length (checked before the app runs); a chunked
     // body is counted as the app reads it.
-    if (incoming.headers["transfer-encoding"] !== undefined) request = limitRequestBody(request, limitOf(request.url));
+    if (incoming.headers["transfer-encoding"] !== undefined) request = limitRequestBody(request, limitOf(request));
     res[REQUEST] = request;
     if (hintMs !== undefined) res._keepAliveTimeout = hintMs;
     if (draining) res.shouldKeepAlive = false;

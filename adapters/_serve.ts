@@ -38,7 +38,11 @@ export async function serveWith<E extends Engine>(
   if (fallback) logger.warn("engine_fallback", { engine, reason: fallback });
   let shutdown: Promise<ShutdownResult> | undefined;
   const probes = operationalRoutes(registry, () => shutdown === undefined, config.exposition, config.probes);
-  const limited = withDeclaredBodyLimit(withRoutes(fetchOf(app), probes), bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath));
+  const limited = withDeclaredBodyLimit(
+    withRoutes(fetchOf(app), probes),
+    bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath),
+    engines.engines[engine].declaredLength,
+  );
   const fetch = withLifecycle(limited, { logger, ...requestMetrics(registry) });
   const handle = await engines.engines[engine].serve(fetch, config, logger);
   // After the engine: @hono/node-server installs its own Response when it makes its listener.

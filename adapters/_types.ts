@@ -1,5 +1,6 @@
 import type { Config } from "../src/policy/config.ts";
 import type { Logger } from "../src/policy/log.ts";
+import type { DeclaredLength } from "../src/policy/body.ts";
 import type { Engine, FetchHandler, Server } from "../src/policy/types.ts";
 
 /** What an adapter can and cannot do on its runtime; the conformance suite reads these. */
@@ -37,6 +38,8 @@ export interface EngineDef {
   /** Problems with a valid configuration this engine cannot honour, one sentence each. */
   check?(config: Config): string[];
   serve(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer>;
+  /** A request's declared Content-Length, where the engine has it cheaper than `request.headers`. */
+  declaredLength?: DeclaredLength;
 }
 
 /** A runtime's engines, and which one `auto` picks for a configuration. */

@@ -6,7 +6,7 @@ import type { Logger } from "../src/policy/log.ts";
 import type { FetchHandler, Serve } from "../src/policy/types.ts";
 import { BUN_MAX_IDLE_MS, bunIdleSeconds, rearmBeforeEnd } from "./_bun_idle.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
-import { keepAliveHeader, serveNodeHttp, withKeepAliveHint } from "./_node_http.ts";
+import { declaredLengthOnNode, keepAliveHeader, serveNodeHttp, withKeepAliveHint } from "./_node_http.ts";
 import { guardBody, releaseBody } from "./_request_body.ts";
 import { fromConnection } from "./_request_url.ts";
 import { requireRuntime } from "./_runtime.ts";
@@ -52,6 +52,7 @@ const engines: Engines<"bun-serve" | "bun-node-http"> = {
           ]
           : [],
       serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger, { idle: "reaper" }),
+      declaredLength: declaredLengthOnNode,
     },
   },
   auto: (config) => config.idleTimeoutMs > BUN_MAX_IDLE_MS || config.maxConnections ? "bun-node-http" : "bun-serve",
@@ -108,7 +109,7 @@ function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<
       const seen = trustProxy ? fromConnection(raw, true) : raw;
       const request = seen.body === null
         ? seen
-        : guardBody(seen, { timeoutMs: config.requestTimeoutMs, limitBytes: limitOf(seen.url), onExpire: () => expired(raw) });
+        : guardBody(seen, { timeoutMs: config.requestTimeoutMs, limitBytes: limitOf(seen), onExpire: () => expired(raw) });
       const result = fetch(request, server);
       // Nothing runs between the request's arrival and here, so Bun's idle timer (reset by the
       // request) needs touching only for a response that is not complete yet.

@@ -6,7 +6,7 @@ import type { FetchHandler, Serve } from "../src/policy/types.ts";
 import { acceptFailures, connectionLimit, refusals } from "./_connection_limit.ts";
 import { findServeHttpOnConnection, serveConnections } from "./_deno_connections.ts";
 import { watchDisconnects } from "./_disconnect_watch.ts";
-import { checkNodeHttp, serveNodeHttp } from "./_node_http.ts";
+import { checkNodeHttp, declaredLengthOnNode, serveNodeHttp } from "./_node_http.ts";
 import { requireRuntime } from "./_runtime.ts";
 import { serveWith } from "./_serve.ts";
 import { displayUrl, type Engines, type EngineServer } from "./_types.ts";
@@ -34,6 +34,7 @@ const engines: Engines<"deno-per-connection" | "deno-node-http"> = {
     "deno-node-http": {
       check: checkNodeHttp,
       serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger),
+      declaredLength: declaredLengthOnNode,
     },
   },
   auto: () => findServeHttpOnConnection() ? "deno-per-connection" : "deno-node-http",

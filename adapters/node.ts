@@ -1,5 +1,5 @@
 import type { Serve } from "../src/policy/types.ts";
-import { checkNodeHttp, serveNodeHttp } from "./_node_http.ts";
+import { checkNodeHttp, declaredLengthOnNode, serveNodeHttp } from "./_node_http.ts";
 import { requireRuntime } from "./_runtime.ts";
 import { serveWith } from "./_serve.ts";
 import type { Engines } from "./_types.ts";
@@ -8,7 +8,13 @@ requireRuntime("node");
 
 const engines: Engines<"node-http"> = {
   variable: "NODE_ENGINE",
-  engines: { "node-http": { check: checkNodeHttp, serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger) } },
+  engines: {
+    "node-http": {
+      check: checkNodeHttp,
+      serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger),
+      declaredLength: declaredLengthOnNode,
+    },
+  },
   auto: () => "node-http",
 };
 
