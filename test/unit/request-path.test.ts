@@ -150,7 +150,7 @@ describe("one answer to an error (src/policy/errors.ts)", () => {
 describe("every stream followed to its end (src/policy/lifecycle.ts)", () => {
   trackStreamingResponses();
 
-  test("instanceof Response holds for every response once responses are marked", async () => {
+  test("instanceof Response holds for every response once responses are marked", () => {
     expect(new Response("x") instanceof Response).toBe(true);
     expect(Response.json({}) instanceof Response).toBe(true);
     const base = Object.getPrototypeOf(Response) as typeof Response;
