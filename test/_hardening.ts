@@ -284,7 +284,8 @@ export function hardening(target: Engine): void {
     );
 
     const unfinishedGet = caps.unsupported.unfinishedGetBody;
-    const unfinishedGetName = "a GET declaring a body that never arrives is closed with its response, or by REQUEST_TIMEOUT or the idle timer";
+    const unfinishedGetName =
+      "a GET declaring a body that never arrives is closed with its response, or by REQUEST_TIMEOUT or the idle timer";
     if (unfinishedGet) test.skip(`${unfinishedGetName} (skipped: ${unfinishedGet})`, () => {});
     else {
       test(
