@@ -7,6 +7,9 @@ import { signBody } from "./websub.ts";
 /**
  * A WebSub hub that behaves like the one in the incident: it verifies a subscription, delivers
  * signed content over many keep-alive connections, then leaves them idle and never closes them.
+ * It keeps its subscriptions as the Recommendation says: one per topic and callback, changed by a
+ * subscribe or unsubscribe request only once the subscriber verified it (§5.1), each delivery
+ * signed with the hub.secret of the request that made it, or unsigned without one (§7.1).
  * Used by the module's tests; runnable on its own: `bun src/websub/_hub.ts` prints its URL and
  * serves until interrupted.
  */
@@ -17,19 +20,50 @@ export interface Hub {
   readonly verified: Promise<string>;
   /** Every subscription request the hub received, in order. */
   readonly requests: readonly URLSearchParams[];
-  /** Opens `connections` keep-alive connections to the verified callback and posts one signed delivery on each. */
+  /** Every verification of intent the hub made, in order, and whether the subscriber confirmed it. */
+  readonly verifications: readonly Verification[];
+  /** The subscriptions the hub holds now: callback URL -> the secret it signs with (undefined: unsigned). */
+  readonly subscriptions: ReadonlyMap<string, string | undefined>;
+  /** Resolves once `condition` holds, looked at after each request and verification; rejects after `timeoutMs`, naming `what`. */
+  until(condition: () => boolean, timeoutMs: number, what: string): Promise<void>;
+  /** Holds the verification of requests of `mode` (received or to come) until the returned function is called. */
+  hold(mode: Mode): () => void;
+  /** Publishes `body` once: one POST to each subscription the hub holds, signed as it was asked; the answers, by callback. */
+  publish(body?: string): Promise<Published[]>;
+  /** Opens `connections` keep-alive connections to the last verified callback and posts one delivery on each. */
   deliver(connections: number, body?: string): Promise<HeldConnections>;
   /** Closes the hub's own server and every connection it opened. */
   close(): Promise<void>;
 }
 
-const TOPIC = "https://example.com/feed";
+type Mode = "subscribe" | "unsubscribe";
 
-/** Starts a hub on 127.0.0.1, port 0, signing with `secret` (sha256, as most hubs do). */
-export async function startHub(options: { secret?: string; leaseSeconds?: number } = {}): Promise<Hub> {
-  const { secret, leaseSeconds = 3_600 } = options;
+export interface Verification {
+  mode: Mode;
+  callback: string;
+  /** The subscriber answered 200 with the challenge. */
+  confirmed: boolean;
+}
+
+export interface Published {
+  callback: string;
+  status: number;
+  signed: boolean;
+}
+
+const TOPIC = "https://example.com/feed";
+const FEED = JSON.stringify({ items: [{ title: "Hello World" }] });
+
+/** Starts a hub on 127.0.0.1, port 0; it signs with sha256, as most hubs do. */
+export async function startHub(options: { leaseSeconds?: number } = {}): Promise<Hub> {
+  const { leaseSeconds = 3_600 } = options;
   const sockets = new Set<Socket>();
   const requests: URLSearchParams[] = [];
+  const verifications: Verification[] = [];
+  const subscriptions = new Map<string, string | undefined>();
+  const waiters = new Set<() => void>();
+  const changed = () => waiters.forEach((wake) => wake());
+  const held = new Map<Mode, Promise<void>>();
   let callback: string | undefined;
   let onVerified: (url: string) => void = () => {};
   const verified = new Promise<string>((resolve) => (onVerified = resolve));
@@ -39,25 +73,33 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const form = new URLSearchParams(Buffer.concat(chunks).toString());
     requests.push(form);
+    changed();
     const mode = form.get("hub.mode");
     const target = form.get("hub.callback");
-    if (req.method !== "POST" || mode !== "subscribe" || !target || form.get("hub.topic") !== TOPIC) {
-      res.writeHead(400).end("expected a subscribe request for the simulator's topic");
+    if (req.method !== "POST" || (mode !== "subscribe" && mode !== "unsubscribe") || !target || form.get("hub.topic") !== TOPIC) {
+      res.writeHead(400).end("expected a subscribe or unsubscribe request for the simulator's topic");
       return;
     }
     res.writeHead(202).end();
+    await held.get(mode);
     // Verification of intent (W3C WebSub 5.3): the subscriber must echo the challenge.
     const challenge = crypto.randomUUID();
     const url = new URL(target);
-    url.searchParams.set("hub.mode", "subscribe");
+    url.searchParams.set("hub.mode", mode);
     url.searchParams.set("hub.topic", TOPIC);
     url.searchParams.set("hub.challenge", challenge);
-    url.searchParams.set("hub.lease_seconds", String(leaseSeconds));
-    const answer = await fetchOnce(url);
-    if (answer.status === 200 && (await answer.text()) === challenge) {
+    if (mode === "subscribe") url.searchParams.set("hub.lease_seconds", String(leaseSeconds));
+    const answer = await fetchOnce(url).catch(() => undefined);
+    const confirmed = answer?.status === 200 && (await answer.text()) === challenge;
+    // Only a confirmed request changes the subscription (§5.1).
+    if (confirmed && mode === "subscribe") {
+      subscriptions.set(target, form.get("hub.secret") ?? undefined);
       callback = target;
       onVerified(target);
     }
+    if (confirmed && mode === "unsubscribe") subscriptions.delete(target);
+    verifications.push({ mode, callback: target, confirmed });
+    changed();
   });
   server.on("connection", (socket) => {
     sockets.add(socket);
@@ -66,23 +108,64 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;
   const deliveries: HeldConnections[] = [];
+  /** The headers of a delivery of `body` to a subscription signing with `secret`. */
+  const headersFor = async (body: string, secret: string | undefined): Promise<Record<string, string>> => ({
+    Link: `<${TOPIC}>; rel="self"`,
+    ...(secret === undefined ? {} : { "X-Hub-Signature": await signBody(new TextEncoder().encode(body), secret, "sha256") }),
+  });
 
   return {
     url: `http://127.0.0.1:${port}/`,
     verified,
     requests,
-    async deliver(connections, body = JSON.stringify({ items: [{ title: "Hello World" }] })) {
-      if (!callback) throw new Error("No subscriber has been verified yet");
+    verifications,
+    subscriptions,
+    until(condition, timeoutMs, what) {
+      return new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if (!condition()) return;
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no ${what} within ${timeoutMs}ms; requests: ${requests.map((r) => r.toString()).join(" | ")}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+    hold(mode) {
+      let release = () => {};
+      held.set(mode, new Promise<void>((resolve) => (release = resolve)));
+      return () => {
+        held.delete(mode);
+        release();
+      };
+    },
+    async publish(body = FEED) {
+      return await Promise.all([...subscriptions].map(async ([target, secret]) => {
+        const res = await fetch(target, {
+          method: "POST",
+          body,
+          headers: { "content-type": "application/json", connection: "close", ...(await headersFor(body, secret)) },
+          signal: AbortSignal.timeout(5_000),
+        });
+        await res.body?.cancel();
+        return { callback: target, status: res.status, signed: secret !== undefined };
+      }));
+    },
+    async deliver(connections, body = FEED) {
+      if (!callback || !subscriptions.has(callback)) throw new Error("No subscriber has been verified yet");
       const target = new URL(callback);
-      const signature: Record<string, string> = secret
-        ? { "X-Hub-Signature": await signBody(new TextEncoder().encode(body), secret, "sha256") }
-        : {};
-      const held = await holdConnections(target, connections, postRequest(target, body, { ...signature, Link: `<${TOPIC}>; rel="self"` }));
-      deliveries.push(held);
-      return held;
+      const request = postRequest(target, body, await headersFor(body, subscriptions.get(callback)));
+      const opened = await holdConnections(target, connections, request);
+      deliveries.push(opened);
+      return opened;
     },
     async close() {
-      for (const held of deliveries) held.destroy();
+      for (const opened of deliveries) opened.destroy();
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
@@ -93,7 +176,7 @@ export async function startHub(options: { secret?: string; leaseSeconds?: number
 export const HUB_TOPIC = TOPIC;
 
 if (import.meta.main) {
-  const hub = await startHub({ secret: process.env.WEBSUB_SECRET });
+  const hub = await startHub();
   console.log(JSON.stringify({ event: "hub_listening", url: hub.url, topic: TOPIC }));
   const callback = await hub.verified;
   const count = Number(process.env.HUB_CONNECTIONS ?? 200);

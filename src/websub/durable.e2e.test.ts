@@ -65,7 +65,7 @@ describe("durable subscriptions", () => {
             defer(() => redis.close());
             store = redis.url;
           }
-          const hub = await startHub({ secret: SECRET });
+          const hub = await startHub();
           defer(() => hub.close());
           const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET, WEBSUB_STORE: store };
           const first = await startServer(engine, env);
@@ -99,7 +99,7 @@ describe("durable subscriptions", () => {
     () =>
       using(async (defer) => {
         const dir = scratch(defer);
-        const hub = await startHub({ secret: SECRET });
+        const hub = await startHub();
         defer(() => hub.close());
         const server = await startServer("node-http", {
           WORKERS: "2",

@@ -18,7 +18,7 @@ for (const engine of ["node-http", "bun-serve", "deno-per-connection"] as const 
       "subscribes at startup, confirms the hub's verification, and acknowledges signed deliveries on keep-alive connections",
       () =>
         using(async (defer) => {
-          const hub = await startHub({ secret: SECRET });
+          const hub = await startHub();
           defer(() => hub.close());
           const dir = mkdtempSync(join(tmpdir(), "websub-e2e-"));
           defer(() => rmSync(dir, { recursive: true, force: true }));
