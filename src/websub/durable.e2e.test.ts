@@ -1,11 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import { spawn } from "bun";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fetchOnce, metric } from "../../harness/http.ts";
 import { ROOT } from "../../harness/process.ts";
 import { redisMissing, startRedis } from "../../harness/redis.ts";
+import type { ServerProcess } from "../../harness/process.ts";
 import { PROJECT_PATH, spawnServer, startServer } from "../../harness/servers.ts";
 import { using, within } from "../../harness/wait.ts";
 import type { Engine } from "../policy/types.ts";
@@ -14,10 +16,51 @@ import { startTopicServer } from "./_topic_server.ts";
 
 const SECRET = "durable-secret";
 
-function scratch(defer: (cleanup: () => unknown) => void): string {
+type Defer = (cleanup: () => unknown) => void;
+
+function scratch(defer: Defer): string {
   const dir = mkdtempSync(join(tmpdir(), "websub-durable-"));
   defer(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** WEBSUB_STORE for a store of `kind`: a SQLite file in a scratch folder, or a redis-server of the test's own. */
+async function storeOf(kind: "sqlite" | "redis", defer: Defer): Promise<string> {
+  if (kind === "sqlite") return join(scratch(defer), "data", "websub.sqlite");
+  const redis = await startRedis();
+  if (!redis) throw new Error("redis-server did not start");
+  defer(() => redis.close());
+  return redis.url;
+}
+
+/** A server stopped as a container runtime stops it, and gone. */
+async function stop(server: ServerProcess): Promise<void> {
+  server.signal("SIGTERM");
+  expect(await server.exitCode(5_000)).toBe(0);
+}
+
+/** A TCP forwarder to 127.0.0.1:`port`, as a proxy in front of the server: the same server at another URL, which it returns. */
+async function forwarder(port: number, defer: Defer): Promise<string> {
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    socket.on("close", () => sockets.delete(socket));
+  };
+  const server = createServer((client) => {
+    const upstream = connect(port, "127.0.0.1");
+    track(client);
+    track(upstream);
+    client.pipe(upstream).pipe(client);
+    client.on("close", () => upstream.destroy());
+    upstream.on("close", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  defer(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 }
 
 /** `npm run websub -- ...args` with `env`; its JSON lines and exit code. */
@@ -57,14 +100,7 @@ describe("durable subscriptions", () => {
       }: a restart keeps the subscription, its callback and its deliveries, and asks the hub for nothing`,
       () =>
         using(async (defer) => {
-          const dir = scratch(defer);
-          let store = join(dir, "data", "websub.sqlite");
-          if (kind === "redis") {
-            const redis = await startRedis();
-            if (!redis) throw new Error("redis-server did not start");
-            defer(() => redis.close());
-            store = redis.url;
-          }
+          const store = await storeOf(kind, defer);
           const hub = await startHub();
           defer(() => hub.close());
           const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET, WEBSUB_STORE: store };
@@ -73,8 +109,7 @@ describe("durable subscriptions", () => {
           const callback = await within(hub.verified, 5_000, "verification of intent");
           await first.waitForEvent("websub_verified", 2_000);
           if (kind === "sqlite") expect(statSync(store).mode & 0o777).toBe(0o600);
-          first.signal("SIGTERM");
-          expect(await first.exitCode(5_000)).toBe(0);
+          await stop(first);
 
           // The same port, as a restarted server behind a fixed address has.
           const second = await startServer(engine, { ...env, PORT: String(first.port) });
@@ -91,6 +126,97 @@ describe("durable subscriptions", () => {
           expect(second.nonJsonLines).toEqual([]);
         }),
       30_000,
+    );
+
+    test.skipIf(missing !== undefined)(
+      `${engine} on ${kind}${
+        missing ? ` (skipped: ${missing})` : ""
+      }: a changed WEBSUB_CALLBACK_URL subscribes the new callback, then unsubscribes the old one, whose path stays served: a publish is taken once`,
+      () =>
+        using(async (defer) => {
+          const store = await storeOf(kind, defer);
+          const hub = await startHub();
+          defer(() => hub.close());
+          const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET, WEBSUB_STORE: store };
+          const first = await startServer(engine, env);
+          defer(() => first.kill());
+          const old = await within(hub.verified, 5_000, "verification of intent");
+          await stop(first);
+
+          // The same server on the same port, now told it is reached through a proxy at another URL.
+          const proxy = await forwarder(first.port, defer);
+          const release = hub.hold("unsubscribe");
+          const second = await startServer(engine, { ...env, PORT: String(first.port), WEBSUB_CALLBACK_URL: proxy });
+          defer(() => second.kill());
+          const moved = () => [...hub.subscriptions.keys()].find((callback) => callback.startsWith(`${proxy}/websub/`));
+          await hub.until(() => moved() !== undefined, 8_000, "verified subscription at the new callback");
+          // Until the hub verifies the old callback's unsubscription it delivers to both: the old one answers 410.
+          expect(await hub.publish()).toEqual([
+            { callback: old, status: 410, signed: true },
+            { callback: moved()!, status: 202, signed: true },
+          ]);
+          await hub.until(() => hub.requests.length === 3, 5_000, "unsubscription request");
+          expect(Object.fromEntries(hub.requests[2]!)).toEqual({ "hub.mode": "unsubscribe", "hub.topic": HUB_TOPIC, "hub.callback": old });
+          release();
+          await hub.until(() => !hub.subscriptions.has(old), 5_000, "old callback unsubscribed");
+          // Confirmed at the old callback, which this server still serves.
+          expect(hub.verifications.filter((v) => v.mode === "unsubscribe")).toEqual([{
+            mode: "unsubscribe",
+            callback: old,
+            confirmed: true,
+          }]);
+          expect(await hub.publish()).toEqual([{ callback: moved()!, status: 202, signed: true }]);
+          await second.waitForEvent("content_received", 2_000, () => second.named("content_received").length === 2);
+          await second.waitForEvent("websub_unsubscribed", 2_000);
+          const metrics = await (await fetchOnce(`${second.url}/metrics`)).text();
+          expect(metric(metrics, 'websub_deliveries_total{result="accepted"}')).toBe(2);
+          expect(metric(metrics, 'websub_deliveries_total{result="gone"}')).toBe(1);
+          expect(second.nonJsonLines).toEqual([]);
+        }),
+      30_000,
+    );
+
+    test.skipIf(missing !== undefined)(
+      `${engine} on ${kind}${
+        missing ? ` (skipped: ${missing})` : ""
+      }: WEBSUB_SECRET added, then changed, re-subscribes at once; until the hub verifies that, its unsigned or old-secret deliveries get 401`,
+      () =>
+        using(async (defer) => {
+          const store = await storeOf(kind, defer);
+          const hub = await startHub();
+          defer(() => hub.close());
+          const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_STORE: store };
+          const first = await startServer(engine, env);
+          defer(() => first.kill());
+          const callback = await within(hub.verified, 5_000, "verification of intent");
+          expect(await hub.publish()).toEqual([{ callback, status: 202, signed: false }]);
+          await stop(first);
+
+          for (const [n, secret] of [[1, SECRET], [2, `${SECRET}-rotated`]] as const) {
+            const release = hub.hold("subscribe");
+            const server = await startServer(engine, { ...env, PORT: String(first.port), WEBSUB_SECRET: secret });
+            defer(() => server.kill());
+            // At startup, not at the renewal (45 minutes into this hub's lease): the same callback, with the secret.
+            await hub.until(() => hub.requests.length === n + 1, 5_000, "re-subscription with the secret");
+            expect(Object.fromEntries(hub.requests[n]!)).toEqual({
+              "hub.mode": "subscribe",
+              "hub.topic": HUB_TOPIC,
+              "hub.callback": callback,
+              "hub.secret": secret,
+            });
+            // Until it verifies the request, the hub signs as before (WebSub 5.1): refused, for it to retry (7).
+            expect(await hub.publish()).toEqual([{ callback, status: 401, signed: n === 2 }]);
+            release();
+            await hub.until(() => hub.subscriptions.get(callback) === secret, 5_000, "the re-subscription verified");
+            expect(await hub.publish()).toEqual([{ callback, status: 202, signed: true }]);
+            await server.waitForEvent("content_received", 2_000);
+            expect(server.named("websub_signature_rejected")).toMatchObject([{ check: n === 1 ? "missing" : "outdated" }]);
+            expect(server.nonJsonLines).toEqual([]);
+            await stop(server);
+            expect(server.named("content_received")).toHaveLength(1);
+          }
+        }),
+      40_000,
     );
   }
 

@@ -102,7 +102,7 @@ async function startHub(defer: Defer, changes: Changes, reply: Replier): Promise
 }
 
 /** Everything a test drives: a clock, a store that reports its claims, a logger, a hub, the callback routes, subscribers. */
-async function world(defer: Defer, options: { pinned?: boolean; reply?: Replier } = {}) {
+async function world(defer: Defer, options: { pinned?: boolean; reply?: Replier; secret?: string } = {}) {
   const changes = new Changes();
   const clock = { now: T0 };
   const now = options.pinned === false ? Date.now : () => clock.now;
@@ -138,6 +138,7 @@ async function world(defer: Defer, options: { pinned?: boolean; reply?: Replier 
       store,
       logger,
       maxBodyBytes: 1024,
+      secret: options.secret,
       onDelivery: () => {},
       onChange: () => subscribers.forEach((s) => s.wake()),
       now,
@@ -199,11 +200,14 @@ async function world(defer: Defer, options: { pinned?: boolean; reply?: Replier 
       const res = await app.request(url.href);
       return { status: res.status, body: await res.text(), challenge };
     },
-    /** A content delivery to the callback of `id`; its status tells whether the subscription is active. */
-    async deliver(id: string): Promise<number> {
+    /**
+     * A content delivery to the callback of `id`, signed with `secret` (by default the subscription's, null for
+     * none); its status tells whether the subscription is active and the signature good.
+     */
+    async deliver(id: string, secret?: string | null): Promise<number> {
       const body = new TextEncoder().encode("<feed/>");
-      const secret = (await inner.get(id))?.secret;
-      const headers: Record<string, string> = secret === undefined ? {} : { "x-hub-signature": await signBody(body, secret) };
+      const key = secret === undefined ? (await inner.get(id))?.secret : secret ?? undefined;
+      const headers: Record<string, string> = key === undefined ? {} : { "x-hub-signature": await signBody(body, key) };
       const res = await app.request(callbackUrlOf(BASE, id), { method: "POST", body, headers });
       await res.body?.cancel();
       return res.status;
@@ -842,7 +846,7 @@ describe("reconciling the configured topics", () => {
 
 describe("a changed callback base (WEBSUB_CALLBACK_URL, or the server's URL)", () => {
   test(
-    "an active subscription is requested again with the new callback, and the hub's verification there renews it",
+    "an active subscription gets a new one at the new callback; the old one takes content until the hub verifies it, then 410, and is unsubscribed at its own callback",
     () =>
       using(async (defer) => {
         const w = await world(defer);
@@ -856,19 +860,75 @@ describe("a changed callback base (WEBSUB_CALLBACK_URL, or the server's URL)", (
         w.clock.now = T0 + 1_000;
         w.start({ topics: [A], hub: w.hub.url, leaseSeconds: 1_000, callbackBase: moved });
         await w.event("websub_subscribe_requested", 2);
-        const to = callbackUrlOf(moved, before.id);
-        expect(w.named("websub_callback_changed")).toMatchObject([{ id: before.id, from: before.callbackUrl, to }]);
+        // A callback of its own (WebSub 5.1.1: unique per subscription): the hub keeps one subscription per topic and callback.
+        const after = (await w.store.list()).find((s) => s.id !== before.id)!;
+        const to = callbackUrlOf(moved, after.id);
+        expect(w.named("websub_callback_changed")).toMatchObject([{
+          id: before.id,
+          topic: A,
+          from: before.callbackUrl,
+          to,
+          replacement: after.id,
+        }]);
         expect(Object.fromEntries(w.hub.requests[1]!.form)).toEqual({
           "hub.mode": "subscribe",
           "hub.topic": A,
           "hub.callback": to,
           "hub.lease_seconds": "1000",
         });
-        expect(await w.only()).toMatchObject({ state: "active", callbackUrl: to, pending: "subscribe" });
-        expect((await w.verify(w.hub.requests[1]!.form, { "hub.lease_seconds": "1000" })).status).toBe(200);
-        expect(w.named("websub_renewed")).toHaveLength(1);
+        expect(after).toMatchObject({ source: A, origin: "config", topic: A, state: "pending", pending: "subscribe", callbackUrl: to });
+        // Until the hub verifies the new callback, it delivers to the old one only.
+        expect(await w.store.get(before.id)).toEqual(before);
+        expect(await w.deliver(before.id)).toBe(202);
         await w.passes(2);
         expect(w.hub.requests).toHaveLength(2);
+
+        // Replaced as the new one is verified, before the hub can deliver there: no content is taken twice.
+        expect((await w.verify(w.hub.requests[1]!.form, { "hub.lease_seconds": "1000" })).status).toBe(200);
+        expect(await w.deliver(before.id)).toBe(410);
+        expect(await w.deliver(after.id)).toBe(202);
+        expect(w.named("websub_verified").map((l) => l.id)).toEqual([before.id, after.id]);
+        expect(w.named("websub_callback_replaced")).toMatchObject([
+          { id: before.id, topic: A, callbackUrl: before.callbackUrl, replacement: after.id },
+        ]);
+        await w.event("websub_unsubscribe_requested");
+        expect(Object.fromEntries(w.hub.requests[2]!.form)).toEqual({
+          "hub.mode": "unsubscribe",
+          "hub.topic": A,
+          "hub.callback": before.callbackUrl,
+        });
+        // The hub verifies the unsubscription at the old callback, which is still served.
+        const bye = await w.verify(w.hub.requests[2]!.form);
+        expect(bye).toMatchObject({ status: 200, body: bye.challenge });
+        expect(w.named("websub_unsubscribed")).toMatchObject([{ id: before.id }]);
+        expect(await w.only()).toMatchObject({ id: after.id, state: "active", callbackUrl: to });
+        await w.passes(2);
+        expect(w.hub.requests).toHaveLength(3);
+      }),
+    TEST_MS,
+  );
+
+  test(
+    "while the hub has not verified the new callback, the old subscription is renewed at its own callback and keeps taking content",
+    () =>
+      using(async (defer) => {
+        const w = await world(defer);
+        const first = w.start({ topics: [A], hub: w.hub.url });
+        await w.hub.received(1);
+        expect((await w.verify(w.hub.requests[0]!.form, { "hub.lease_seconds": "100" })).status).toBe(200);
+        const before = await w.only();
+        await first.stop();
+
+        const subscriber = w.start({ topics: [A], hub: w.hub.url, callbackBase: "https://moved.example", verifyTimeoutMs: 10_000_000 });
+        await w.event("websub_subscribe_requested", 2);
+        w.clock.now = before.nextAttemptAtMs!;
+        subscriber.wake();
+        await w.event("websub_subscribe_requested", 3);
+        expect(w.hub.requests[2]!.form.toString()).toBe(w.hub.requests[0]!.form.toString());
+        expect(w.named("websub_subscribe_requested")[2]).toMatchObject({ id: before.id, renewal: true });
+        expect(await w.deliver(before.id)).toBe(202);
+        expect(await w.store.list()).toHaveLength(2);
+        expect(w.named("websub_callback_changed")).toHaveLength(1);
       }),
     TEST_MS,
   );
@@ -890,6 +950,141 @@ describe("a changed callback base (WEBSUB_CALLBACK_URL, or the server's URL)", (
         const unsubscribe = w.hub.requests.find((r) => r.form.get("hub.mode") === "unsubscribe")!;
         // The hub knows the subscription by topic and callback (WebSub 5.1): another callback names nothing it has.
         expect(Object.fromEntries(unsubscribe.form)).toEqual({ "hub.mode": "unsubscribe", "hub.topic": B, "hub.callback": b.callbackUrl });
+      }),
+    TEST_MS,
+  );
+});
+
+describe("a changed secret (WEBSUB_SECRET)", () => {
+  /** An active subscription to `source` made before, with `secret` or none, its renewal far away. */
+  const made = (id: string, source: string, secret?: string): Subscription => ({
+    id,
+    source,
+    origin: "config",
+    topic: source,
+    hub: "",
+    callbackUrl: callbackUrlOf(BASE, id),
+    state: "active",
+    ...(secret === undefined ? {} : { secret }),
+    leaseSeconds: 1_000,
+    expiresAtMs: T0 + 900_000,
+    nextAttemptAtMs: T0 + 700_000,
+    updatedAtMs: T0 - 100_000,
+  });
+
+  test(
+    "a secret added: every subscription is requested again with it at once, not at its renewal; unsigned content is refused (401) from the start",
+    () =>
+      using(async (defer) => {
+        const w = await world(defer, { secret: "s3cret" });
+        const M = "https://publisher.example/manual";
+        await w.store.put({ ...made("a", A), hub: w.hub.url });
+        await w.store.put({ ...made("m", M), hub: w.hub.url, origin: "manual" });
+        // The routes run with the secret before the subscriber has looked at the store.
+        expect(await w.deliver("a")).toBe(401);
+        w.start({ topics: [A], hub: w.hub.url, secret: "s3cret" });
+        await w.event("websub_subscribe_requested", 2);
+        expect(w.hub.requests.map((r) => Object.fromEntries(r.form)).sort((x, y) => x["hub.topic"]!.localeCompare(y["hub.topic"]!)))
+          .toEqual([
+            { "hub.mode": "subscribe", "hub.topic": A, "hub.callback": callbackUrlOf(BASE, "a"), "hub.secret": "s3cret" },
+            { "hub.mode": "subscribe", "hub.topic": M, "hub.callback": callbackUrlOf(BASE, "m"), "hub.secret": "s3cret" },
+          ]);
+        expect(w.named("websub_secret_changed").map((l) => [l.id, l.signed]).sort()).toEqual([["a", true], ["m", true]]);
+        expect(w.named("websub_subscribe_requested").every((l) => l.renewal === true)).toBe(true);
+        expect(w.named("websub_verification_overdue")).toEqual([]);
+        for (const id of ["a", "m"]) {
+          const sub = (await w.store.get(id))!;
+          expect(sub).toMatchObject({ state: "active", pending: "subscribe", secret: "s3cret" });
+          expect(sub.previousSecret).toBeUndefined();
+          // Until the hub verifies, it sends content unsigned: refused, so that it retries (WebSub 7) once it signs.
+          expect(await w.deliver(id, null)).toBe(401);
+          expect(await w.deliver(id)).toBe(202);
+        }
+        for (const request of w.hub.requests) expect((await w.verify(request.form, { "hub.lease_seconds": "1000" })).status).toBe(200);
+        expect(w.named("websub_renewed")).toHaveLength(2);
+        expect(await w.deliver("a", null)).toBe(401);
+        await w.passes(2);
+        expect(w.hub.requests).toHaveLength(2);
+        expect(JSON.stringify(w.lines)).not.toContain("s3cret");
+      }),
+    TEST_MS,
+  );
+
+  test(
+    "a secret changed: requested again at once; until the hub verifies it, the old secret's signature gets 401 and any other 202 (dropped); after, the old one's is dropped too",
+    () =>
+      using(async (defer) => {
+        const w = await world(defer, { secret: "new-secret" });
+        await w.store.put({ ...made("a", A, "old-secret"), hub: w.hub.url });
+        w.start({ topics: [A], hub: w.hub.url, secret: "new-secret" });
+        await w.event("websub_subscribe_requested");
+        expect(Object.fromEntries(w.hub.requests[0]!.form)).toEqual({
+          "hub.mode": "subscribe",
+          "hub.topic": A,
+          "hub.callback": callbackUrlOf(BASE, "a"),
+          "hub.secret": "new-secret",
+        });
+        expect(await w.only()).toMatchObject({ state: "active", pending: "subscribe", secret: "new-secret", previousSecret: "old-secret" });
+        expect(await w.deliver("a", "old-secret")).toBe(401);
+        expect(await w.deliver("a", "guessed")).toBe(202);
+        expect(await w.deliver("a", null)).toBe(401);
+        expect(await w.deliver("a", "new-secret")).toBe(202);
+        expect(w.named("websub_signature_rejected").map((l) => l.check)).toEqual(["outdated", "mismatch", "missing"]);
+        expect(w.named("websub_delivery")).toHaveLength(1);
+
+        expect((await w.verify(w.hub.requests[0]!.form, { "hub.lease_seconds": "1000" })).status).toBe(200);
+        const verified = await w.only();
+        expect(verified).toMatchObject({ state: "active", secret: "new-secret" });
+        expect(verified.previousSecret).toBeUndefined();
+        expect(await w.deliver("a", "old-secret")).toBe(202);
+        expect(w.named("websub_signature_rejected").map((l) => l.check)).toEqual(["outdated", "mismatch", "missing", "mismatch"]);
+        expect(JSON.stringify(w.lines)).not.toMatch(/old-secret|new-secret/);
+      }),
+    TEST_MS,
+  );
+
+  test(
+    "a secret removed: requested again at once without one",
+    () =>
+      using(async (defer) => {
+        const w = await world(defer);
+        await w.store.put({ ...made("a", A, "old-secret"), hub: w.hub.url });
+        w.start({ topics: [A], hub: w.hub.url });
+        await w.event("websub_subscribe_requested");
+        expect(Object.fromEntries(w.hub.requests[0]!.form)).toEqual({
+          "hub.mode": "subscribe",
+          "hub.topic": A,
+          "hub.callback": callbackUrlOf(BASE, "a"),
+        });
+        expect(w.named("websub_secret_changed")).toMatchObject([{ id: "a", signed: false }]);
+        expect((await w.only()).secret).toBeUndefined();
+      }),
+    TEST_MS,
+  );
+
+  test(
+    "a request still unverified, made with another secret, is made again at once with this one, and is not counted as overdue",
+    () =>
+      using(async (defer) => {
+        const w = await world(defer, { secret: "new-secret" });
+        await w.store.put({
+          ...made("a", A, "old-secret"),
+          hub: w.hub.url,
+          state: "pending",
+          pending: "subscribe",
+          nextAttemptAtMs: T0 + VERIFY_TIMEOUT_MS,
+        });
+        w.start({ topics: [A], hub: w.hub.url, secret: "new-secret" });
+        await w.event("websub_subscribe_requested");
+        expect(w.hub.requests[0]!.form.get("hub.secret")).toBe("new-secret");
+        const sub = await w.only();
+        expect(sub).toMatchObject({ state: "pending", pending: "subscribe", secret: "new-secret" });
+        expect(sub.failures ?? 0).toBe(0);
+        // Nothing was verified: no secret for the hub to sign with meanwhile.
+        expect(sub.previousSecret).toBeUndefined();
+        expect(w.named("websub_verification_overdue")).toEqual([]);
+        await w.passes(2);
+        expect(w.hub.requests).toHaveLength(1);
       }),
     TEST_MS,
   );

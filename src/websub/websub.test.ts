@@ -15,7 +15,7 @@ const BASE = "https://me.example";
 const TEST_MS = 5_000;
 
 function setup(
-  options: { maxBodyBytes?: number; onDelivery?: (d: Delivery) => void | Promise<void>; random?: () => number } = {},
+  options: { maxBodyBytes?: number; onDelivery?: (d: Delivery) => void | Promise<void>; random?: () => number; secret?: string } = {},
 ) {
   const lines: Array<Record<string, unknown>> = [];
   const logger = createLogger((line) => lines.push(JSON.parse(line)));
@@ -30,6 +30,7 @@ function setup(
       store,
       logger,
       maxBodyBytes: options.maxBodyBytes ?? 1024,
+      secret: options.secret,
       onDelivery: options.onDelivery ?? ((d) => void deliveries.push(d)),
       onChange: () => void changes.count++,
       now: () => clock.now,
@@ -144,6 +145,30 @@ describe("verification of intent", () => {
     ]);
     expect(named("websub_renewed")).toEqual([]);
     expect(changes.count).toBe(1);
+  }, TEST_MS);
+
+  test("a renewal's verification ends the old secret: previousSecret is gone", async () => {
+    const { app, store, put } = setup();
+    await put({ id: "a", state: "active", pending: "subscribe", secret: "new", previousSecret: "old" });
+    expect((await app.request(verify("a", subscribe("c", { "hub.lease_seconds": "600" })))).status).toBe(200);
+    const sub = await store.get("a");
+    expect(sub).toMatchObject({ state: "active", secret: "new" });
+    expect(sub?.previousSecret).toBeUndefined();
+  }, TEST_MS);
+
+  test("a new subscription's verification replaces the others for its source: unsubscribed, refusing content (410) at once", async () => {
+    const { app, store, put, named } = setup();
+    await put({ id: "old", state: "active", leaseSeconds: 600, expiresAtMs: NOW + 600_000 });
+    await put({ id: "other", source: "https://publisher.example/other", topic: "https://publisher.example/other", state: "active" });
+    await put({ id: "new", state: "pending", pending: "subscribe" });
+    expect((await app.request(verify("new", subscribe("c", { "hub.lease_seconds": "600" })))).status).toBe(200);
+    expect(await store.get("old")).toMatchObject({ state: "unsubscribing", unsubscribe: true, nextAttemptAtMs: NOW, failures: 0 });
+    expect((await store.get("other"))?.unsubscribe).toBeUndefined();
+    expect(named("websub_callback_replaced")).toMatchObject([
+      { id: "old", topic: TOPIC, callbackUrl: callbackUrlOf(BASE, "old"), replacement: "new" },
+    ]);
+    expect((await app.request(new Request("http://localhost/websub/old", { method: "POST", body: "x" }))).status).toBe(410);
+    expect((await app.request(new Request("http://localhost/websub/new", { method: "POST", body: "x" }))).status).toBe(202);
   }, TEST_MS);
 
   test("the renewal time is 75% to 85% of the way through the lease, spread by options.random", async () => {
@@ -421,31 +446,81 @@ describe("content distribution", () => {
     expect(named("websub_delivery")).toEqual([]);
   }, TEST_MS);
 
-  test("a mismatching, malformed or unsupported signature is acknowledged 202 (WebSub §8) but dropped, with a warning", async () => {
-    const { app, put, deliveries, named } = setup();
-    await put({ id: "a", secret: "s3cret" });
+  test(
+    "a mismatching, malformed or unsupported signature is acknowledged 202 (WebSub 7.1.2 allows it) but dropped, with a warning",
+    async () => {
+      const { app, put, deliveries, named } = setup();
+      await put({ id: "a", secret: "s3cret" });
+      const body = encoder.encode("<entry/>");
+      const headers = [
+        await signBody(body, "wrong"),
+        await signBody(encoder.encode("<other/>"), "s3cret"),
+        "sha256=abc",
+        `md5=${"0".repeat(32)}`,
+      ];
+      for (const signature of headers) {
+        const res = await app.request(post(body, { "x-hub-signature": signature }));
+        expect(res.status).toBe(202);
+        expect(await res.json()).toEqual({ status: "accepted" });
+      }
+      await settle();
+      expect(deliveries).toHaveLength(0);
+      expect(named("websub_signature_rejected")).toMatchObject([
+        { level: "warn", id: "a", check: "mismatch" },
+        { level: "warn", id: "a", check: "mismatch" },
+        { level: "warn", id: "a", check: "malformed" },
+        { level: "warn", id: "a", check: "unsupported" },
+      ]);
+      expect(JSON.stringify(named("websub_signature_rejected"))).not.toContain("s3cret");
+      expect(named("websub_delivery")).toEqual([]);
+    },
+    TEST_MS,
+  );
+
+  test("with WEBSUB_SECRET set, unsigned content is refused 401 for every subscription, one made without a secret too", async () => {
+    const { app, put, deliveries, named } = setup({ secret: "s3cret" });
+    await put({ id: "a" });
+    await put({ id: "b", secret: "s3cret" });
+    for (const id of ["a", "b"]) {
+      const res = await app.request(post(encoder.encode("<entry/>"), {}, id));
+      expect(res.status).toBe(401);
+      expect(await res.json()).toMatchObject({ error: "signature_required" });
+    }
+    // Signed with the server's secret, it is taken from either: the hub of "a" signs with it once it verified the new request.
     const body = encoder.encode("<entry/>");
-    const headers = [
-      await signBody(body, "wrong"),
-      await signBody(encoder.encode("<other/>"), "s3cret"),
-      "sha256=abc",
-      `md5=${"0".repeat(32)}`,
-    ];
-    for (const signature of headers) {
-      const res = await app.request(post(body, { "x-hub-signature": signature }));
-      expect(res.status).toBe(202);
-      expect(await res.json()).toEqual({ status: "accepted" });
+    for (const id of ["a", "b"]) {
+      expect((await app.request(post(body, { "x-hub-signature": await signBody(body, "s3cret") }, id))).status).toBe(202);
     }
     await settle();
-    expect(deliveries).toHaveLength(0);
-    expect(named("websub_signature_rejected")).toMatchObject([
-      { level: "warn", id: "a", check: "mismatch" },
-      { level: "warn", id: "a", check: "mismatch" },
-      { level: "warn", id: "a", check: "malformed" },
-      { level: "warn", id: "a", check: "unsupported" },
+    expect(deliveries.map((d) => d.subscription.id)).toEqual(["a", "b"]);
+    expect(named("websub_signature_rejected")).toMatchObject([{ id: "a", check: "missing" }, { id: "b", check: "missing" }]);
+  }, TEST_MS);
+
+  test("signed with the secret a re-subscription replaces, before the hub verified it: 401 signature_outdated, not delivered", async () => {
+    const { app, put, deliveries, named } = setup({ secret: "s3cret-2" });
+    // Requested with the new secret, not verified yet (the hub signs with the old one until then, WebSub 5.1) ...
+    await put({ id: "a", secret: "s3cret-2", previousSecret: "s3cret-1", pending: "subscribe" });
+    // ... or not requested yet: the server runs with the new secret, the subscriber has not looked at it.
+    await put({ id: "b", secret: "s3cret-1" });
+    const body = encoder.encode("<entry/>");
+    for (const id of ["a", "b"]) {
+      const res = await app.request(post(body, { "x-hub-signature": await signBody(body, "s3cret-1", "sha1") }, id));
+      expect(res.status).toBe(401);
+      const answer = (await res.json()) as { error: string; message: string };
+      expect(answer.error).toBe("signature_outdated");
+      expect(JSON.stringify(answer)).not.toContain("s3cret");
+      // Neither secret: acknowledged and dropped, as any mismatch.
+      expect((await app.request(post(body, { "x-hub-signature": await signBody(body, "guess") }, id))).status).toBe(202);
+      expect((await app.request(post(body, { "x-hub-signature": await signBody(body, "s3cret-2") }, id))).status).toBe(202);
+    }
+    await settle();
+    expect(deliveries.map((d) => d.subscription.id)).toEqual(["a", "b"]);
+    expect(named("websub_signature_rejected").map((l) => [l.id, l.check])).toEqual([
+      ["a", "outdated"],
+      ["a", "mismatch"],
+      ["b", "outdated"],
+      ["b", "mismatch"],
     ]);
-    expect(JSON.stringify(named("websub_signature_rejected"))).not.toContain("s3cret");
-    expect(named("websub_delivery")).toEqual([]);
   }, TEST_MS);
 
   test("without a secret, unsigned content is delivered", async () => {
