@@ -4,7 +4,7 @@
  */
 import { resolve } from "node:path";
 import process from "node:process";
-import { parseRedisUrl } from "./_resp.ts";
+import { parseRedisUrl } from "./_redis_url.ts";
 import { memoryStore, type SubscriptionStore } from "./types.ts";
 
 /** A validated store spec: what {@link parseStoreSpec} returns and {@link openStore} opens. */

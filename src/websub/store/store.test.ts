@@ -7,7 +7,8 @@ import { DatabaseSync } from "node:sqlite";
 import { ROOT, spawnFollowed } from "../../../harness/process.ts";
 import { redisMissing, type RedisServer, startRedis, type StartRedisOptions } from "../../../harness/redis.ts";
 import { using, within } from "../../../harness/wait.ts";
-import { connectResp, parseRedisUrl } from "./_resp.ts";
+import { Redis } from "ioredis";
+import { parseRedisUrl } from "./_redis_url.ts";
 import { openStore, parseStoreSpec } from "./open.ts";
 import { redisStore } from "./redis.ts";
 import { SQLITE_SCHEMA_VERSION, sqliteStore } from "./sqlite.ts";
@@ -416,27 +417,35 @@ describe.skipIf(REDIS_MISSING !== undefined)(`redis store${REDIS_MISSING ? ` (sk
       expect(await db0.list()).toEqual([]);
       expect(await db1.list()).toStrictEqual([full("a")]);
       expect(await other.list()).toStrictEqual([full("b")]);
-      const client = await connectResp(server.url);
-      defer(() => client.close());
-      expect(await client.command(["HLEN", "other-app:subscriptions"])).toBe(1);
-      expect(await client.command(["EXISTS", "websub:subscriptions"])).toBe(0);
+      const client = new Redis(server.url);
+      defer(() => client.quit());
+      expect(await client.hlen("other-app:subscriptions")).toBe(1);
+      expect(await client.exists("websub:subscriptions")).toBe(0);
     }), TIMEOUT_MS);
 
-  test("pipelined commands get their own replies in order, and an error rejects only its own command", () =>
-    using(async (defer) => {
-      const server = await redis(defer);
-      const client = await connectResp(server.url);
-      defer(() => client.close());
-      const values = Array.from({ length: 300 }, (_, i) => `välue ${i} ✓ ${"x".repeat(i * 7)}`);
-      await Promise.all(client.pipeline(values.map((value, i) => ["SET", `k${i}`, value])));
-      const replies = client.pipeline([...values.map((_, i) => ["GET", `k${i}`]), ["HGET", "only-one-argument"], ["GET", "missing"]]);
-      expect(await Promise.all(replies.slice(0, values.length))).toEqual(values);
-      expect((await failure(replies[values.length]!)).message).toBe("ERR wrong number of arguments for 'hget' command");
-      expect(await replies[values.length + 1]).toBeNull();
-      expect(await client.command(["INCRBY", "counter", 5])).toBe(5);
-      expect(await client.command(["HSET", "h", "f", "v"])).toBe(1);
-      expect(await client.command(["HGETALL", "h"])).toEqual(["f", "v"]);
-    }), TIMEOUT_MS);
+  test(
+    "concurrent commands get their own replies, a list of large subscriptions comes back whole, and an error rejects only its own command",
+    () =>
+      using(async (defer) => {
+        const server = await redis(defer);
+        const store = await redisStore(server.url);
+        defer(() => store.close());
+        // About 1.2 MB of JSON: the list spans several HSCAN pages, each reply far larger than a socket read.
+        const many = Array.from({ length: 1_200 }, (_, i) => ({ ...full(`s${i}`), secret: `välue ${i} ✓ ${"x".repeat(i * 2)}` }));
+        await Promise.all(many.map((s) => store.put(s)));
+        expect(await Promise.all(many.map((s) => store.get(s.id)))).toStrictEqual(many);
+        expect(byId(await store.list())).toStrictEqual(byId([...many]));
+        const client = new Redis(server.url);
+        defer(() => client.quit());
+        await client.set("broken:subscriptions", "not a hash");
+        const broken = await redisStore(server.url, { keyPrefix: "broken:" });
+        defer(() => broken.close());
+        const [wrong, right] = await Promise.allSettled([broken.get("a"), store.get("s7")]);
+        expect((wrong as PromiseRejectedResult).reason.message).toStartWith("WRONGTYPE");
+        expect(right).toEqual({ status: "fulfilled", value: many[7] });
+      }),
+    TIMEOUT_MS,
+  );
 
   test(
     "after redis is killed a command rejects at once with a clear error, and the store works again once redis is back",
@@ -492,6 +501,68 @@ describe.skipIf(REDIS_MISSING !== undefined)(`redis store${REDIS_MISSING ? ` (sk
       await store.put(minimal("a"));
       expect(await store.get("a")).toStrictEqual(minimal("a"));
     }), TIMEOUT_MS);
+});
+
+/** What each runtime runs against the Redis store: round trips, the lock, and a command after CLIENT KILL. */
+const REDIS_PROBE = `
+const [runtime, url] = [process.env.PROBE_RUNTIME, process.env.PROBE_URL];
+const { redisStore } = await import(${JSON.stringify(join(ROOT, "src/websub/store/redis.ts"))});
+const { Redis } = await import("ioredis");
+const store = await redisStore(url);
+const subscription = { id: runtime, source: "s", origin: "config", topic: "t", hub: "h", callbackUrl: "c", state: "active", updatedAtMs: 1 };
+await store.put(subscription);
+const claimed = await store.claim("renewer", runtime, 60000);
+const killer = new Redis(url);
+const killed = await killer.client("KILL", "TYPE", "normal", "SKIPME", "yes");
+await killer.quit();
+// A command sent before the close is seen fails once; the client connects again by itself.
+const errors = [];
+let got;
+for (;;) {
+  try {
+    got = await store.get(runtime);
+    break;
+  } catch (error) {
+    errors.push(error.message);
+    if (errors.length > 1) throw error;
+  }
+}
+const ids = (await store.list()).map((s) => s.id).sort();
+await store.release("renewer", runtime);
+await store.close();
+console.log(JSON.stringify({ runtime, claimed, killed, same: JSON.stringify(got) === JSON.stringify(subscription), ids, errors }));
+`;
+
+describe.skipIf(REDIS_MISSING !== undefined)("redis store on every runtime", () => {
+  test("Node, Bun and Deno each put, claim, list and release through it, and go on after CLIENT KILL", () =>
+    using(async (defer) => {
+      const server = await redis(defer);
+      const runtimes: Array<[string, string[]]> = [
+        ["node", [join(ROOT, "node_modules/.bin/node"), "--input-type=module", "-e", REDIS_PROBE]],
+        ["bun", [process.execPath, "-e", REDIS_PROBE]],
+        ["deno", [join(ROOT, "node_modules/.bin/deno"), "eval", REDIS_PROBE]],
+      ];
+      const seen: string[] = [];
+      for (const [runtime, cmd] of runtimes) {
+        const stdout: string[] = [];
+        const stderr: string[] = [];
+        const child = spawnFollowed(
+          cmd,
+          { env: { ...process.env, PROBE_RUNTIME: runtime, PROBE_URL: server.url }, stdin: "ignore" },
+          (line) => stdout.push(line),
+          (line) => stderr.push(line),
+        );
+        defer(() => {
+          if (child.proc.exitCode === null && child.proc.signalCode === null) process.kill(-child.proc.pid, "SIGKILL");
+        });
+        const code = await within(child.done, 30_000, `${runtime} redis probe`);
+        expect({ runtime, code, stderr }).toEqual({ runtime, code: 0, stderr: [] });
+        const out = JSON.parse(stdout[0]!);
+        seen.push(runtime);
+        expect(out).toMatchObject({ runtime, claimed: true, killed: 1, same: true, ids: [...seen].sort() });
+        for (const error of out.errors) expect(error).toMatch(/^Connection to Redis at .* was lost: /);
+      }
+    }), 60_000);
 });
 
 describe("redis client against a server that never answers", () => {
