@@ -3,131 +3,27 @@ import { spawnSync } from "bun";
 import { createHash, randomBytes } from "node:crypto";
 import type { Engine } from "../src/policy/types.ts";
 import { completeResponses, fetchOnce, get, metric } from "../harness/http.ts";
-import { connect, type RawClient, trickle, tryRequest } from "../harness/raw_client.ts";
+import { connect, trickle, tryRequest } from "../harness/raw_client.ts";
 import { openFds } from "../harness/proc.ts";
 import { FIXTURE_APP, serverNode, spawnServer, startServer } from "../harness/servers.ts";
 import { holdConnections, postRequest } from "../harness/keep_alive.ts";
 import { using } from "../harness/wait.ts";
+import {
+  chunkedOverLimitCut,
+  declaredOverLimitRefused,
+  exchange,
+  nonJson,
+  open,
+  parseResponses,
+  PLAIN_APP,
+  thrownErrorAnswered,
+  underLimitRead,
+} from "./_plain.ts";
 import { type Event, type ServerProcess } from "../harness/process.ts";
 import { EARLY_MS, expectBetween, suiteSetup } from "./_suite.ts";
 
 /** Contract: a handler learns of a client that left within 100 ms. */
 const ABORT_NOTICE_MS = 100;
-
-/** Opens a raw connection that is destroyed when the test ends, whatever happens. */
-async function open(port: number, defer: (cleanup: () => unknown) => void): Promise<RawClient> {
-  const client = await connect(port);
-  defer(() => client.destroy());
-  return client;
-}
-
-/** The user's plain Hono app (issue #18): it calls none of the template's helpers. */
-export const PLAIN_APP = "test/_plain_app.ts";
-
-/** One response read off a raw connection: its status, its headers (lower-cased names), its body. */
-export interface RawResponse {
-  status: number;
-  headers: Record<string, string>;
-  body: string;
-}
-
-/**
- * The complete responses in `data`, in order, chunked bodies decoded; a response whose body runs
- * to the close counts only once `closed`. An incomplete one ends the list.
- */
-export function parseResponses(data: string, closed = false): RawResponse[] {
-  const responses: RawResponse[] = [];
-  let rest = data;
-  for (;;) {
-    const headEnd = rest.indexOf("\r\n\r\n");
-    if (headEnd < 0) return responses;
-    const [statusLine = "", ...lines] = rest.slice(0, headEnd).split("\r\n");
-    const headers: Record<string, string> = {};
-    for (const line of lines) {
-      const colon = line.indexOf(":");
-      headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-    }
-    const status = Number(statusLine.split(" ")[1]);
-    const after = rest.slice(headEnd + 4);
-    if (headers["content-length"] !== undefined) {
-      const length = Number(headers["content-length"]);
-      if (after.length < length) return responses;
-      responses.push({ status, headers, body: after.slice(0, length) });
-      rest = after.slice(length);
-    } else if (/chunked/i.test(headers["transfer-encoding"] ?? "")) {
-      let body = "";
-      let at = 0;
-      for (;;) {
-        const lineEnd = after.indexOf("\r\n", at);
-        if (lineEnd < 0) return responses;
-        const size = parseInt(after.slice(at, lineEnd), 16);
-        if (Number.isNaN(size)) return responses;
-        if (size === 0) {
-          if (!after.startsWith("\r\n", lineEnd + 2)) return responses;
-          at = lineEnd + 4;
-          break;
-        }
-        if (after.length < lineEnd + 2 + size + 2) return responses;
-        body += after.slice(lineEnd + 2, lineEnd + 2 + size);
-        at = lineEnd + 2 + size + 2;
-      }
-      responses.push({ status, headers, body });
-      rest = after.slice(at);
-    } else {
-      if (closed) responses.push({ status, headers, body: after });
-      return responses;
-    }
-  }
-}
-
-/** `body` in chunked framing, `size` bytes a chunk, with the last chunk. */
-function chunked(body: string, size = 1_000): string {
-  let framed = "";
-  for (let at = 0; at < body.length; at += size) {
-    const chunk = body.slice(at, at + size);
-    framed += `${chunk.length.toString(16)}\r\n${chunk}\r\n`;
-  }
-  return `${framed}0\r\n\r\n`;
-}
-
-/** A POST of `body` (ASCII) as raw bytes, framed by a Content-Length or chunked. */
-export function upload(path: string, type: string, body: string, framing: "length" | "chunked"): string {
-  const head = `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: ${type}\r\n`;
-  return framing === "length"
-    ? `${head}Content-Length: ${body.length}\r\n\r\n${body}`
-    : `${head}Transfer-Encoding: chunked\r\n\r\n${chunked(body)}`;
-}
-
-/**
- * The plain app's body-reading routes, each with a body of exactly `bytes` bytes that it answers
- * `{"bytes": bytes}` for when read whole: text, JSON, a form, an ArrayBuffer and the raw stream.
- */
-export const PLAIN_UPLOADS: Record<string, (bytes: number) => { type: string; body: string }> = {
-  "/text": (bytes) => ({ type: "text/plain", body: "x".repeat(bytes) }),
-  "/json": (bytes) => ({ type: "application/json", body: `"${"x".repeat(bytes - 2)}"` }),
-  "/form": (bytes) => ({ type: "application/x-www-form-urlencoded", body: `a=${"x".repeat(bytes - 2)}` }),
-  "/array": (bytes) => ({ type: "application/octet-stream", body: "x".repeat(bytes) }),
-  "/raw": (bytes) => ({ type: "application/octet-stream", body: "x".repeat(bytes) }),
-};
-
-/** `path`'s upload of `bytes` bytes as raw bytes. */
-export function plainUpload(path: string, bytes: number, framing: "length" | "chunked"): string {
-  const { type, body } = PLAIN_UPLOADS[path]!(bytes);
-  return upload(path, type, body, framing);
-}
-
-/** The lines of `text` that are not JSON: a bare stack trace, a runtime's warning. */
-export function nonJson(text: string): string[] {
-  return text.split("\n").filter((line) => {
-    if (!line.trim()) return false;
-    try {
-      JSON.parse(line);
-      return false;
-    } catch {
-      return true;
-    }
-  });
-}
 
 /** The first event named one of `names` (already logged or within `timeoutMs`); fails at once if the server exits. */
 async function waitForAnyEvent(server: ServerProcess, names: string[], timeoutMs: number): Promise<Event> {
@@ -634,76 +530,21 @@ export function conformance(target: Engine): void {
       extraEnv: Record<string, string> = {},
     ) => withApp(PLAIN_APP, fn, extraEnv);
 
-    /** Writes `request` on a new connection and resolves with its complete response. */
-    async function exchange(port: number, defer: (cleanup: () => unknown) => void, request: string, what: string) {
-      const client = await open(port, defer);
-      client.write(request);
-      await client.waitFor((d) => parseResponses(d).length === 1, 3_000, what);
-      return { client, response: parseResponses(client.data)[0]! };
-    }
-
-    /** After `response` the connection closes within 1 s if it said `Connection: close`, else it answers the next request. */
-    async function expectClosedOrReusable(client: RawClient, response: RawResponse): Promise<void> {
-      if (/\bclose\b/i.test(response.headers.connection ?? "")) {
-        await client.waitForClose(1_000);
-        return;
-      }
-      client.write(get("/"));
-      await client.waitFor((d) => parseResponses(d).length === 2, 2_000, "an answer to the next request on the connection");
-      expect(parseResponses(client.data)[1]).toMatchObject({ status: 200, body: "plain" });
-    }
-
-    /** The plain app's count of bodies its handlers began to read. */
-    const reads = async (server: ServerProcess) => (await (await fetchOnce(`${server.url}/reads`)).json() as { reads: number }).reads;
-
-    const expectTooLarge = (response: RawResponse) => {
-      expect(response.status).toBe(413);
-      expect(response.headers["content-type"]).toStartWith("application/json");
-      expect(JSON.parse(response.body)).toMatchObject({ error: "payload_too_large" });
-    };
-
     test.concurrent(
       "a body over BODY_LIMIT with a Content-Length is answered 413 JSON before any handler reads it",
-      withPlainApp(async (server, defer) => {
-        const before = await reads(server);
-        for (const path of Object.keys(PLAIN_UPLOADS)) {
-          const { client, response } = await exchange(server.port, defer, plainUpload(path, 5_000, "length"), `the answer to ${path}`);
-          expectTooLarge(response);
-          await expectClosedOrReusable(client, response);
-        }
-        expect(await reads(server)).toBe(before);
-      }, { BODY_LIMIT: "1kb" }),
+      withPlainApp(declaredOverLimitRefused, { BODY_LIMIT: "1kb" }),
       30_000,
     );
 
     test.concurrent(
       "a chunked body over BODY_LIMIT is cut at the limit and answered 413 JSON, however the handler reads it",
-      withPlainApp(async (server, defer) => {
-        await Promise.all(
-          Object.keys(PLAIN_UPLOADS).map(async (path) => {
-            const { client, response } = await exchange(server.port, defer, plainUpload(path, 5_000, "chunked"), `the answer to ${path}`);
-            expect({ path, status: response.status }).toEqual({ path, status: 413 });
-            expectTooLarge(response);
-            await expectClosedOrReusable(client, response);
-          }),
-        );
-      }, { BODY_LIMIT: "1kb" }),
+      withPlainApp(chunkedOverLimitCut, { BODY_LIMIT: "1kb" }),
       30_000,
     );
 
     test.concurrent(
       "a body under BODY_LIMIT is read whole, with a Content-Length or chunked, however the handler reads it",
-      withPlainApp(async (server, defer) => {
-        const answers = await Promise.all(
-          Object.keys(PLAIN_UPLOADS).flatMap((path) =>
-            (["length", "chunked"] as const).map(async (framing) => {
-              const { response } = await exchange(server.port, defer, plainUpload(path, 500, framing), `the answer to ${path}`);
-              return { path, framing, status: response.status, body: response.body };
-            })
-          ),
-        );
-        expect(answers).toEqual(answers.map(({ path, framing }) => ({ path, framing, status: 200, body: '{"bytes":500}' })));
-      }, { BODY_LIMIT: "1kb" }),
+      withPlainApp(underLimitRead, { BODY_LIMIT: "1kb" }),
       30_000,
     );
 
@@ -752,21 +593,7 @@ export function conformance(target: Engine): void {
     for (const [path, message] of [["/throw", "boom: secret detail"], ["/throw-async", "boom: async detail"]] as const) {
       test.concurrent(
         `an error thrown by the app (${path}) is answered 500 JSON with nothing of it, and logged once as handler_error with its stack`,
-        withPlainApp(async (server) => {
-          const res = await fetchOnce(`${server.url}${path}`);
-          expect(res.status).toBe(500);
-          expect(res.headers.get("content-type")).toStartWith("application/json");
-          const body = await res.text();
-          expect(body).not.toContain("detail");
-          expect(JSON.parse(body)).toMatchObject({ error: "internal_error" });
-          const logged = await server.waitForEvent("handler_error", 1_000);
-          expect(logged).toMatchObject({ level: "error", path, error: { message } });
-          expect((logged.error as { stack?: unknown }).stack).toBeString();
-          expect((logged.error as { stack: string }).stack).toContain(message);
-          expect(server.named("handler_error")).toHaveLength(1);
-          // Nothing else anywhere: no bare stack on stderr.
-          expect(nonJson(server.stderr)).toEqual([]);
-        }),
+        withPlainApp((server) => thrownErrorAnswered(server, path, message)),
         30_000,
       );
     }

@@ -1,9 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "bun";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { ROOT } from "../harness/process.ts";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { copyProject, runIn } from "../harness/scratch.ts";
 
 /**
  * `npm run lint` on a file that is not formatted says which file and what fixes it, rather than
@@ -17,26 +15,11 @@ let scratch = "";
 
 /** Runs `cmd` in the scratch copy with RUST_BACKTRACE=1, as some images set it; output through a file, read once it exits. */
 function run(cmd: string[], timeoutMs: number): { code: number | null; output: string } {
-  const log = join(scratch, ".run.log");
-  const result = spawnSync(["sh", "-c", `exec "$@" > ${JSON.stringify(log)} 2>&1`, "sh", ...cmd], {
-    cwd: scratch,
-    env: { ...process.env, RUST_BACKTRACE: "1" },
-    timeout: timeoutMs,
-  });
-  const output = existsSync(log) ? readFileSync(log, "utf8") : "";
-  rmSync(log, { force: true });
-  return { code: result.exitCode, output };
+  return runIn(scratch, cmd, timeoutMs, { ...process.env, RUST_BACKTRACE: "1" });
 }
 
 beforeAll(() => {
-  scratch = mkdtempSync(join(tmpdir(), "hono-policy-lint-"));
-  const listed = spawnSync(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT });
-  for (const file of listed.stdout.toString().split("\0").filter(Boolean)) {
-    if (!existsSync(join(ROOT, file))) continue; // deleted in the working tree
-    mkdirSync(dirname(join(scratch, file)), { recursive: true });
-    copyFileSync(join(ROOT, file), join(scratch, file));
-  }
-  symlinkSync(join(ROOT, "node_modules"), join(scratch, "node_modules"));
+  scratch = copyProject({ prefix: "hono-policy-lint-" });
   writeFileSync(join(scratch, "src/messy.ts"), UNFORMATTED);
   writeFileSync(join(scratch, "src/tidy.ts"), FORMATTED);
 });

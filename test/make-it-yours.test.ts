@@ -1,15 +1,14 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "bun";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fetchOnce, get, metric } from "../harness/http.ts";
 import { ROOT, ServerProcess } from "../harness/process.ts";
 import { connect } from "../harness/raw_client.ts";
 import { SCRIPTS, startListening } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
 import type { Runtime } from "../src/policy/types.ts";
-import { nonJson, parseResponses, upload } from "./_conformance.ts";
+import { nonJson, parseResponses, upload } from "./_plain.ts";
+import { copyProject, runIn } from "../harness/scratch.ts";
 
 /**
  * What a user does in the first hour: replace the example app with their own, and keep the proof
@@ -71,26 +70,11 @@ let scratch = "";
 
 /** Runs `cmd` in the scratch project; its output goes to a file (not a pipe), read once it exits. */
 function run(cmd: string[], timeoutMs: number): { code: number | null; output: string } {
-  const log = join(scratch, `.run-${cmd.join("-").replace(/\W+/g, "_").slice(0, 60)}.log`);
-  const result = spawnSync(["sh", "-c", `exec "$@" > ${JSON.stringify(log)} 2>&1`, "sh", ...cmd], {
-    cwd: scratch,
-    env: process.env,
-    timeout: timeoutMs,
-  });
-  const output = existsSync(log) ? readFileSync(log, "utf8") : "";
-  return { code: result.exitCode, output };
+  return runIn(scratch, cmd, timeoutMs);
 }
 
 beforeAll(() => {
-  scratch = mkdtempSync(join(tmpdir(), "hono-policy-yours-"));
-  // The project as a user has it: every file git tracks or would add, not what it ignores.
-  const listed = spawnSync(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT });
-  for (const file of listed.stdout.toString().split("\0").filter(Boolean)) {
-    if (!existsSync(join(ROOT, file))) continue; // deleted in the working tree
-    mkdirSync(dirname(join(scratch, file)), { recursive: true });
-    copyFileSync(join(ROOT, file), join(scratch, file));
-  }
-  symlinkSync(join(ROOT, "node_modules"), join(scratch, "node_modules"));
+  scratch = copyProject({ prefix: "hono-policy-yours-" });
   unlinkSync(join(scratch, "src/app.test.ts"));
   writeFileSync(join(scratch, "src/app.ts"), USER_APP);
   // The optional WebSub module removed as docs/websub.md says: its folder, its line, its script, and

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "bun";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { ROOT, ServerProcess } from "../harness/process.ts";
+import { join } from "node:path";
+import { ServerProcess } from "../harness/process.ts";
 import { using } from "../harness/wait.ts";
+import { copyProject } from "../harness/scratch.ts";
 
 /**
  * A `WEBSUB_*` variable left set after the WebSub module is removed (as docs/websub.md says: its
@@ -16,16 +16,6 @@ import { using } from "../harness/wait.ts";
 const SECRET = "a-secret-that-must-never-be-printed";
 
 let scratch = "";
-
-function copyProject(to: string): void {
-  const listed = spawnSync(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT });
-  for (const file of listed.stdout.toString().split("\0").filter(Boolean)) {
-    if (!existsSync(join(ROOT, file))) continue; // deleted in the working tree
-    mkdirSync(dirname(join(to, file)), { recursive: true });
-    copyFileSync(join(ROOT, file), join(to, file));
-  }
-  symlinkSync(join(ROOT, "node_modules"), join(to, "node_modules"));
-}
 
 /** The Node entry started in `dir` with `vars` on top of an environment without any WEBSUB_* of the caller's. */
 function start(dir: string, vars: Record<string, string>): ServerProcess {
@@ -40,9 +30,9 @@ function start(dir: string, vars: Record<string, string>): ServerProcess {
 
 beforeAll(() => {
   scratch = mkdtempSync(join(tmpdir(), "hono-policy-module-removed-"));
-  copyProject(join(scratch, "with"));
+  copyProject({ to: join(scratch, "with") });
   const without = join(scratch, "without");
-  copyProject(without);
+  copyProject({ to: without });
   rmSync(join(without, "src/websub"), { recursive: true });
   const modules = join(without, "src/main/modules.ts");
   const listed = readFileSync(modules, "utf8");

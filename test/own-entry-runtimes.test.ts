@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "bun";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fetchOnce } from "../harness/http.ts";
 import { ROOT, ServerProcess } from "../harness/process.ts";
 import { using } from "../harness/wait.ts";
 import type { Runtime } from "../src/policy/types.ts";
+import { copyProject, runIn } from "../harness/scratch.ts";
 
 /**
  * An own entry is a first-class path on every runtime: a scratch copy of the project gets the
@@ -34,15 +33,7 @@ let scratch = "";
 
 /** Runs `cmd` in the scratch project; its output goes to a file (not a pipe), read once it exits. */
 function run(cmd: string[], timeoutMs: number): { code: number | null; output: string } {
-  const log = join(scratch, ".run.log");
-  const result = spawnSync(["sh", "-c", `exec "$@" > ${JSON.stringify(log)} 2>&1`, "sh", ...cmd], {
-    cwd: scratch,
-    env: process.env,
-    timeout: timeoutMs,
-  });
-  const output = existsSync(log) ? readFileSync(log, "utf8") : "";
-  rmSync(log, { force: true });
-  return { code: result.exitCode, output };
+  return runIn(scratch, cmd, timeoutMs);
 }
 
 /** `npm run <script> -- <file>` in the scratch project, on 127.0.0.1, port 0. */
@@ -56,15 +47,7 @@ function npmRun(script: string, file: string): ServerProcess {
 }
 
 beforeAll(() => {
-  scratch = mkdtempSync(join(tmpdir(), "hono-policy-entries-"));
-  // The project as a user has it: every file git tracks or would add, not what it ignores.
-  const listed = spawnSync(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT });
-  for (const file of listed.stdout.toString().split("\0").filter(Boolean)) {
-    if (!existsSync(join(ROOT, file))) continue; // deleted in the working tree
-    mkdirSync(dirname(join(scratch, file)), { recursive: true });
-    copyFileSync(join(ROOT, file), join(scratch, file));
-  }
-  symlinkSync(join(ROOT, "node_modules"), join(scratch, "node_modules"));
+  scratch = copyProject({ prefix: "hono-policy-entries-" });
   for (const runtime of Object.keys(ENTRIES) as Runtime[]) writeFileSync(join(scratch, ENTRIES[runtime].file), entry(runtime));
 });
 

@@ -4,12 +4,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { completeResponses, fetchOnce, get } from "../harness/http.ts";
 import { ServerProcess } from "../harness/process.ts";
-import { connect, type RawClient, trickle } from "../harness/raw_client.ts";
+import { connect, trickle } from "../harness/raw_client.ts";
 import { FIXTURE_APP, startListening } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
 import { bundleWorker, WORKERD, writeWorkerdConfig } from "../src/main/_workerd_build.ts";
 import { WORKERD_LIMITS } from "../src/main/_workerd_platform.ts";
-import { nonJson, parseResponses, PLAIN_APP, PLAIN_UPLOADS, plainUpload, type RawResponse } from "./_conformance.ts";
+import { chunkedOverLimitCut, declaredOverLimitRefused, open, PLAIN_APP, thrownErrorAnswered, underLimitRead } from "./_plain.ts";
 import { EARLY_MS, expectBetween } from "./_suite.ts";
 
 /**
@@ -42,13 +42,6 @@ function withWorker(
       await fn(server, defer);
       expect(server.nonJsonLines).toEqual([]);
     });
-}
-
-/** Opens a raw connection that is destroyed when the test ends, whatever happens. */
-async function open(port: number, defer: (cleanup: () => unknown) => void): Promise<RawClient> {
-  const client = await connect(port);
-  defer(() => client.destroy());
-  return client;
 }
 
 describe("workerd: the entry and the routes", () => {
@@ -381,54 +374,12 @@ describe("workerd: your app", () => {
   // noticed only at the worker's next write, not within 100 ms of leaving (abortAfterNextWriteMs;
   // /sse?interval=50 writes every 50 ms), and there is no /metrics to count it on.
 
-  /** Writes `request` on a new connection and resolves with its complete response. */
-  async function exchange(port: number, defer: (cleanup: () => unknown) => void, request: string, what: string) {
-    const client = await open(port, defer);
-    client.write(request);
-    await client.waitFor((d) => parseResponses(d).length === 1, 3_000, what);
-    return { client, response: parseResponses(client.data)[0]! };
-  }
-
-  /** After `response` the connection closes within 1 s if it said `Connection: close`, else it answers the next request. */
-  async function expectClosedOrReusable(client: RawClient, response: RawResponse): Promise<void> {
-    if (/\bclose\b/i.test(response.headers.connection ?? "")) {
-      await client.waitForClose(1_000);
-      return;
-    }
-    client.write(get("/"));
-    await client.waitFor((d) => parseResponses(d).length === 2, 2_000, "an answer to the next request on the connection");
-    expect(parseResponses(client.data)[1]).toMatchObject({ status: 200, body: "plain" });
-  }
-
-  const expectTooLarge = (response: RawResponse) => {
-    expect(response.status).toBe(413);
-    expect(response.headers["content-type"]).toStartWith("application/json");
-    expect(JSON.parse(response.body)).toMatchObject({ error: "payload_too_large" });
-  };
-
   test.concurrent(
     "a body over BODY_LIMIT is answered 413 JSON: with a Content-Length before any handler reads it, chunked however the handler reads it",
     withWorker(
       async (server, defer) => {
-        const reads = async () => (await (await fetchOnce(`${server.url}/reads`)).json() as { reads: number }).reads;
-        const before = await reads();
-        for (const path of Object.keys(PLAIN_UPLOADS)) {
-          const { client, response } = await exchange(server.port, defer, plainUpload(path, 5_000, "length"), `the answer to ${path}`);
-          expectTooLarge(response);
-          await expectClosedOrReusable(client, response);
-        }
-        expect(await reads()).toBe(before);
-        for (const path of Object.keys(PLAIN_UPLOADS)) {
-          const { client, response } = await exchange(
-            server.port,
-            defer,
-            plainUpload(path, 5_000, "chunked"),
-            `the chunked answer to ${path}`,
-          );
-          expect({ path, status: response.status }).toEqual({ path, status: 413 });
-          expectTooLarge(response);
-          await expectClosedOrReusable(client, response);
-        }
+        await declaredOverLimitRefused(server, defer);
+        await chunkedOverLimitCut(server, defer);
       },
       { BODY_LIMIT: "1kb" },
       PLAIN_APP,
@@ -439,17 +390,7 @@ describe("workerd: your app", () => {
   test.concurrent(
     "a body under BODY_LIMIT is read whole, with a Content-Length or chunked, however the handler reads it",
     withWorker(
-      async (server, defer) => {
-        const answers = await Promise.all(
-          Object.keys(PLAIN_UPLOADS).flatMap((path) =>
-            (["length", "chunked"] as const).map(async (framing) => {
-              const { response } = await exchange(server.port, defer, plainUpload(path, 500, framing), `the answer to ${path}`);
-              return { path, framing, status: response.status, body: response.body };
-            })
-          ),
-        );
-        expect(answers).toEqual(answers.map(({ path, framing }) => ({ path, framing, status: 200, body: '{"bytes":500}' })));
-      },
+      underLimitRead,
       { BODY_LIMIT: "1kb" },
       PLAIN_APP,
     ),
@@ -481,21 +422,7 @@ describe("workerd: your app", () => {
   test.concurrent(
     "an error thrown by the app is answered 500 JSON with nothing of it, and logged once as handler_error with its stack",
     withWorker(
-      async (server) => {
-        const res = await fetchOnce(`${server.url}/throw`);
-        expect(res.status).toBe(500);
-        expect(res.headers.get("content-type")).toStartWith("application/json");
-        const body = await res.text();
-        expect(body).not.toContain("detail");
-        expect(JSON.parse(body)).toMatchObject({ error: "internal_error" });
-        const logged = await server.waitForEvent("handler_error", 1_000);
-        expect(logged).toMatchObject({ level: "error", path: "/throw", error: { message: "boom: secret detail" } });
-        expect((logged.error as { stack?: unknown }).stack).toBeString();
-        expect((logged.error as { stack: string }).stack).toContain("boom: secret detail");
-        expect(server.named("handler_error")).toHaveLength(1);
-        // Nothing else anywhere: no bare stack on stderr.
-        expect(nonJson(server.stderr)).toEqual([]);
-      },
+      (server) => thrownErrorAnswered(server, "/throw", "boom: secret detail"),
       {},
       PLAIN_APP,
     ),
