@@ -1,8 +1,10 @@
 /**
  * WebSub discovery (W3C WebSub §4): from a topic URL to the hubs that publish it and the topic URL
  * they know it by (rel=self). Link headers first (RFC 8288), then `<link>` elements of an HTML
- * page, an Atom feed or an RSS feed's `<atom:link>`; runtime-free (fetch and Web APIs only).
+ * page, an Atom feed or an RSS feed's `<atom:link>` (read with htmlparser2); runtime-free (fetch,
+ * Web APIs and htmlparser2 only).
  */
+import { Parser } from "htmlparser2";
 
 /** What discovery found: subscribe to `topic` at one of `hubs`. */
 export interface Discovered {
@@ -96,7 +98,7 @@ export async function discover(topicUrl: string, options: DiscoverOptions): Prom
   } else {
     const text = await readDocument(context, get);
     // A relation found in the headers is not taken from the body (§4, websub.rocks test 104).
-    const fromBody = fromLinks(linksInDocument(text, url));
+    const fromBody = fromLinks(linksInDocument(text, url, response.headers.get("content-type")));
     if (hubs.length === 0) hubs = fromBody.hubs;
     self ??= fromBody.self;
   }
@@ -324,61 +326,50 @@ function relations(rel: string): string[] {
   return rel.toLowerCase().split(/[ \t\r\n]+/).filter((r) => r !== "");
 }
 
-const TAG_NAME = /[A-Za-z][^\s/>]*/y;
-// Elements whose content is text, not markup: a `<link>` written inside them is not a link.
-const RAW_TEXT = new Set(["script", "style", "title", "textarea", "template", "xmp"]);
 // Document-level metadata ends where content starts; a `<link rel="self">` of an Atom entry or an
 // RSS item describes that entry, and links in an HTML body are not the page's.
 const CONTENT_STARTS = new Set(["body", "entry", "item"]);
+// A media type ending in xml (application/atom+xml, application/rss+xml, text/xml, ...).
+const XML_MEDIA_TYPE = /^[^;]*[/+]xml\s*(;|$)/i;
 
 /**
  * The `<link>` elements (any namespace prefix, so RSS's `<atom:link>` too) of an HTML page, Atom
- * feed or RSS feed, up to its first `<body>`, `<entry>` or `<item>`, skipping comments, CDATA and
- * script; hrefs resolved against `<base href>` (or the feed's `xml:base`) and then `documentUrl`.
- * A tag scanner, not a parser: enough for discovery, without a parser dependency.
+ * feed or RSS feed, up to its first `<body>`, `<entry>` or `<item>`; none from comments, CDATA,
+ * raw text (script, style, title, textarea, ...) or a `<template>`. hrefs are resolved against
+ * `<base href>` (or the feed's `xml:base`) and then `documentUrl`. Parsed by htmlparser2: as XML
+ * when `contentType` is an XML media type, else as HTML (which reads a feed as well).
  */
-export function linksInDocument(text: string, documentUrl: string): FoundLink[] {
+export function linksInDocument(text: string, documentUrl: string, contentType?: string | null): FoundLink[] {
   const found: Array<{ href: string; rel: string; xmlBase?: string }> = [];
   let base: string | undefined;
-  let i = 0;
-  for (;;) {
-    const lt = text.indexOf("<", i);
-    if (lt < 0) break;
-    const skipPast = (end: string) => {
-      const at = text.indexOf(end, lt);
-      return at < 0 ? -1 : at + end.length;
-    };
-    if (text.startsWith("<!--", lt)) i = skipPast("-->");
-    else if (text.startsWith("<![CDATA[", lt)) i = skipPast("]]>");
-    else if (text[lt + 1] === "!" || text[lt + 1] === "?" || text[lt + 1] === "/") i = skipPast(">");
-    else {
-      TAG_NAME.lastIndex = lt + 1;
-      const match = TAG_NAME.exec(text);
-      if (match === null) {
-        i = lt + 1;
-        continue;
-      }
-      const name = match[0].toLowerCase();
+  // A template's content is not part of the document.
+  let templates = 0;
+  let done = false;
+  const parser = new Parser({
+    onopentag(name, attributes) {
+      if (done) return;
       const local = name.slice(name.indexOf(":") + 1);
-      const tag = readAttributes(text, lt + 1 + match[0].length);
-      i = tag.end;
-      if (CONTENT_STARTS.has(local)) break;
-      const href = tag.attributes.get("href");
-      if (local === "link" && href !== undefined && tag.attributes.has("rel")) {
-        found.push({ href, rel: tag.attributes.get("rel")!, xmlBase: tag.attributes.get("xml:base") });
-      } else if ((name === "base" && href !== undefined) || (local === "feed" || local === "rss" || local === "channel")) {
+      if (CONTENT_STARTS.has(local)) {
+        done = true;
+        return parser.pause();
+      }
+      if (name === "template") templates++;
+      if (templates > 0) return;
+      const { href, rel } = attributes as Partial<Record<string, string>>;
+      if (local === "link" && href !== undefined && rel !== undefined) {
+        found.push({ href, rel, xmlBase: attributes["xml:base"] });
+      } else if (name === "base" && href !== undefined) {
         // HTML: the first <base href> applies to the whole document, links before it included.
-        base ??= name === "base" ? href : tag.attributes.get("xml:base");
+        base ??= href;
+      } else if (local === "feed" || local === "rss" || local === "channel") {
+        base ??= attributes["xml:base"];
       }
-      if (!tag.selfClosing && RAW_TEXT.has(name)) {
-        const close = new RegExp(`</${name}[\\s/>]`, "ig");
-        close.lastIndex = i;
-        const end = close.exec(text);
-        i = end === null ? -1 : end.index;
-      }
-    }
-    if (i < 0) break;
-  }
+    },
+    onclosetag(name) {
+      if (name === "template" && templates > 0) templates--;
+    },
+  }, { xmlMode: contentType != null && XML_MEDIA_TYPE.test(contentType), lowerCaseTags: true, lowerCaseAttributeNames: true });
+  parser.end(text);
   const documentBase = base !== undefined && URL.canParse(base, documentUrl) ? new URL(base, documentUrl).href : documentUrl;
   const links: FoundLink[] = [];
   for (const link of found) {
@@ -389,58 +380,4 @@ export function linksInDocument(text: string, documentUrl: string): FoundLink[] 
     if (href !== undefined) links.push({ href: href.href, rels: relations(link.rel) });
   }
   return links;
-}
-
-// Attributes from just after the tag name to the closing `>`; a `>` inside quotes does not close it.
-function readAttributes(text: string, start: number): { attributes: Map<string, string>; end: number; selfClosing: boolean } {
-  const attributes = new Map<string, string>();
-  let i = start;
-  const n = text.length;
-  let selfClosing = false;
-  while (i < n) {
-    const c = text[i]!;
-    if (c === ">") return { attributes, end: i + 1, selfClosing };
-    if (WHITESPACE.test(c) || c === "/") {
-      selfClosing = c === "/";
-      i++;
-      continue;
-    }
-    selfClosing = false;
-    const nameStart = i;
-    while (i < n && !WHITESPACE.test(text[i]!) && !"=>/".includes(text[i]!)) i++;
-    const name = text.slice(nameStart, i).toLowerCase();
-    while (i < n && WHITESPACE.test(text[i]!)) i++;
-    let value = "";
-    if (text[i] === "=") {
-      i++;
-      while (i < n && WHITESPACE.test(text[i]!)) i++;
-      const quote = text[i];
-      if (quote === '"' || quote === "'") {
-        const close = text.indexOf(quote, i + 1);
-        const end = close < 0 ? n : close;
-        value = text.slice(i + 1, end);
-        i = end + 1;
-      } else {
-        const valueStart = i;
-        while (i < n && !WHITESPACE.test(text[i]!) && text[i] !== ">") i++;
-        value = text.slice(valueStart, i);
-      }
-    }
-    // The first occurrence wins, as in HTML.
-    if (name !== "" && !attributes.has(name)) attributes.set(name, decodeEntities(value));
-  }
-  return { attributes, end: n, selfClosing };
-}
-
-const NAMED_ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
-
-// Enough of HTML's and XML's character references for URLs: `&amp;` in a query string above all.
-function decodeEntities(value: string): string {
-  return value.replace(/&(#x[0-9a-f]+|#[0-9]+|[a-z]+);/gi, (whole, ref: string) => {
-    if (ref[0] === "#") {
-      const code = ref[1] === "x" || ref[1] === "X" ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
-      return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
-    }
-    return NAMED_ENTITIES[ref.toLowerCase()] ?? whole;
-  });
 }
