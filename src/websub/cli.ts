@@ -10,6 +10,7 @@ import { readEnv } from "../policy/config.ts";
 import { parseTopics, WebSubEnvSchema } from "./mod.ts";
 import { openStore } from "./store/open.ts";
 import type { Subscription, SubscriptionStore } from "./store/types.ts";
+import { toUnsubscribe } from "./subscriber.ts";
 
 const USAGE = "usage: npm run websub -- list | subscribe <topic URL> | unsubscribe <topic URL>";
 
@@ -58,7 +59,9 @@ export async function run(
     return 2;
   }
   const all = await store.list();
-  const current = all.find((s) => (s.source === topic || s.topic === topic) && !s.unsubscribe);
+  // More than one while a changed callback base is being moved to: the old one and its replacement.
+  const matching = all.filter((s) => (s.source === topic || s.topic === topic) && !s.unsubscribe);
+  const current = matching[0];
   const now = Date.now();
   if (command === "subscribe") {
     if (current !== undefined) {
@@ -84,9 +87,11 @@ export async function run(
     print({ error: "not_subscribed", message: `No subscription to "${topic}": see npm run websub -- list` });
     return 1;
   }
-  const next: Subscription = { ...current, unsubscribe: true, nextAttemptAtMs: now, failures: 0, updatedAtMs: now };
-  await store.put(next);
-  print({ event: "websub_unsubscribe_queued", ...describeSubscription(next), note: "the running server asks the hub at its next look" });
+  for (const sub of matching) {
+    const next = toUnsubscribe(sub, now);
+    await store.put(next);
+    print({ event: "websub_unsubscribe_queued", ...describeSubscription(next), note: "the running server asks the hub at its next look" });
+  }
   const configured = readEnv(WebSubEnvSchema, env);
   if (configured.ok && configured.config.WEBSUB_TOPIC?.includes(current.source)) {
     print({

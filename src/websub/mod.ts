@@ -148,6 +148,7 @@ export const websub: Module<WebSubConfig> = {
       store,
       logger,
       maxBodyBytes: context.bodyLimitBytes,
+      secret: config.secret,
       onDelivery: (delivery) => handleContent(delivery, logger),
       onChange: () => subscriber?.wake(),
     });

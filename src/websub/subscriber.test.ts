@@ -5,6 +5,7 @@ import { Hono } from "hono";
 import { using, within } from "../../harness/wait.ts";
 import { createLogger } from "../policy/log.ts";
 import { startTopicServer } from "./_topic_server.ts";
+import { run } from "./cli.ts";
 import { backoffMs } from "./hub_client.ts";
 import { memoryStore, type Subscription, type SubscriptionStore } from "./store/types.ts";
 import { callbackUrlOf, LEASE_LOCK, renewAtMs, startSubscriber, type Subscriber, type SubscriberOptions } from "./subscriber.ts";
@@ -932,6 +933,54 @@ describe("a changed callback base (WEBSUB_CALLBACK_URL, or the server's URL)", (
       }),
     TEST_MS,
   );
+
+  test(
+    "an old subscription whose lease ended before the hub verified its replacement is deleted without asking the hub",
+    () =>
+      using(async (defer) => {
+        const w = await world(defer);
+        const first = w.start({ topics: [A], hub: w.hub.url });
+        await w.hub.received(1);
+        expect((await w.verify(w.hub.requests[0]!.form, { "hub.lease_seconds": "100" })).status).toBe(200);
+        const before = await w.only();
+        await first.stop();
+
+        const subscriber = w.start({ topics: [A], hub: w.hub.url, callbackBase: "https://moved.example", verifyTimeoutMs: 10_000_000 });
+        await w.event("websub_subscribe_requested", 2);
+        w.clock.now = T0 + 100_000;
+        subscriber.wake();
+        await w.event("websub_unsubscribed");
+        expect(w.named("websub_lease_expired")).toMatchObject([{ id: before.id }]);
+        expect(w.named("websub_callback_replaced")).toMatchObject([{ id: before.id }]);
+        expect(w.named("websub_unsubscribed")).toMatchObject([{ id: before.id }]);
+        await w.passes(2);
+        expect((await w.only()).id).not.toBe(before.id);
+        // The hub's lease ended: the unsubscription is not asked for (the old callback may not be reachable any more).
+        expect(w.hub.requests.map((r) => r.form.get("hub.mode"))).toEqual(["subscribe", "subscribe"]);
+      }),
+    TEST_MS,
+  );
+
+  test("npm run websub -- unsubscribe marks every subscription to the topic: the old callback's and its replacement's", async () => {
+    const store = memoryStore();
+    const base = { source: A, origin: "config" as const, topic: A, hub: "https://hub.example/", updatedAtMs: T0 };
+    await store.put({ ...base, id: "old", callbackUrl: callbackUrlOf(BASE, "old"), state: "active" });
+    await store.put({
+      ...base,
+      id: "new",
+      callbackUrl: callbackUrlOf("https://moved.example", "new"),
+      state: "pending",
+      pending: "subscribe",
+    });
+    await store.put({ ...base, id: "b", source: B, topic: B, callbackUrl: callbackUrlOf(BASE, "b"), state: "active" });
+    const lines: Line[] = [];
+    expect(await run(["unsubscribe", A], store, {}, (line) => lines.push(line as Line))).toBe(0);
+    expect(lines.map((l) => [l.event, l.id])).toEqual([["websub_unsubscribe_queued", "old"], ["websub_unsubscribe_queued", "new"]]);
+    expect(await store.get("old")).toMatchObject({ unsubscribe: true, state: "unsubscribing" });
+    expect(await store.get("new")).toMatchObject({ unsubscribe: true, state: "pending" });
+    expect((await store.get("new"))?.pending).toBeUndefined();
+    expect((await store.get("b"))?.unsubscribe).toBeUndefined();
+  });
 
   test(
     "a topic dropped while the callback base changed is unsubscribed with the callback the hub has, not the new one",

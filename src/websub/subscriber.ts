@@ -9,6 +9,18 @@ import { discover } from "./discovery.ts";
 import { backoffMs, postToHub, retryable } from "./hub_client.ts";
 import type { Subscription, SubscriptionStore } from "./store/types.ts";
 
+// Every store keeps a subscription as JSON, so a field added here is kept like the others.
+declare module "./store/types.ts" {
+  interface Subscription {
+    /**
+     * The secret the hub still signs with while a subscribe request made with another one (`secret`,
+     * or none) waits for its verification: a request changes the hub's subscription only once verified
+     * (WebSub 5.1). Content signed with it meanwhile is refused (401) rather than taken. Never logged.
+     */
+    previousSecret?: string;
+  }
+}
+
 /** What the subscriber asks for. */
 export interface SubscriberOptions {
   store: SubscriptionStore;
@@ -63,6 +75,23 @@ export function renewAtMs(verifiedAtMs: number, leaseSeconds: number, random: ()
 /** Derives a callback URL: `base` (no query, no fragment) plus `/websub/<id>`. */
 export function callbackUrlOf(base: string, id: string): string {
   return `${base.replace(/\/+$/, "")}/websub/${id}`;
+}
+
+/**
+ * `sub` marked to be unsubscribed: content is refused (410) from now on, a request still unverified
+ * is no longer confirmed, and the subscriber asks the hub at its next look.
+ */
+export function toUnsubscribe(sub: Subscription, nowMs: number): Subscription {
+  const next: Subscription = {
+    ...sub,
+    unsubscribe: true,
+    state: sub.state === "active" ? "unsubscribing" : sub.state,
+    nextAttemptAtMs: nowMs,
+    failures: 0,
+    updatedAtMs: nowMs,
+  };
+  delete next.pending;
+  return next;
 }
 
 /** Starts the subscriber loop; it runs until stopped. */
@@ -137,10 +166,10 @@ export function startSubscriber(options: SubscriberOptions): Subscriber {
       if (sub === undefined) continue;
       const due = sub.nextAttemptAtMs;
       const expired = sub.state === "active" && sub.expiresAtMs !== undefined && sub.expiresAtMs <= now();
-      // WEBSUB_CALLBACK_URL (or the server's URL) changed: the hub is told the new callback now.
-      const moved = sub.state === "active" && !sub.unsubscribe && sub.pending === undefined &&
-        sub.callbackUrl !== callbackUrlOf(options.callbackBase, sub.id);
-      if (!expired && !moved && (due === undefined || due > now())) {
+      // WEBSUB_SECRET added, changed or removed since the hub was asked: asked again now, not at the
+      // renewal, so that the hub signs with it as soon as it can.
+      const rekeyed = !sub.unsubscribe && (sub.state === "active" || sub.pending === "subscribe") && sub.secret !== options.secret;
+      if (!expired && !rekeyed && (due === undefined || due > now())) {
         if (due !== undefined) next = Math.min(next, due - now());
         continue;
       }
@@ -150,44 +179,70 @@ export function startSubscriber(options: SubscriberOptions): Subscriber {
         await expire(sub);
         continue;
       }
-      if (moved) {
-        logger.info("websub_callback_changed", {
-          id: sub.id,
-          topic: sub.topic,
-          from: sub.callbackUrl,
-          to: callbackUrlOf(options.callbackBase, sub.id),
-        });
-      }
-      await act(sub);
+      if (rekeyed) logger.info("websub_secret_changed", { id: sub.id, topic: sub.topic, signed: options.secret !== undefined });
+      await act(sub, rekeyed);
       next = 0;
     }
     return next;
   }
 
-  /** Creates what the configuration wants and is missing; marks what it no longer wants. */
+  /**
+   * Creates what the configuration wants and is missing; marks what it no longer wants; gives a
+   * subscription whose callback base changed a new one at the current base, and lets it go once
+   * that one is verified.
+   */
   async function reconcile(all: Subscription[]): Promise<void> {
+    const put = async (sub: Subscription) => {
+      await store.put(sub);
+      const at = all.findIndex((s) => s.id === sub.id);
+      if (at < 0) all.push(sub);
+      else all[at] = sub;
+    };
+    const create = (source: string, origin: Subscription["origin"]): Subscription => ({
+      id: crypto.randomUUID(),
+      source,
+      origin,
+      topic: source,
+      hub: "",
+      callbackUrl: "",
+      state: "pending",
+      nextAttemptAtMs: now(),
+      updatedAtMs: now(),
+    });
     const wanted = new Set(options.topics);
     for (const source of wanted) {
-      if (all.some((s) => s.source === source && !s.unsubscribe)) continue;
-      const id = crypto.randomUUID();
-      const sub: Subscription = {
-        id,
-        source,
-        origin: "config",
-        topic: source,
-        hub: "",
-        callbackUrl: "",
-        state: "pending",
-        nextAttemptAtMs: now(),
-        updatedAtMs: now(),
-      };
-      await store.put(sub);
-      all.push(sub);
+      if (!all.some((s) => s.source === source && !s.unsubscribe)) await put(create(source, "config"));
     }
-    for (const sub of all) {
+    for (const sub of [...all]) {
       if (sub.origin !== "config" || wanted.has(sub.source) || sub.unsubscribe) continue;
-      await store.put({ ...sub, unsubscribe: true, nextAttemptAtMs: now(), failures: 0, updatedAtMs: now() });
+      await put(toUnsubscribe(sub, now()));
       logger.info("websub_topic_dropped", { id: sub.id, topic: sub.topic, source: sub.source });
+    }
+    // WEBSUB_CALLBACK_URL (or the server's URL) changed. The hub keeps one subscription per topic
+    // and callback (WebSub 5.1), so the new callback is a new subscription, with an id of its own;
+    // the old one takes content until the hub verified the new one (the callback routes then mark it
+    // to be unsubscribed, before the hub can deliver to the new one), and is renewed meanwhile.
+    const current = (s: Subscription) => s.callbackUrl === "" || s.callbackUrl === callbackUrlOf(options.callbackBase, s.id);
+    for (const sub of [...all]) {
+      if (sub.unsubscribe || current(sub)) continue;
+      const others = all.filter((s) => s.id !== sub.id && s.source === sub.source && !s.unsubscribe && current(s));
+      if (sub.state === "active" && others.length === 0) {
+        const replacement = create(sub.source, sub.origin);
+        await put(replacement);
+        logger.info("websub_callback_changed", {
+          id: sub.id,
+          topic: sub.topic,
+          from: sub.callbackUrl,
+          to: callbackUrlOf(options.callbackBase, replacement.id),
+          replacement: replacement.id,
+        });
+        continue;
+      }
+      // Replaced (a process stopped between the verification and the mark), or never verified and no longer needed.
+      const replacement = sub.state === "active" ? others.find((s) => s.state === "active") : others[0];
+      if (replacement === undefined) continue;
+      await put(toUnsubscribe(sub, now()));
+      logger.info("websub_callback_replaced", { id: sub.id, topic: sub.topic, callbackUrl: sub.callbackUrl, replacement: replacement.id });
     }
   }
 
@@ -197,17 +252,22 @@ export function startSubscriber(options: SubscriberOptions): Subscriber {
     await store.put({ ...sub, state: "expired", nextAttemptAtMs: now(), updatedAtMs: now() });
   }
 
-  /** Does what is due for `sub`: a (re)subscription, an unsubscription, or a retry of either. */
-  async function act(sub: Subscription): Promise<void> {
+  /**
+   * Does what is due for `sub`: a (re)subscription, an unsubscription, or a retry of either.
+   * `rekeyed`: asked again for a changed secret, not because a verification is overdue.
+   */
+  async function act(sub: Subscription, rekeyed = false): Promise<void> {
     const mode = sub.unsubscribe ? "unsubscribe" : "subscribe";
-    if (mode === "unsubscribe" && (sub.hub === "" || sub.state === "denied" || sub.state === "failed" || sub.callbackUrl === "")) {
-      // The hub never had it: nothing to ask.
+    const ended = sub.expiresAtMs !== undefined && sub.expiresAtMs <= now();
+    if (mode === "unsubscribe" && (sub.hub === "" || sub.state === "denied" || sub.state === "failed" || sub.callbackUrl === "" || ended)) {
+      // The hub never had it, or its lease has ended (say at an old callback the hub could not verify
+      // the unsubscription at): nothing to ask.
       await store.delete(sub.id);
       logger.info("websub_unsubscribed", { id: sub.id, topic: sub.topic, hub: sub.hub || null });
       return;
     }
     let next: Subscription = { ...sub };
-    if (sub.pending !== undefined) {
+    if (sub.pending !== undefined && !rekeyed) {
       // Asked before, and the hub has not verified within verifyTimeoutMs: a failure, asked again.
       next.failures = (sub.failures ?? 0) + 1;
       logger.warn("websub_verification_overdue", {
@@ -227,16 +287,23 @@ export function startSubscriber(options: SubscriberOptions): Subscriber {
         return await failed(sub, "discovery", error);
       }
     }
-    // An unsubscription names the callback the hub has; anything else, the current one.
-    if (mode === "subscribe" || next.callbackUrl === "") next.callbackUrl = callbackUrlOf(options.callbackBase, sub.id);
+    // A renewal and an unsubscription name the callback the hub has (a changed base gets a
+    // subscription of its own, see reconcile); a new subscription, the current one.
+    if (next.callbackUrl === "" || (mode === "subscribe" && sub.state !== "active")) {
+      next.callbackUrl = callbackUrlOf(options.callbackBase, sub.id);
+    }
     const form = new URLSearchParams({ "hub.mode": mode, "hub.topic": next.topic, "hub.callback": next.callbackUrl });
     if (mode === "subscribe") {
-      // The hub signs with whatever secret this request sends, none included.
+      // Once it verifies this request, the hub signs with whatever secret it sends, none included;
+      // until then with that of the subscription it verified before (WebSub 5.1).
+      const signing = sub.state !== "active" ? undefined : sub.pending === "subscribe" ? sub.previousSecret ?? sub.secret : sub.secret;
       delete next.secret;
+      delete next.previousSecret;
       if (options.secret !== undefined) {
         next.secret = options.secret;
         form.set("hub.secret", options.secret);
       }
+      if (signing !== undefined && signing !== next.secret) next.previousSecret = signing;
       if (options.leaseSeconds !== undefined) form.set("hub.lease_seconds", String(options.leaseSeconds));
     }
     // Recorded before the request: the hub may verify before it answers.

@@ -2,10 +2,10 @@ import { Hono } from "hono";
 import type { Context } from "hono";
 import { readBody } from "../policy/body.ts";
 import type { Logger } from "../policy/log.ts";
-import { renewAtMs } from "./subscriber.ts";
+import { renewAtMs, toUnsubscribe } from "./subscriber.ts";
 import type { Subscription, SubscriptionStore } from "./store/types.ts";
 
-/** HMAC hashes a hub may sign content with (WebSub §8). */
+/** HMAC hashes a hub may sign content with (WebSub 7.1.1). */
 export type HashAlgorithm = "sha1" | "sha256" | "sha384" | "sha512";
 
 /** Outcome of checking an `X-Hub-Signature` header; only "valid" lets content through. */
@@ -69,6 +69,11 @@ export interface WebSubOptions {
   logger: Logger;
   /** Largest content body accepted; larger gets 413. */
   maxBodyBytes: number;
+  /**
+   * The server's secret (WEBSUB_SECRET): content for any subscription must be signed with it from
+   * the moment the server runs with it, whatever secret (or none) the subscription was made with.
+   */
+  secret?: string;
   /** Called after the 2xx has been sent, for content whose signature checked out. Errors are logged, never thrown. */
   onDelivery(delivery: Delivery): void | Promise<void>;
   /** Called after the store changed (a verification), so that the subscriber looks again. */
@@ -81,6 +86,7 @@ export interface WebSubOptions {
 function goneReason(sub: Subscription | undefined, nowMs: number): string | undefined {
   if (sub === undefined) return "unknown_subscription";
   if (sub.state !== "active") return `state_${sub.state}`;
+  if (sub.unsubscribe) return "state_unsubscribing";
   if (sub.expiresAtMs !== undefined && sub.expiresAtMs <= nowMs) return "lease_expired";
   return undefined;
 }
@@ -137,6 +143,8 @@ export function websubRoutes(options: WebSubOptions): Hono {
     if (lease !== undefined && !/^[1-9]\d{0,9}$/.test(lease)) return refuse("invalid_lease_seconds");
     const next: Subscription = { ...sub, state: "active", failures: 0, updatedAtMs: now() };
     delete next.pending;
+    // The hub signs with this request's secret from now on.
+    delete next.previousSecret;
     delete next.leaseSeconds;
     delete next.expiresAtMs;
     delete next.nextAttemptAtMs;
@@ -146,13 +154,22 @@ export function websubRoutes(options: WebSubOptions): Hono {
       next.nextAttemptAtMs = renewAtMs(now(), next.leaseSeconds, options.random);
     }
     await store.put(next);
+    if (sub.state !== "active") {
+      // A new subscription replaces any other for its source (one made at a callback base since
+      // changed): that one refuses content from now on, before the hub can deliver here, and is unsubscribed.
+      for (const other of await store.list()) {
+        if (other.id === id || other.source !== sub.source || other.unsubscribe) continue;
+        await store.put(toUnsubscribe(other, now()));
+        logger.info("websub_callback_replaced", { id: other.id, topic: other.topic, callbackUrl: other.callbackUrl, replacement: id });
+      }
+    }
     const event = sub.state === "active" ? "websub_renewed" : "websub_verified";
     logger.info(event, { id, topic, hub: sub.hub, leaseSeconds: next.leaseSeconds ?? null, renewAtMs: next.nextAttemptAtMs ?? null });
     options.onChange?.();
     return echo();
   });
 
-  // Content distribution (§7, §8): 410 tells the hub to stop, 413 bounds memory, 2xx acknowledges.
+  // Content distribution (§7): 410 tells the hub to stop, 413 bounds memory, 2xx acknowledges.
   routes.post("/:id", async (c) => {
     const id = c.req.param("id");
     const sub = await store.get(id);
@@ -166,16 +183,31 @@ export function websubRoutes(options: WebSubOptions): Hono {
       logger.warn("websub_too_large", { id, maxBodyBytes, contentLength: c.req.header("content-length") ?? null });
       return c.json({ error: "payload_too_large", message: `The body exceeds ${maxBodyBytes} bytes.` }, 413);
     }
-    if (sub.secret) {
-      const check = await verifySignature(c.req.header("x-hub-signature") ?? null, body, sub.secret);
-      // An unsigned delivery is refused (websub.rocks 302): the hub was given a secret, so content
-      // without a signature is not from it. One whose signature does not check out is acknowledged
-      // and dropped, as the Recommendation requires (§8), so its sender learns nothing.
+    // The server's secret, from the moment it runs with it; else the one the subscription was made with.
+    const secret = options.secret ?? sub.secret;
+    if (secret) {
+      const header = c.req.header("x-hub-signature") ?? null;
+      const check = await verifySignature(header, body, secret);
+      // An unsigned delivery is refused (websub.rocks 302): the hub was given a secret, or is being
+      // given one, so content without a signature is not from it, or not yet signed as asked.
       if (check === "missing") {
         logger.warn("websub_signature_rejected", { id, check });
         return c.json({ error: "signature_required", message: "This subscription requires an X-Hub-Signature header." }, 401);
       }
       if (check !== "valid") {
+        // Signed with the secret being replaced: the hub, which signs with it until it verifies the
+        // request carrying the new one (§5.1). Refused rather than taken (the secret may be replaced
+        // because it leaked), and not acknowledged, so that the hub sends it again (§7), signed anew.
+        for (const old of [sub.previousSecret, sub.secret]) {
+          if (old === undefined || old === secret || (await verifySignature(header, body, old)) !== "valid") continue;
+          logger.warn("websub_signature_rejected", { id, check: "outdated" });
+          return c.json(
+            { error: "signature_outdated", message: "This subscription requires an X-Hub-Signature made with its new secret." },
+            401,
+          );
+        }
+        // Any other signature that does not check out is ignored, and acknowledged so that its sender
+        // learns nothing from the answer, as the Recommendation allows (§7.1.2).
         logger.warn("websub_signature_rejected", { id, check });
         return accepted(c);
       }
