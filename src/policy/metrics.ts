@@ -4,7 +4,7 @@
  * `collect`), checks names and labels with messages that quote the value, starts every declared
  * series at 0, and records how each family is combined across workers (docs/observability.md#metrics).
  */
-import { type Aggregator, Counter as PromCounter, Gauge as PromGauge, type Metric, Registry as PromRegistry } from "prom-client";
+import { type Aggregator, Counter as PromCounter, Gauge as PromGauge, Registry as PromRegistry } from "prom-client";
 
 /** Content-Type of the text `render()` returns (Prometheus text exposition format 0.0.4). */
 export const METRICS_CONTENT_TYPE = PromRegistry.PROMETHEUS_CONTENT_TYPE;
@@ -193,25 +193,21 @@ export function createRegistry(prom: PromRegistry = new PromRegistry()): Registr
     },
     collect(name, help, type, read, options = {}) {
       register(name, type, options.aggregation ?? (type === "counter" ? "sum" : "worker"));
-      // The shape prom-client's Registry reads from every metric, and the one its own
-      // AggregatorRegistry.aggregate() registers: a family whose get() reports the values. Its label
-      // names are whatever read() reports, which a prom-client Gauge would want declared up front.
-      const family = {
-        name,
-        help,
-        type,
-        aggregator: "sum",
-        labelNames: [],
-        reset() {},
-        get() {
-          const values = read().map(({ labels = {}, value }) => {
-            for (const label of Object.keys(labels)) checkLabelName(name, label);
-            return { labels, value };
-          });
-          return Promise.resolve({ name, help, type, aggregator: "sum", values });
-        },
-      };
-      prom.registerMetric(family as unknown as Metric);
+      // A prom-client Gauge or Counter, registered by its own constructor. Its series are what
+      // read() reports at each scrape, under whatever label names it reports, which set() and inc()
+      // would want declared up front: so they come from its get(), through which the Registry reads
+      // every metric, prom-client's own name, help, type and aggregator with them.
+      const family = type === "counter"
+        ? new PromCounter({ name, help, registers: [prom] })
+        : new PromGauge({ name, help, registers: [prom] });
+      const own = family.get.bind(family);
+      family.get = async () => ({
+        ...await own(),
+        values: read().map(({ labels = {}, value }) => {
+          for (const label of Object.keys(labels)) checkLabelName(name, label);
+          return { labels, value };
+        }),
+      });
     },
     aggregate(name, aggregation) {
       if (!prom.getSingleMetric(name)) {
