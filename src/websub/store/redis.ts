@@ -5,18 +5,9 @@
  * on one connection, speaking RESP2; its errors are turned into sentences that name the server
  * (never its password) and the command.
  */
-import { MaxRetriesPerRequestError, Redis, type Result } from "ioredis";
+import { MaxRetriesPerRequestError, Redis } from "ioredis";
 import { parseRedisUrl } from "./_redis_url.ts";
 import type { Subscription, SubscriptionStore } from "./types.ts";
-
-// The lock scripts as commands of the client (defineCommand): sent as EVALSHA, so Redis neither
-// receives nor hashes the script's text on every call; ioredis sends EVAL once when Redis lacks it.
-declare module "ioredis" {
-  interface RedisCommander<Context> {
-    websubClaim(lock: string, owner: string, ttlMs: number): Result<number, Context>;
-    websubRelease(lock: string, owner: string): Result<number, Context>;
-  }
-}
 
 /** Options for {@link redisStore}. */
 export interface RedisStoreOptions {
@@ -91,9 +82,6 @@ export async function redisStore(url: string, options: RedisStoreOptions = {}): 
     autoResendUnfulfilledCommands: false,
     retryStrategy: retryDelayMs,
   });
-
-  client.defineCommand("websubClaim", { numberOfKeys: 1, lua: CLAIM_SCRIPT });
-  client.defineCommand("websubRelease", { numberOfKeys: 1, lua: RELEASE_SCRIPT });
 
   let closing: Promise<void> | undefined;
   /** The last error since the last connection was made: the reason given when it is lost. */
@@ -200,10 +188,10 @@ export async function redisStore(url: string, options: RedisStoreOptions = {}): 
     async claim(name, owner, ttlMs) {
       if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new RangeError(`Lock ttl "${ttlMs}" is not a positive number of milliseconds`);
       // PX takes whole milliseconds; rounded up so a lock never ends early.
-      return await command("EVALSHA", () => client.websubClaim(`${keyPrefix}lock:${name}`, owner, Math.ceil(ttlMs))) === 1;
+      return await command("EVAL", () => client.eval(CLAIM_SCRIPT, 1, `${keyPrefix}lock:${name}`, owner, Math.ceil(ttlMs))) === 1;
     },
     async release(name, owner) {
-      await command("EVALSHA", () => client.websubRelease(`${keyPrefix}lock:${name}`, owner));
+      await command("EVAL", () => client.eval(RELEASE_SCRIPT, 1, `${keyPrefix}lock:${name}`, owner));
     },
     // QUIT comes after the commands already sent, so their replies are read; then no reconnection.
     close: () =>
