@@ -80,6 +80,7 @@ beforeAll(() => {
   // The optional WebSub module removed as docs/websub.md says: its folder, its line, its script, and
   // its lines in the Dockerfiles (data/ and its VOLUME, fenced by `# >>> WebSub` and `# <<< WebSub`).
   rmSync(join(scratch, "src/websub"), { recursive: true });
+  rmSync(join(scratch, "bench/websub_store_ab.ts"));
   const modules = join(scratch, "src/main/modules.ts");
   writeFileSync(modules, readFileSync(modules, "utf8").replace(/^export \{ websub \} from .*\n/m, ""));
   const pkg = JSON.parse(readFileSync(join(scratch, "package.json"), "utf8"));

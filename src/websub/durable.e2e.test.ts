@@ -293,12 +293,15 @@ describe("durable subscriptions", () => {
         expect(dropped.code).toBe(0);
         expect(dropped.lines.map((l) => l.event ?? l.warning)).toEqual(["websub_unsubscribe_queued", "still_configured"]);
         await server.waitForEvent("websub_unsubscribe_requested", 8_000);
-        const forms = topics.hubPosts.map((p) => new URLSearchParams(p.body));
-        expect(forms.map((f) => [f.get("hub.mode"), f.get("hub.topic")])).toEqual([
+        const forms = topics.hubPosts.map((p) => new URLSearchParams(p.body)).map((f) => [f.get("hub.mode"), f.get("hub.topic")]);
+        expect(forms.slice(0, 3)).toEqual([
           ["subscribe", configured],
           ["subscribe", `${topics.url}/blog/101`],
           ["unsubscribe", configured],
         ]);
+        // The topic is still in WEBSUB_TOPIC (the CLI warned so), and the configuration wins: the
+        // pass that sends the unsubscription may already ask for it again, at the end. Nothing else.
+        expect(forms.slice(3)).toEqual(forms.length > 3 ? [["subscribe", configured]] : []);
 
         expect((await cli(["unsubscribe", "https://nowhere.example/feed"], { WEBSUB_STORE: store })).code).toBe(1);
         expect((await cli(["frobnicate"], { WEBSUB_STORE: store })).code).toBe(2);

@@ -9,18 +9,6 @@ import { discover } from "./discovery.ts";
 import { backoffMs, postToHub, retryable } from "./hub_client.ts";
 import type { Subscription, SubscriptionStore } from "./store/types.ts";
 
-// Every store keeps a subscription as JSON, so a field added here is kept like the others.
-declare module "./store/types.ts" {
-  interface Subscription {
-    /**
-     * The secret the hub still signs with while a subscribe request made with another one (`secret`,
-     * or none) waits for its verification: a request changes the hub's subscription only once verified
-     * (WebSub 5.1). Content signed with it meanwhile is refused (401) rather than taken. Never logged.
-     */
-    previousSecret?: string;
-  }
-}
-
 /** What the subscriber asks for. */
 export interface SubscriberOptions {
   store: SubscriptionStore;

@@ -35,6 +35,12 @@ export interface Subscription {
   unsubscribe?: boolean;
   /** Shared secret for `X-Hub-Signature`; never logged. */
   secret?: string;
+  /**
+   * The secret the hub still signs with while a subscribe request made with another one (`secret`,
+   * or none) waits for its verification: a request changes the hub's subscription only once verified
+   * (WebSub 5.1). Content signed with it meanwhile is refused (401) rather than taken. Never logged.
+   */
+  previousSecret?: string;
   state: SubscriptionState;
   /** A request sent to the hub that a verification of intent may still confirm. */
   pending?: "subscribe" | "unsubscribe";
