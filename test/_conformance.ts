@@ -739,6 +739,8 @@ export function conformance(target: Engine): void {
         expect(logged.level).toBe("error");
         expect(await (await fetchOnce(server.url)).text()).toBe("plain");
         expect(server.proc.exitCode).toBeNull();
+        // Logged once, whoever else hears of it (Deno hands the same error to its onError).
+        expect(server.events.filter((e) => e.level === "error")).toHaveLength(1);
       }),
       30_000,
     );

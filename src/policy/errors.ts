@@ -31,6 +31,8 @@ export function internalError(): Response {
  */
 export function errorResponse(error: unknown, request: Request | undefined, logger: Logger): Response {
   if (error instanceof HTTPException) return error.getResponse();
+  // Already logged where it happened (a response body that failed, which Deno hands its onError too).
+  if (typeof error === "object" && error !== null && LOGGED.has(error)) return internalError();
   // The runtime may hand the app its own error for a body stream that failed, not ours.
   const tooLarge = request && overBodyLimit(request);
   if (tooLarge) return tooLarge.getResponse();
@@ -38,6 +40,14 @@ export function errorResponse(error: unknown, request: Request | undefined, logg
   if (invalid) return invalid;
   logger.error("handler_error", request ? { method: request.method, path: pathOf(request.url), error } : { error });
   return internalError();
+}
+
+/** Errors already logged as events, so that no engine logs one twice. */
+const LOGGED = new WeakSet<object>();
+
+/** For the lifecycle: `error` has been logged (`response_failed`); an engine that reports it again logs nothing more. */
+export function markLogged(error: unknown): void {
+  if (typeof error === "object" && error !== null) LOGGED.add(error);
 }
 
 const ERROR_NAMES: Record<number, string> = { 400: "bad_request", 408: "request_timeout", 413: "payload_too_large" };

@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import { errorResponse } from "./errors.ts";
+import { errorResponse, markLogged } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { pathOf } from "./url.ts";
 import type { FetchHandler } from "./types.ts";
@@ -74,7 +74,10 @@ class RequestState implements Lifecycle {
       const request = this.#request;
       const fields = { method: request.method, path: pathOf(request.url) };
       if (error === undefined) this.#shared.logger.info("request_aborted", fields);
-      else this.#shared.logger.error("response_failed", { ...fields, error });
+      else {
+        this.#shared.logger.error("response_failed", { ...fields, error });
+        markLogged(error);
+      }
     }
     this.#shared.onOutcome?.(outcome);
   }
