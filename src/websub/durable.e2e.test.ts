@@ -33,6 +33,21 @@ async function storeOf(kind: "sqlite" | "redis", defer: Defer): Promise<string> 
   return redis.url;
 }
 
+/**
+ * A store of `kind`, the hub simulator, and a first server on `engine` subscribed through it (with
+ * SECRET), the hub's verification of intent answered; `callback` is the callback it verified.
+ */
+async function subscribedOnce(engine: Engine, kind: "sqlite" | "redis", defer: Defer) {
+  const store = await storeOf(kind, defer);
+  const hub = await startHub();
+  defer(() => hub.close());
+  const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET, WEBSUB_STORE: store };
+  const first = await startServer(engine, env);
+  defer(() => first.kill());
+  const callback = await within(hub.verified, 5_000, "verification of intent");
+  return { store, hub, env, first, callback };
+}
+
 /** A server stopped as a container runtime stops it, and gone. */
 async function stop(server: ServerProcess): Promise<void> {
   server.signal("SIGTERM");
@@ -100,13 +115,7 @@ describe("durable subscriptions", () => {
       }: a restart keeps the subscription, its callback and its deliveries, and asks the hub for nothing`,
       () =>
         using(async (defer) => {
-          const store = await storeOf(kind, defer);
-          const hub = await startHub();
-          defer(() => hub.close());
-          const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET, WEBSUB_STORE: store };
-          const first = await startServer(engine, env);
-          defer(() => first.kill());
-          const callback = await within(hub.verified, 5_000, "verification of intent");
+          const { store, hub, env, first, callback } = await subscribedOnce(engine, kind, defer);
           await first.waitForEvent("websub_verified", 2_000);
           if (kind === "sqlite") expect(statSync(store).mode & 0o777).toBe(0o600);
           await stop(first);
@@ -134,13 +143,7 @@ describe("durable subscriptions", () => {
       }: a changed WEBSUB_CALLBACK_URL subscribes the new callback, then unsubscribes the old one, whose path stays served: a publish is taken once`,
       () =>
         using(async (defer) => {
-          const store = await storeOf(kind, defer);
-          const hub = await startHub();
-          defer(() => hub.close());
-          const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET, WEBSUB_STORE: store };
-          const first = await startServer(engine, env);
-          defer(() => first.kill());
-          const old = await within(hub.verified, 5_000, "verification of intent");
+          const { hub, env, first, callback: old } = await subscribedOnce(engine, kind, defer);
           await stop(first);
 
           // The same server on the same port, now told it is reached through a proxy at another URL.

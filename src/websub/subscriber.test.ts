@@ -909,19 +909,27 @@ describe("a changed callback base (WEBSUB_CALLBACK_URL, or the server's URL)", (
     TEST_MS,
   );
 
+  /**
+   * A subscription verified at the first callback base (lease 100 s), then the subscriber started
+   * again at https://moved.example, which has asked the hub for the new callback (not verified).
+   */
+  async function movedAfterVerified(defer: (cleanup: () => unknown) => void) {
+    const w = await world(defer);
+    const first = w.start({ topics: [A], hub: w.hub.url });
+    await w.hub.received(1);
+    expect((await w.verify(w.hub.requests[0]!.form, { "hub.lease_seconds": "100" })).status).toBe(200);
+    const before = await w.only();
+    await first.stop();
+    const subscriber = w.start({ topics: [A], hub: w.hub.url, callbackBase: "https://moved.example", verifyTimeoutMs: 10_000_000 });
+    await w.event("websub_subscribe_requested", 2);
+    return { w, before, subscriber };
+  }
+
   test(
     "while the hub has not verified the new callback, the old subscription is renewed at its own callback and keeps taking content",
     () =>
       using(async (defer) => {
-        const w = await world(defer);
-        const first = w.start({ topics: [A], hub: w.hub.url });
-        await w.hub.received(1);
-        expect((await w.verify(w.hub.requests[0]!.form, { "hub.lease_seconds": "100" })).status).toBe(200);
-        const before = await w.only();
-        await first.stop();
-
-        const subscriber = w.start({ topics: [A], hub: w.hub.url, callbackBase: "https://moved.example", verifyTimeoutMs: 10_000_000 });
-        await w.event("websub_subscribe_requested", 2);
+        const { w, before, subscriber } = await movedAfterVerified(defer);
         w.clock.now = before.nextAttemptAtMs!;
         subscriber.wake();
         await w.event("websub_subscribe_requested", 3);
@@ -938,15 +946,7 @@ describe("a changed callback base (WEBSUB_CALLBACK_URL, or the server's URL)", (
     "an old subscription whose lease ended before the hub verified its replacement is deleted without asking the hub",
     () =>
       using(async (defer) => {
-        const w = await world(defer);
-        const first = w.start({ topics: [A], hub: w.hub.url });
-        await w.hub.received(1);
-        expect((await w.verify(w.hub.requests[0]!.form, { "hub.lease_seconds": "100" })).status).toBe(200);
-        const before = await w.only();
-        await first.stop();
-
-        const subscriber = w.start({ topics: [A], hub: w.hub.url, callbackBase: "https://moved.example", verifyTimeoutMs: 10_000_000 });
-        await w.event("websub_subscribe_requested", 2);
+        const { w, before, subscriber } = await movedAfterVerified(defer);
         w.clock.now = T0 + 100_000;
         subscriber.wake();
         await w.event("websub_unsubscribed");
