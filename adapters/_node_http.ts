@@ -2,13 +2,15 @@ import { createServer, type IncomingMessage, maxHeaderSize, type ServerResponse 
 import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import process from "node:process";
-import { bodyLimits, type DeclaredLength, limitRequestBody } from "../src/policy/body.ts";
+import { bodyLimits, type DeclaredLength } from "../src/policy/body.ts";
 import type { Config } from "../src/policy/config.ts";
 import { reportClientGone } from "../src/policy/lifecycle.ts";
+import { INTERNAL_ERROR } from "../src/policy/errors.ts";
 import type { Logger } from "../src/policy/log.ts";
 import type { FetchHandler } from "../src/policy/types.ts";
 import { acceptFailures, connectionLimit, FD_RESERVE, refusals } from "./_connection_limit.ts";
 import { reapIdleConnections } from "./_idle_reaper.ts";
+import { limitBody } from "./_request_body.ts";
 import { displayUrl, type EngineServer } from "./_types.ts";
 
 /**
@@ -182,7 +184,7 @@ function responseFailed(outgoing: ServerResponse, error: unknown, logger: Logger
   try {
     for (const name of outgoing.getHeaderNames()) outgoing.removeHeader(name);
     outgoing.statusMessage = "";
-    const body = JSON.stringify({ error: "internal_error", message: "The server failed to handle this request" });
+    const body = JSON.stringify(INTERNAL_ERROR);
     outgoing.writeHead(500, { "content-type": "application/json", "content-length": Buffer.byteLength(body), connection: "close" });
     outgoing.end(body);
   } catch {
@@ -242,7 +244,7 @@ export function serveNodeHttp(
     const res = outgoing as Response_;
     // node:http reads exactly a declared Content-Length (checked before the app runs); a chunked
     // body is counted as the app reads it.
-    if (incoming.headers["transfer-encoding"] !== undefined) request = limitRequestBody(request, limitOf(request));
+    if (incoming.headers["transfer-encoding"] !== undefined) request = limitBody(request, limitOf(request));
     res[REQUEST] = request;
     if (hintMs !== undefined) res._keepAliveTimeout = hintMs;
     if (draining) res.shouldKeepAlive = false;

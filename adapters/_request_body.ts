@@ -28,6 +28,14 @@ export function guardBody(request: Request, guard: BodyGuard): Request {
   return guarded;
 }
 
+/**
+ * `request` held to the body limit alone: for node:http, whose parser keeps REQUEST_TIMEOUT itself,
+ * and Workers, where the platform owns it; made only for a body without a declared length.
+ */
+export function limitBody(request: Request, limitBytes: number): Request {
+  return guardBody(request, { timeoutMs: 0, limitBytes, onExpire: () => {} });
+}
+
 const RELEASE = Symbol("releaseBody");
 type WithRelease = Request & { [RELEASE]?: () => Promise<boolean> | undefined };
 

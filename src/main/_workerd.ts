@@ -5,7 +5,8 @@
  */
 import { fetchOf } from "../policy/app.ts";
 import { type ConfigResult, EnvSchema, readEnv } from "../policy/config.ts";
-import { bodyLimits, limitRequestBody, withDeclaredBodyLimit } from "../policy/body.ts";
+import { limitBody } from "../../adapters/_request_body.ts";
+import { bodyLimits, withDeclaredBodyLimit } from "../policy/body.ts";
 import { internalError } from "../policy/errors.ts";
 import { reportClientGone, trackStreamingResponses, withLifecycle } from "../policy/lifecycle.ts";
 import { createLogger } from "../policy/log.ts";
@@ -86,7 +87,7 @@ export function workersEntry(made: AppExport): WorkersHandler {
       // A body without a declared length is counted as it is read (a declared one is checked
       // before the app, in the request path).
       const seen = request.body !== null && request.headers.get("content-length") === null
-        ? limitRequestBody(request, ready.bodyLimitBytes)
+        ? limitBody(request, ready.bodyLimitBytes)
         : request;
       // The platform's only word on a client that left: there is no transport to learn it from.
       // It aborts only from COMPATIBILITY_DATE on, never after a response is complete, and for a

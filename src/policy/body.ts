@@ -62,35 +62,6 @@ export function bodyLimits(defaultBytes: number, byPath: Readonly<Record<string,
   };
 }
 
-/**
- * `request` with its body counted as it is read: past `limitBytes` reading fails with a 413 (the
- * request marked over its limit). For a body without a declared length, where the runtime does not
- * count it in a stream of the adapter's own (node:http, Workers).
- */
-export function limitRequestBody(request: Request, limitBytes: number): Request {
-  const source = request.body;
-  if (source === null) return request;
-  const reader = source.getReader();
-  let size = 0;
-  const limited: Request = new Request(request, {
-    body: new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        const chunk = await reader.read();
-        if (chunk.done) return controller.close();
-        size += chunk.value.byteLength;
-        if (size <= limitBytes) return controller.enqueue(chunk.value);
-        const cut = bodyTooLarge(limitBytes);
-        markOverBodyLimit(limited, cut);
-        controller.error(cut);
-        reader.cancel().catch(() => {});
-      },
-      cancel: (reason) => reader.cancel(reason),
-    }, { highWaterMark: 0 }),
-    duplex: "half",
-  } as RequestInit);
-  return limited;
-}
-
 /** A request's declared Content-Length, or null; `env` is what the engine passes the app. */
 export type DeclaredLength = (request: Request, env: unknown) => string | null | undefined;
 

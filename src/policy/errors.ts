@@ -17,9 +17,12 @@ export function invalidUrl(error: unknown): Response | undefined {
   return Response.json({ error: "bad_request", message: "The Host header and request target do not form a valid URL" }, { status: 400 });
 }
 
+/** The body of the 500 for an error no handler dealt with: nothing of the error itself. */
+export const INTERNAL_ERROR = { error: "internal_error", message: "The server failed to handle this request" } as const;
+
 /** The 500 every engine answers for an error no handler dealt with: no message or stack of the error reaches the client. */
 export function internalError(): Response {
-  return jsonResponse({ error: "internal_error", message: "The server failed to handle this request" }, 500);
+  return jsonResponse(INTERNAL_ERROR, 500);
 }
 
 /**

@@ -2,7 +2,8 @@ import { describe, expect, test } from "bun:test";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { fetchOf } from "../../src/policy/app.ts";
-import { bodyLimits, limitRequestBody, overBodyLimit, withDeclaredBodyLimit } from "../../src/policy/body.ts";
+import { limitBody } from "../../adapters/_request_body.ts";
+import { bodyLimits, overBodyLimit, withDeclaredBodyLimit } from "../../src/policy/body.ts";
 import { errorResponse } from "../../src/policy/errors.ts";
 import { type Outcome, trackStreamingResponses, withLifecycle } from "../../src/policy/lifecycle.ts";
 import { createLogger, type Fields } from "../../src/policy/log.ts";
@@ -62,11 +63,11 @@ describe("the body limit (src/policy/body.ts)", () => {
   });
 
   test("a body without a declared length fails to read past the limit, and the request is marked with the 413", async () => {
-    const request = limitRequestBody(post("http://h/x", chunked(1_000)), 500);
+    const request = limitBody(post("http://h/x", chunked(1_000)), 500);
     const error = await request.text().then(() => undefined, (e: unknown) => e);
     expect(error).toBeDefined();
     expect(overBodyLimit(request)?.status).toBe(413);
-    const under = limitRequestBody(post("http://h/x", chunked(500)), 500);
+    const under = limitBody(post("http://h/x", chunked(500)), 500);
     expect((await under.arrayBuffer()).byteLength).toBe(500);
     expect(overBodyLimit(under)).toBeUndefined();
   });
@@ -97,7 +98,7 @@ describe("one answer to an error (src/policy/errors.ts)", () => {
 
   test("any error while reading a body cut at the limit is the 413", async () => {
     const { logger, events } = recorder();
-    const request = limitRequestBody(post("http://h/x", chunked(100)), 10);
+    const request = limitBody(post("http://h/x", chunked(100)), 10);
     await request.text().catch(() => {});
     const res = errorResponse(new TypeError("the runtime's own words"), request, logger);
     expect(res.status).toBe(413);
