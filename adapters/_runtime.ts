@@ -18,6 +18,8 @@ export function currentRuntime(): Runtime {
 export function requireRuntime(runtime: Runtime): void {
   const actual = currentRuntime();
   if (actual !== runtime) {
-    throw new Error(`adapters/${runtime}.ts is for ${NAMES[runtime]}; on ${NAMES[actual]}, import serve from adapters/${actual}.ts`);
+    throw new Error(
+      `adapters/${runtime}/mod.ts is for ${NAMES[runtime]}; on ${NAMES[actual]}, import serve from adapters/${actual}/mod.ts`,
+    );
   }
 }

@@ -3,33 +3,6 @@ import type { Logger } from "../src/policy/log.ts";
 import type { DeclaredLength } from "../src/policy/body.ts";
 import type { Engine, FetchHandler, Server } from "../src/policy/types.ts";
 
-/** What an adapter can and cannot do on its runtime; the conformance suite reads these. */
-export interface Capabilities {
-  /** How late an idle connection may close after IDLE_TIMEOUT, for a timeout of `idleTimeoutMs`. */
-  idleCloseLateMs(idleTimeoutMs: number): number;
-  /** Whether the adapter logs `idle_timeout` when it closes an idle connection. */
-  logsIdleTimeout: boolean;
-  /** A fixed limit the runtime imposes on a connection that never completes a request head, or null when HEADERS_TIMEOUT applies. */
-  fixedHeadersTimeoutMs: { min: number; max: number } | null;
-  /** How late HEADERS_TIMEOUT and REQUEST_TIMEOUT may fire. */
-  deadlineLateMs: number;
-  /** Whether a head that misses HEADERS_TIMEOUT is answered with 408 before the close. */
-  headersTimeoutSends408: boolean;
-  /** The longest IDLE_TIMEOUT this engine can honour; a longer one is refused at startup. */
-  maxIdleTimeoutMs: number | null;
-  /**
-   * What the runtime's parser answers to a malformed request, which the app never sees: 400, and
-   * on some runtimes 505 for a request line it cannot read, or 0 for a close without an answer.
-   */
-  malformedStatuses: number[];
-  /** What the runtime's parser answers to a request head too large for it (the app never sees it). */
-  headTooLargeStatus: 431 | 400;
-  /** Behaviour the runtime itself breaks and the adapter cannot repair, with the reason. */
-  unsupported: Partial<
-    Record<"pipelineBehindSlowResponse" | "unfinishedGetBody" | "fdExhaustionRecovery" | "keepAliveHint" | "keepAliveHintOnClose", string>
-  >;
-}
-
 /** What an engine returns once listening; `_serve.ts` makes a `Server` of it. */
 export type EngineServer = Pick<Server, "url" | "limit" | "inFlight" | "openConnections" | "drain" | "cut">;
 

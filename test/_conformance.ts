@@ -45,7 +45,7 @@ async function waitForAnyEvent(server: ServerProcess, names: string[], timeoutMs
 
 /**
  * The connection policy, checked against a real server process started through the runtime's npm
- * script. Every scenario runs on every runtime; bounds come from adapters/_capabilities.ts.
+ * script. Every scenario runs on every runtime; bounds come from test/_capabilities.ts.
  */
 export function conformance(target: Engine): void {
   const { runtime, engine, caps, env, IDLE_MS, REQUEST_MS, SHUTDOWN_MS, IDLE_LATE_MS, headersWindow } = suiteSetup(

@@ -1,6 +1,5 @@
 import { expect } from "bun:test";
-import { capabilities, headDeadlineWindow } from "../adapters/_capabilities.ts";
-import type { Capabilities } from "../adapters/_types.ts";
+import { type Capabilities, capabilities, headDeadlineWindow } from "./_capabilities.ts";
 import { runtimeOf } from "../harness/servers.ts";
 import type { Engine } from "../src/policy/types.ts";
 

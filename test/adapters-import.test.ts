@@ -20,7 +20,7 @@ const COMMANDS = {
 };
 
 for (const [runtime, command] of Object.entries(COMMANDS)) {
-  test(`importing adapters/${runtime}.ts starts nothing: no listen, no signal handler, no exit, no output`, () => {
+  test(`importing adapters/${runtime}/mod.ts starts nothing: no listen, no signal handler, no exit, no output`, () => {
     const result = spawnSync(command(PROBE.replace("RUNTIME", runtime)), {
       cwd: ROOT,
       env: { ...process.env, PORT: "http", IDLE_TIMEOUT: "15" },
@@ -42,13 +42,15 @@ const RUNTIMES = Object.keys(COMMANDS) as Runtime[];
  */
 for (const runtime of RUNTIMES) {
   for (const adapter of RUNTIMES.filter((name) => name !== runtime)) {
-    test(`importing adapters/${adapter}.ts on ${NAMES[runtime]} fails at once, naming adapters/${runtime}.ts`, () => {
+    test(`importing adapters/${adapter}/mod.ts on ${NAMES[runtime]} fails at once, naming adapters/${runtime}/mod.ts`, () => {
       const result = spawnSync(COMMANDS[runtime](PROBE.replace("RUNTIME", adapter)), {
         cwd: ROOT,
         env: { ...process.env, NO_COLOR: "1" },
         timeout: 20_000,
       });
-      const message = `adapters/${adapter}.ts is for ${NAMES[adapter]}; on ${NAMES[runtime]}, import serve from adapters/${runtime}.ts`;
+      const message = `adapters/${adapter}/mod.ts is for ${NAMES[adapter]}; on ${
+        NAMES[runtime]
+      }, import serve from adapters/${runtime}/mod.ts`;
       const stderr = result.stderr.toString();
       expect(stderr.split("\n").some((line) => line.endsWith(`rror: ${message}`)) ? message : stderr).toBe(message);
       expect(result.stdout.toString()).toBe("");

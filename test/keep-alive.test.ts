@@ -6,8 +6,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { spawn } from "bun";
-import { capabilities } from "../adapters/_capabilities.ts";
-import { keepAliveHintSeconds } from "../adapters/_node_http.ts";
+import { capabilities } from "./_capabilities.ts";
+import { keepAliveHintSeconds } from "../adapters/_keep_alive.ts";
 import { completeResponses, get } from "../harness/http.ts";
 import { connect, type RawClient } from "../harness/raw_client.ts";
 import { NODE, startServer } from "../harness/servers.ts";

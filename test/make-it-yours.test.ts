@@ -13,7 +13,7 @@ import { copyProject, runIn } from "../harness/scratch.ts";
 /**
  * What a user does in the first hour: replace the example app with their own, and keep the proof
  * green. A scratch copy of the project gets a plain Hono app of its own in place of src/app.ts,
- * calling none of the template's helpers (issue #18), and no src/app.test.ts, an own entry per
+ * calling none of the template's helpers (issue #18), and no test/app.test.ts, an own entry per
  * runtime in src/, and the optional WebSub module removed; there, what a user would run must
  * pass: typecheck, lint, the unit tests that remain, a smoke of the policy suite on every runtime,
  * `npm start` serving the new routes, the policy holding for that app on every runtime, and each
@@ -48,7 +48,7 @@ const ENTRIES: Record<Runtime, string> = { node: "src/server.ts", bun: "src/serv
 function entry(runtime: Runtime): string {
   return `import process from "node:process";
 import app from "./app.ts";
-import { serve } from "../adapters/${runtime}.ts";
+import { serve } from "../adapters/${runtime}/mod.ts";
 
 const server = await serve(app, { port: Number(process.env.PORT ?? 0), host: "127.0.0.1" });
 
@@ -75,11 +75,12 @@ function run(cmd: string[], timeoutMs: number): { code: number | null; output: s
 
 beforeAll(() => {
   scratch = copyProject({ prefix: "hono-policy-yours-" });
-  unlinkSync(join(scratch, "src/app.test.ts"));
+  unlinkSync(join(scratch, "test/app.test.ts"));
   writeFileSync(join(scratch, "src/app.ts"), USER_APP);
   // The optional WebSub module removed as docs/websub.md says: its folder, its line, its script, and
   // its lines in the Dockerfiles (data/ and its VOLUME, fenced by `# >>> WebSub` and `# <<< WebSub`).
   rmSync(join(scratch, "src/websub"), { recursive: true });
+  rmSync(join(scratch, "test/websub"), { recursive: true });
   rmSync(join(scratch, "bench/websub_store_ab.ts"));
   const modules = join(scratch, "src/main/modules.ts");
   writeFileSync(modules, readFileSync(modules, "utf8").replace(/^export \{ websub \} from .*\n/m, ""));

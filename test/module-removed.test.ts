@@ -34,6 +34,7 @@ beforeAll(() => {
   const without = join(scratch, "without");
   copyProject({ to: without });
   rmSync(join(without, "src/websub"), { recursive: true });
+  rmSync(join(without, "test/websub"), { recursive: true });
   const modules = join(without, "src/main/modules.ts");
   const listed = readFileSync(modules, "utf8");
   writeFileSync(modules, listed.replace(/^export \{ websub \} from .*\n/m, ""));

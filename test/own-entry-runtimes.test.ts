@@ -24,8 +24,8 @@ const ENTRIES: Record<Runtime, { file: string; global: string }> = {
 
 /** The example moved to src/, serving with `runtime`'s adapter. */
 function entry(runtime: Runtime): string {
-  const source = EXAMPLE.replace(`from "../../adapters/node.ts"`, `from "../adapters/${runtime}.ts"`);
-  expect(source).toContain(`from "../adapters/${runtime}.ts"`);
+  const source = EXAMPLE.replace(`from "../../adapters/node/mod.ts"`, `from "../adapters/${runtime}/mod.ts"`);
+  expect(source).toContain(`from "../adapters/${runtime}/mod.ts"`);
   return `${source}\nexport const runtimeVersion: string = ${ENTRIES[runtime].global};\n`;
 }
 
@@ -96,7 +96,7 @@ describe("an own entry per runtime in src/", () => {
       const server = npmRun("bun", ENTRIES.node.file);
       defer(() => server.kill());
       expect(await server.exitCode(15_000)).not.toBe(0);
-      expect(server.stderr).toContain("adapters/node.ts is for Node; on Bun, import serve from adapters/bun.ts");
+      expect(server.stderr).toContain("adapters/node/mod.ts is for Node; on Bun, import serve from adapters/bun/mod.ts");
       expect(server.named("listening")).toEqual([]);
     }), 30_000);
 });

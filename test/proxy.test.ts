@@ -10,7 +10,7 @@ import { freePort } from "../harness/ports.ts";
 import { ROOT } from "../harness/process.ts";
 import { runtimeOf, startServer } from "../harness/servers.ts";
 import { using, within } from "../harness/wait.ts";
-import { BUN_TICK_MS } from "../adapters/_capabilities.ts";
+import { BUN_TICK_MS } from "./_capabilities.ts";
 
 /**
  * deploy/nginx/nginx.conf, run for real: Debian's nginx in front of each runtime's default engine,

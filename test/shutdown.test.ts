@@ -28,7 +28,7 @@ const EXIT_SLACK_MS = 1_000;
 /**
  * Engines that cannot close a half-sent head while a request is in flight: Bun.serve shows no
  * connection without a request, so the adapter closes such connections once no request is left
- * (adapters/bun.ts). They still never hold the exit back.
+ * (adapters/bun/mod.ts). They still never hold the exit back.
  */
 const PARTIAL_AFTER_WORK = new Set<Engine>(["bun-serve"]);
 

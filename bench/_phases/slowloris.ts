@@ -1,5 +1,5 @@
 /** Slowloris flood: well-behaved clients' latency alone and while many connections trickle header bytes. */
-import { capabilities, headDeadlineWindow } from "../../adapters/_capabilities.ts";
+import { capabilities, headDeadlineWindow } from "../../test/_capabilities.ts";
 import type { Runtime } from "../../src/policy/types.ts";
 import { DEFAULT_ENGINE, SLOWLORIS_CONNECTIONS, SLOWLORIS_HEADERS_TIMEOUT_MS, SLOWLORIS_MEASURE_S } from "../_config.ts";
 import { hostileClient } from "../_clients.ts";

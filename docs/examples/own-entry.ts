@@ -2,7 +2,7 @@
 // (on Bun or Deno, import serve from adapters/bun.ts or adapters/deno.ts instead, and run it with npm run bun or npm run deno).
 import { Hono } from "hono";
 import process from "node:process";
-import { serve } from "../../adapters/node.ts";
+import { serve } from "../../adapters/node/mod.ts";
 
 const app = new Hono()
   .get("/", (c) => c.text("Hello from my app"))

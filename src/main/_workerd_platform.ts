@@ -43,7 +43,7 @@ export interface WindowMs {
 /**
  * The platform's limits as local workerd enforces them, measured (docs/runtimes.md#cloudflare-workers-workerd).
  * The workerd suite bounds its checks with these, as the other engines' suites read
- * adapters/_capabilities.ts.
+ * test/_capabilities.ts.
  */
 export interface WorkerdLimits {
   /** When workerd closes a keep-alive connection after its last response, whatever the worker wants. */

@@ -5,7 +5,7 @@ import module from "node:module";
 // cache keeps that work from one start to the next (docs/runtimes.md#node-compile-cache). It
 // applies to modules loaded after it is enabled, hence the dynamic imports.
 module.enableCompileCache?.();
-const [{ serve }, { main }] = await Promise.all([import("../../adapters/node.ts"), import("./_main.ts")]);
+const [{ serve }, { main }] = await Promise.all([import("../../adapters/node/mod.ts"), import("./_main.ts")]);
 
 await main("node", serve);
 // Written now rather than at exit: a server is often stopped by a signal that skips the exit hooks.

@@ -2,9 +2,9 @@ import { describe, expect, test } from "bun:test";
 import { createServer } from "node:http";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../../adapters/_bun_idle.ts";
-import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../../adapters/_capabilities.ts";
-import { reapIdleConnections } from "../../adapters/_idle_reaper.ts";
+import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../../adapters/bun/_idle.ts";
+import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../_capabilities.ts";
+import { reapIdleConnections } from "../../adapters/node/_idle_reaper.ts";
 import { acceptFailures, checkConnectionLimit, connectionLimit, FD_RESERVE, fdBudget, refusals } from "../../adapters/_connection_limit.ts";
 import { bodyWithLimits, guardBody, releaseBody } from "../../adapters/_request_body.ts";
 import { overBodyLimit } from "../../src/policy/body.ts";
@@ -97,7 +97,7 @@ describe("withLifecycle (src/lifecycle.ts)", () => {
   });
 });
 
-describe("bunIdleSeconds (adapters/_bun_idle.ts)", () => {
+describe("bunIdleSeconds (adapters/bun/_idle.ts)", () => {
   test("0 disables", () => {
     expect(bunIdleSeconds(0)).toBe(0);
   });
@@ -127,7 +127,7 @@ describe("bunIdleSeconds (adapters/_bun_idle.ts)", () => {
   });
 });
 
-describe("rearmBeforeEnd (adapters/_bun_idle.ts)", () => {
+describe("rearmBeforeEnd (adapters/bun/_idle.ts)", () => {
   test("calls beforeEnd once, before the reader sees the end", async () => {
     const calls: string[] = [];
     const reader = rearmBeforeEnd(streamOf(["a", "b"]), () => calls.push("rearm")).getReader();
@@ -240,7 +240,7 @@ describe("guardBody and releaseBody (adapters/_request_body.ts)", () => {
   });
 });
 
-describe("reapIdleConnections (adapters/_idle_reaper.ts), on this runtime's node:http", () => {
+describe("reapIdleConnections (adapters/node/_idle_reaper.ts), on this runtime's node:http", () => {
   async function withReapedServer(
     idleMs: number,
     fn: (port: number, reaped: number[], closeIdle: () => void, slowArrived: Promise<void>) => Promise<void>,

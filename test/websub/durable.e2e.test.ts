@@ -10,7 +10,7 @@ import { redisMissing, startRedis } from "../../harness/redis.ts";
 import type { ServerProcess } from "../../harness/process.ts";
 import { PROJECT_PATH, spawnServer, startServer } from "../../harness/servers.ts";
 import { using, within } from "../../harness/wait.ts";
-import type { Engine } from "../policy/types.ts";
+import type { Engine } from "../../src/policy/types.ts";
 import { HUB_TOPIC, startHub } from "./_hub.ts";
 import { startTopicServer } from "./_topic_server.ts";
 

@@ -4,13 +4,19 @@
  * `serveHttpOnConnection`, which serves one accepted connection under its own AbortSignal.
  *
  * Internal API (docs/runtimes.md#deno-servehttponconnection-internal-api); upstream has no public idle timeout
- * (denoland/deno#32497). It is feature-detected and adapters/deno.ts falls back to node:http.
+ * (denoland/deno#32497). It is feature-detected and adapters/deno/mod.ts falls back to node:http.
  */
-import { overBodyLimit } from "../src/policy/body.ts";
-import { reportClientGone } from "../src/policy/lifecycle.ts";
-import type { DisconnectWatch } from "./_disconnect_watch.ts";
-import { guardBody, releaseBody } from "./_request_body.ts";
-import { fromConnection } from "./_request_url.ts";
+import { bodyLimits, overBodyLimit } from "../../src/policy/body.ts";
+import type { Config } from "../../src/policy/config.ts";
+import { errorResponse } from "../../src/policy/errors.ts";
+import { reportClientGone } from "../../src/policy/lifecycle.ts";
+import type { Logger } from "../../src/policy/log.ts";
+import type { FetchHandler } from "../../src/policy/types.ts";
+import { acceptFailures, connectionLimit, refusals } from "../_connection_limit.ts";
+import { type DisconnectWatch, watchDisconnects } from "../_disconnect_watch.ts";
+import { guardBody, releaseBody } from "../_request_body.ts";
+import { fromConnection } from "../_request_url.ts";
+import { displayUrl, type EngineServer } from "../_types.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
 export interface ConnectionInfo {
@@ -351,3 +357,24 @@ class Connection implements CancelSignal {
  * response is done. It is made only when someone reads it: an AbortController and a listener
  * per request cost a noticeable share of throughput.
  */
+
+/** Serves `fetch` one connection at a time with this module's deadlines, under the options' limits. */
+export function servePerConnection(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
+  const listener = Deno.listen({ hostname: config.host, port: config.port, reusePort: config.reusePort });
+  const limit = connectionLimit(config);
+  const server = serveConnections(listener, fetch, {
+    maxConnections: limit?.max ?? null,
+    bodyLimitOf: bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath),
+    trustProxy: config.trustProxy,
+    onRefused: limit ? refusals(logger, limit) : () => {},
+    onAcceptError: acceptFailures(logger),
+    idleTimeoutMs: config.idleTimeoutMs,
+    headersTimeoutMs: config.headersTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    disconnects: watchDisconnects(),
+    onTimeout: (kind, remote) => logger.info(kind, { remoteAddress: remote.hostname, remotePort: remote.port }),
+    // What escapes the lifecycle's own answer (an error in Deno's handling around it).
+    onError: (error) => errorResponse(error, undefined, logger),
+  });
+  return Promise.resolve({ url: displayUrl(config.host, (listener.addr as Deno.NetAddr).port), limit, ...server });
+}

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { rejectionOf, startTopicServer, type TopicServer, withTopicServer } from "./_topic_server.ts";
-import { discover } from "./discovery.ts";
-import { backoffMs, HubRequestError, postToHub, retryable } from "./hub_client.ts";
+import { discover } from "../../src/websub/discovery.ts";
+import { backoffMs, HubRequestError, postToHub, retryable } from "../../src/websub/hub_client.ts";
 
 const TIMEOUT_MS = 2_000;
 const TEST_MS = 10_000;

@@ -1,11 +1,11 @@
 import { describe, expect, test } from "bun:test";
 import { Hono } from "hono";
-import { createLogger } from "../policy/log.ts";
-import { loadWebSubConfig, parseTopics } from "./mod.ts";
-import { memoryStore } from "./store/types.ts";
-import { callbackUrlOf } from "./subscriber.ts";
-import { signBody, verifySignature, websubRoutes } from "./websub.ts";
-import type { Delivery, HashAlgorithm, Subscription } from "./websub.ts";
+import { createLogger } from "../../src/policy/log.ts";
+import { loadWebSubConfig, parseTopics } from "../../src/websub/mod.ts";
+import { memoryStore } from "../../src/websub/store/types.ts";
+import { callbackUrlOf } from "../../src/websub/subscriber.ts";
+import { signBody, verifySignature, websubRoutes } from "../../src/websub/websub.ts";
+import type { Delivery, HashAlgorithm, Subscription } from "../../src/websub/websub.ts";
 
 const encoder = new TextEncoder();
 const NOW = 1_700_000_000_000;

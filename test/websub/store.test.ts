@@ -4,15 +4,15 @@ import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { ROOT, spawnFollowed } from "../../../harness/process.ts";
-import { redisMissing, type RedisServer, startRedis, type StartRedisOptions } from "../../../harness/redis.ts";
-import { using, within } from "../../../harness/wait.ts";
+import { ROOT, spawnFollowed } from "../../harness/process.ts";
+import { redisMissing, type RedisServer, startRedis, type StartRedisOptions } from "../../harness/redis.ts";
+import { using, within } from "../../harness/wait.ts";
 import { Redis } from "ioredis";
-import { parseRedisUrl } from "./_redis_url.ts";
-import { openStore, parseStoreSpec } from "./open.ts";
-import { redisStore } from "./redis.ts";
-import { SQLITE_SCHEMA_VERSION, sqliteStore } from "./sqlite.ts";
-import { memoryStore, type Subscription, type SubscriptionStore } from "./types.ts";
+import { parseRedisUrl } from "../../src/websub/store/_redis_url.ts";
+import { openStore, parseStoreSpec } from "../../src/websub/store/open.ts";
+import { redisStore } from "../../src/websub/store/redis.ts";
+import { SQLITE_SCHEMA_VERSION, sqliteStore } from "../../src/websub/store/sqlite.ts";
+import { memoryStore, type Subscription, type SubscriptionStore } from "../../src/websub/store/types.ts";
 
 const TIMEOUT_MS = 15_000;
 const REDIS_MISSING = redisMissing();
@@ -314,7 +314,7 @@ describe("sqlite store", () => {
         const HOLD_MS = 800;
         let held!: () => void;
         const sawHeld = new Promise<void>((resolve) => (held = resolve));
-        const holder = run(defer, [process.execPath, "src/websub/store/_sqlite_probe.ts", "hold", path, String(HOLD_MS)], (line) => {
+        const holder = run(defer, [process.execPath, "test/websub/_sqlite_probe.ts", "hold", path, String(HOLD_MS)], (line) => {
           if (line === '{"held":true}') held();
         });
         await within(Promise.race([sawHeld, holder.done.then(() => Promise.reject(new Error(holder.stderr.join("\n"))))]), 15_000, "lock");
@@ -338,7 +338,7 @@ describe("sqlite store", () => {
   test("Node, Bun and Deno each read the others' writes on one file, and none prints a warning", () =>
     using(async (defer) => {
       const path = join(scratch(defer), "data", "subscriptions.db");
-      const probe = "src/websub/store/_sqlite_probe.ts";
+      const probe = "test/websub/_sqlite_probe.ts";
       const runtimes: Array<[string, string[]]> = [
         ["node", [join(ROOT, "node_modules/.bin/node"), probe]],
         ["bun", [process.execPath, probe]],

@@ -2,16 +2,17 @@ import { createServer, type IncomingMessage, maxHeaderSize, type ServerResponse 
 import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import process from "node:process";
-import { bodyLimits, type DeclaredLength } from "../src/policy/body.ts";
-import type { Config } from "../src/policy/config.ts";
-import { reportClientGone } from "../src/policy/lifecycle.ts";
-import { INTERNAL_ERROR } from "../src/policy/errors.ts";
-import type { Logger } from "../src/policy/log.ts";
-import type { FetchHandler } from "../src/policy/types.ts";
-import { acceptFailures, connectionLimit, FD_RESERVE, refusals } from "./_connection_limit.ts";
+import { bodyLimits, type DeclaredLength } from "../../src/policy/body.ts";
+import type { Config } from "../../src/policy/config.ts";
+import { reportClientGone } from "../../src/policy/lifecycle.ts";
+import { INTERNAL_ERROR } from "../../src/policy/errors.ts";
+import type { Logger } from "../../src/policy/log.ts";
+import type { FetchHandler } from "../../src/policy/types.ts";
+import { acceptFailures, connectionLimit, FD_RESERVE, refusals } from "../_connection_limit.ts";
 import { reapIdleConnections } from "./_idle_reaper.ts";
-import { limitBody } from "./_request_body.ts";
-import { displayUrl, type EngineServer } from "./_types.ts";
+import { keepAliveHintSeconds } from "../_keep_alive.ts";
+import { limitBody } from "../_request_body.ts";
+import { displayUrl, type EngineServer } from "../_types.ts";
 
 /**
  * node:http closes an idle keep-alive socket at keepAliveTimeout plus a buffer: fixed at 1 s
@@ -30,44 +31,6 @@ export function hasKeepAliveBufferOption(): boolean {
   }
   return bufferOption;
 }
-/**
- * The N of the `Keep-Alive: timeout=N` a response on a connection that stays open advertises: the
- * largest whole number of seconds strictly below IDLE_TIMEOUT (75 s: 74, 2.5 s: 2), so a client
- * that trusts it never reuses a connection the server is closing. 0 means no header: IDLE_TIMEOUT
- * of 1 s or less, or 0 (disabled) (docs/policy.md#clients-are-told-the-idle-timeout).
- */
-export function keepAliveHintSeconds(idleTimeoutMs: number): number {
-  return idleTimeoutMs > 0 ? Math.ceil(idleTimeoutMs / 1_000) - 1 : 0;
-}
-
-/** The `Keep-Alive` header value for IDLE_TIMEOUT `idleTimeoutMs`, or undefined for none. */
-export function keepAliveHeader(idleTimeoutMs: number): string | undefined {
-  const seconds = keepAliveHintSeconds(idleTimeoutMs);
-  return seconds > 0 ? `timeout=${seconds}` : undefined;
-}
-
-/**
- * `response` with `Keep-Alive: <value>` added, for Bun.serve, which sends none; not on a protocol
- * switch. Neither the request's nor the response's `Connection` is read: every header read or
- * written is work on each response, and a close (asked by the client or the app) makes the hint
- * moot, since the client sees the connection end
- * (docs/runtimes.md#bunserve-sends-no-keep-alive-header). Setting a header is safe on Bun: only
- * reading the body drops the content type Bun would infer
- * (docs/runtimes.md#bun-drops-an-inferred-content-type-when-a-response-is-read).
- */
-export function withKeepAliveHint(response: Response, value: string): Response {
-  if (response.status === 101) return response;
-  try {
-    response.headers.set("keep-alive", value);
-    return response;
-  } catch {
-    // Immutable headers (a response straight from fetch(), Response.redirect()): copy them.
-    const copy = new Response(response.body, response);
-    copy.headers.set("keep-alive", value);
-    return copy;
-  }
-}
-
 /**
  * How often Node checks headersTimeout and requestTimeout. Its default, 30 s, lets a 3 s deadline
  * fire at 29.7 s; 250 ms keeps the deadlines within 0.5 s at the cost of a walk over the
@@ -213,7 +176,7 @@ export function checkNodeHttp(config: Config): string[] {
 
 /**
  * Serves `fetch` with node:http, mapping the connection policy onto its server options. Used by
- * adapters/node.ts, and by adapters/deno.ts as its fallback engine (Deno's node:http compat
+ * adapters/node/mod.ts, and by adapters/deno/mod.ts as its fallback engine (Deno's node:http compat
  * enforces the same options with the same numbers).
  */
 export function serveNodeHttp(

@@ -1,5 +1,7 @@
-import { trackBody } from "../src/policy/lifecycle.ts";
-import { BUN_TICK_MS } from "./_capabilities.ts";
+import { trackBody } from "../../src/policy/lifecycle.ts";
+
+/** Bun's timers fire on a global 4 s clock (docs/runtimes.md#bun-timers-tick-every-4-seconds). */
+export const BUN_TICK_MS = 4_000;
 
 /** Bun's largest idle timeout: `server.timeout()` accepts more but closes at 255 s (docs/runtimes.md#bun-caps-idletimeout-at-255-seconds). */
 export const BUN_MAX_IDLE_SECONDS = 255;

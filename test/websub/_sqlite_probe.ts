@@ -4,7 +4,7 @@
  * `hold <file> <ms>`: holds the file's write lock for `ms`, printing `{"held":true}` once it has it.
  */
 import process from "node:process";
-import { sqliteStore } from "./sqlite.ts";
+import { sqliteStore } from "../../src/websub/store/sqlite.ts";
 
 const [mode, path, arg] = process.argv.slice(2);
 if (path === undefined || arg === undefined) {

@@ -2,7 +2,7 @@ import type { Socket } from "node:net";
 import { createServer, type Server } from "node:http";
 import { fetchOnce } from "../../harness/http.ts";
 import { type HeldConnections, holdConnections, postRequest } from "../../harness/keep_alive.ts";
-import { signBody } from "./websub.ts";
+import { signBody } from "../../src/websub/websub.ts";
 
 /**
  * A WebSub hub that behaves like the one in the incident: it verifies a subscription, delivers
@@ -10,7 +10,7 @@ import { signBody } from "./websub.ts";
  * It keeps its subscriptions as the Recommendation says: one per topic and callback, changed by a
  * subscribe or unsubscribe request only once the subscriber verified it (§5.1), each delivery
  * signed with the hub.secret of the request that made it, or unsigned without one (§7.1).
- * Used by the module's tests; runnable on its own: `bun src/websub/_hub.ts` prints its URL and
+ * Used by the module's tests; runnable on its own: `bun test/websub/_hub.ts` prints its URL and
  * serves until interrupted.
  */
 export interface Hub {

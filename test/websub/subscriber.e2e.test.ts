@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { fetchOnce, metric } from "../../harness/http.ts";
 import { startServer } from "../../harness/servers.ts";
 import { using, within } from "../../harness/wait.ts";
-import type { Engine } from "../policy/types.ts";
+import type { Engine } from "../../src/policy/types.ts";
 import { HUB_TOPIC, startHub } from "./_hub.ts";
 
 const SECRET = "e2e-secret";

@@ -1,8 +1,8 @@
-import type { Serve } from "../src/policy/types.ts";
+import type { Serve } from "../../src/policy/types.ts";
 import { checkNodeHttp, declaredLengthOnNode, serveNodeHttp } from "./_node_http.ts";
-import { requireRuntime } from "./_runtime.ts";
-import { serveWith } from "./_serve.ts";
-import type { Engines } from "./_types.ts";
+import { requireRuntime } from "../_runtime.ts";
+import { serveWith } from "../_serve.ts";
+import type { Engines } from "../_types.ts";
 
 requireRuntime("node");
 

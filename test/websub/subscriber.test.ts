@@ -3,13 +3,20 @@ import { createServer, type Server } from "node:http";
 import type { Socket } from "node:net";
 import { Hono } from "hono";
 import { using, within } from "../../harness/wait.ts";
-import { createLogger } from "../policy/log.ts";
+import { createLogger } from "../../src/policy/log.ts";
 import { startTopicServer } from "./_topic_server.ts";
-import { run } from "./cli.ts";
-import { backoffMs } from "./hub_client.ts";
-import { memoryStore, type Subscription, type SubscriptionStore } from "./store/types.ts";
-import { callbackUrlOf, LEASE_LOCK, renewAtMs, startSubscriber, type Subscriber, type SubscriberOptions } from "./subscriber.ts";
-import { signBody, websubRoutes } from "./websub.ts";
+import { run } from "../../src/websub/cli.ts";
+import { backoffMs } from "../../src/websub/hub_client.ts";
+import { memoryStore, type Subscription, type SubscriptionStore } from "../../src/websub/store/types.ts";
+import {
+  callbackUrlOf,
+  LEASE_LOCK,
+  renewAtMs,
+  startSubscriber,
+  type Subscriber,
+  type SubscriberOptions,
+} from "../../src/websub/subscriber.ts";
+import { signBody, websubRoutes } from "../../src/websub/websub.ts";
 
 /** The pinned clock's start; real time only paces the loop (pollMs), the clock decides what is due. */
 const T0 = 1_700_000_000_000;

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
-import createApp from "./app.ts";
-import { withLifecycle } from "./policy/lifecycle.ts";
-import { createLogger } from "./policy/log.ts";
+import createApp from "../src/app.ts";
+import { withLifecycle } from "../src/policy/lifecycle.ts";
+import { createLogger } from "../src/policy/log.ts";
 
 /**
  * The example app with a logger that records, and its fetch wrapped in the lifecycle as serve()

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { rejectionOf, startTopicServer, type TopicServer, withTopicServer } from "./_topic_server.ts";
-import { discover, DiscoveryError, linksInDocument, parseLinkHeader } from "./discovery.ts";
+import { discover, DiscoveryError, linksInDocument, parseLinkHeader } from "../../src/websub/discovery.ts";
 
 const TIMEOUT_MS = 2_000;
 const TEST_MS = 10_000;

@@ -1,8 +1,35 @@
 import type { Engine } from "../src/policy/types.ts";
-import type { Capabilities } from "./_types.ts";
 
-/** Bun's timers fire on a global 4 s clock (docs/runtimes.md#bun-timers-tick-every-4-seconds). */
-export const BUN_TICK_MS = 4_000;
+/** What an adapter can and cannot do on its runtime; the conformance suite reads these. */
+export interface Capabilities {
+  /** How late an idle connection may close after IDLE_TIMEOUT, for a timeout of `idleTimeoutMs`. */
+  idleCloseLateMs(idleTimeoutMs: number): number;
+  /** Whether the adapter logs `idle_timeout` when it closes an idle connection. */
+  logsIdleTimeout: boolean;
+  /** A fixed limit the runtime imposes on a connection that never completes a request head, or null when HEADERS_TIMEOUT applies. */
+  fixedHeadersTimeoutMs: { min: number; max: number } | null;
+  /** How late HEADERS_TIMEOUT and REQUEST_TIMEOUT may fire. */
+  deadlineLateMs: number;
+  /** Whether a head that misses HEADERS_TIMEOUT is answered with 408 before the close. */
+  headersTimeoutSends408: boolean;
+  /** The longest IDLE_TIMEOUT this engine can honour; a longer one is refused at startup. */
+  maxIdleTimeoutMs: number | null;
+  /**
+   * What the runtime's parser answers to a malformed request, which the app never sees: 400, and
+   * on some runtimes 505 for a request line it cannot read, or 0 for a close without an answer.
+   */
+  malformedStatuses: number[];
+  /** What the runtime's parser answers to a request head too large for it (the app never sees it). */
+  headTooLargeStatus: 431 | 400;
+  /** Behaviour the runtime itself breaks and the adapter cannot repair, with the reason. */
+  unsupported: Partial<
+    Record<"pipelineBehindSlowResponse" | "unfinishedGetBody" | "fdExhaustionRecovery" | "keepAliveHint" | "keepAliveHintOnClose", string>
+  >;
+}
+
+import { BUN_TICK_MS } from "../adapters/bun/_idle.ts";
+
+export { BUN_TICK_MS };
 /** How late past its tick a Bun timer has been seen to fire. */
 export const BUN_TICK_SLOP_MS = 100;
 
@@ -37,7 +64,7 @@ const nodeHttp: Capabilities = {
 export const capabilities: Record<Engine, Capabilities> = {
   "node-http": nodeHttp,
   "bun-serve": {
-    // The close lands in (T, 4*ceil(T/4) + 4] s (adapters/_bun_idle.ts), plus the tick's own slop:
+    // The close lands in (T, 4*ceil(T/4) + 4] s (adapters/bun/_idle.ts), plus the tick's own slop:
     // Bun closes the connections due at one tick one after another (bench/README.md, Bun's reap).
     idleCloseLateMs: (idleTimeoutMs) =>
       BUN_TICK_MS * Math.ceil(idleTimeoutMs / BUN_TICK_MS) + BUN_TICK_MS - idleTimeoutMs + BUN_TICK_SLOP_MS,
@@ -62,7 +89,7 @@ export const capabilities: Record<Engine, Capabilities> = {
     },
   },
   "bun-node-http": {
-    // The idle timer is the adapter's own (adapters/_idle_reaper.ts); Bun's node:http checks
+    // The idle timer is the adapter's own (adapters/node/_idle_reaper.ts); Bun's node:http checks
     // headersTimeout about once a second (docs/runtimes.md#bun-node-http-compatibility).
     ...nodeHttp,
     deadlineLateMs: 1_500,

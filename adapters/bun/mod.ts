@@ -1,0 +1,56 @@
+import { formatDuration } from "../../src/policy/config.ts";
+import type { Serve } from "../../src/policy/types.ts";
+import { requireRuntime } from "../_runtime.ts";
+import { serveWith } from "../_serve.ts";
+import type { Engines } from "../_types.ts";
+import { declaredLengthOnNode, serveNodeHttp } from "../node/_node_http.ts";
+import { serveBun } from "./_bun_serve.ts";
+import { BUN_MAX_IDLE_MS } from "./_idle.ts";
+
+requireRuntime("bun");
+
+/**
+ * `BUN_ENGINE` (the `engine` option) picks what serves connections:
+ * - `bun-serve` (what `auto` picks for IDLE_TIMEOUT up to 252 s): Bun.serve, Bun's fast path.
+ * - `bun-node-http` (what `auto` picks above that, or when MAX_CONNECTIONS is set): Bun's node:http
+ *   with the idle timer in JavaScript, because Bun's own timer stops at 255 s, and because Bun.serve
+ *   does not expose its connections, so it cannot count them. Slower than Bun.serve (docs/runtimes.md).
+ */
+const engines: Engines<"bun-serve" | "bun-node-http"> = {
+  variable: "BUN_ENGINE",
+  engines: {
+    "bun-serve": {
+      check(config) {
+        if (config.idleTimeoutMs > BUN_MAX_IDLE_MS) {
+          return [
+            `IDLE_TIMEOUT "${
+              formatDuration(config.idleTimeoutMs)
+            }" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or bun-node-http`,
+          ];
+        }
+        if (config.maxConnections) {
+          return [
+            `MAX_CONNECTIONS "${config.maxConnections}" cannot be enforced by Bun.serve, which does not expose its connections: use BUN_ENGINE=auto or bun-node-http`,
+          ];
+        }
+        return [];
+      },
+      serve: (fetch, config, logger) => serveBun(fetch, config, logger),
+    },
+    "bun-node-http": {
+      // Bun's node:http fails to bind a port another process holds, reusePort or not (docs/runtimes.md#several-processes-on-one-port).
+      check: (config) =>
+        config.reusePort
+          ? [
+            "WORKERS above 1 needs the workers to share the port, which Bun's node:http cannot: use BUN_ENGINE=bun-serve (IDLE_TIMEOUT at most 252s, no MAX_CONNECTIONS) or WORKERS=1",
+          ]
+          : [],
+      serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger, { idle: "reaper" }),
+      declaredLength: declaredLengthOnNode,
+    },
+  },
+  auto: (config) => config.idleTimeoutMs > BUN_MAX_IDLE_MS || config.maxConnections ? "bun-node-http" : "bun-serve",
+};
+
+/** Serves `app` on Bun with the engine the options call for, enforcing the whole connection policy. */
+export const serve: Serve = (app, options) => serveWith("bun", engines, app, options);
