@@ -1,15 +1,15 @@
 import process from "node:process";
-import { fetchOf } from "../src/policy/app.ts";
-import { bodyLimits, withDeclaredBodyLimit } from "../src/policy/body.ts";
+import { bodyLimits } from "../src/policy/body.ts";
 import { ConfigError, resolveServeOptions } from "../src/policy/config.ts";
-import { trackStreamingResponses, withLifecycle } from "../src/policy/lifecycle.ts";
+import { trackStreamingResponses } from "../src/policy/lifecycle.ts";
 import { createLogger } from "../src/policy/log.ts";
-import { createRegistry } from "../src/policy/metrics.ts";
-import { operationalRoutes, withRoutes } from "../src/policy/routes.ts";
+import { createRegistry, metricsAnswer } from "../src/policy/metrics.ts";
+import { operationalRoutes } from "../src/policy/routes.ts";
 import { countEvents, POLICY_EVENTS, requestMetrics } from "../src/policy/telemetry.ts";
 import type { App, Engine, Runtime, ServeOptions, Server, ShutdownResult } from "../src/policy/types.ts";
 import { checkConnectionLimit, watchFds } from "./_connection_limit.ts";
 import { registerProcessMetrics } from "./_process_metrics.ts";
+import { requestPath } from "./_request_path.ts";
 import type { Engines } from "./_types.ts";
 
 /**
@@ -37,13 +37,12 @@ export async function serveWith<E extends Engine>(
   const fallback = auto ? engines.fallback?.(engine) : undefined;
   if (fallback) logger.warn("engine_fallback", { engine, reason: fallback });
   let shutdown: Promise<ShutdownResult> | undefined;
-  const probes = operationalRoutes(registry, () => shutdown === undefined, config.exposition, config.probes);
-  const limited = withDeclaredBodyLimit(
-    withRoutes(fetchOf(app), probes),
-    bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath),
-    engines.engines[engine].declaredLength,
-  );
-  const fetch = withLifecycle(limited, { logger, ...requestMetrics(registry) });
+  const fetch = requestPath(app, {
+    routes: operationalRoutes(() => shutdown === undefined, metricsAnswer(registry, config.exposition), config.probes),
+    limitOf: bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath),
+    declaredLength: engines.engines[engine].declaredLength,
+    lifecycle: { logger, ...requestMetrics(registry) },
+  });
   const handle = await engines.engines[engine].serve(fetch, config, logger);
   // After the engine: @hono/node-server installs its own Response when it makes its listener.
   trackStreamingResponses();

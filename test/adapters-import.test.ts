@@ -10,7 +10,7 @@ import type { Runtime } from "../src/policy/types.ts";
  * that imports each adapter must print what it was asked to print and exit 0 on its own (a
  * listening socket or a timer that is not unref'd would keep it alive until the timeout).
  */
-const PROBE = `const m = await import("./adapters/RUNTIME.ts");
+const PROBE = `const m = await import("./adapters/RUNTIME/mod.ts");
 console.log(JSON.stringify({ serve: typeof m.serve, sigterm: process.listenerCount("SIGTERM"), sigint: process.listenerCount("SIGINT") }));`;
 
 const COMMANDS = {

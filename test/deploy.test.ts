@@ -8,7 +8,7 @@ import { FIXTURE_APP, PROJECT_PATH } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
 import { operationalRoutes } from "../src/policy/routes.ts";
 import { DEFAULTS, parseDurationMs } from "../src/policy/config.ts";
-import { createRegistry } from "../src/policy/metrics.ts";
+import { createRegistry, metricsAnswer } from "../src/policy/metrics.ts";
 
 /**
  * deploy/: the images' commands run as PID 1, as a container runtime runs them, and the Kubernetes
@@ -83,7 +83,7 @@ describe("deploy/kubernetes.yaml", () => {
     expect(container.readinessProbe?.httpGet?.path).toBe("/readyz");
     expect(container.livenessProbe?.httpGet?.path).toBe("/healthz");
     // Both are routes the entry points serve in front of any app.
-    const served = operationalRoutes(createRegistry(), () => true).map(([path]) => path);
+    const served = operationalRoutes(() => true, metricsAnswer(createRegistry())).map(([path]) => path);
     expect(served).toContain(container.readinessProbe!.httpGet!.path);
     expect(served).toContain(container.livenessProbe!.httpGet!.path);
     expect(container.ports?.[0]?.containerPort).toBe(Number(env("PORT") ?? DEFAULTS.port));
@@ -241,7 +241,7 @@ function nginxServers(conf: string): string[] {
 
 describe("deploy/nginx/nginx.conf", () => {
   const servers = nginxServers(readFileSync(`${ROOT}deploy/nginx/nginx.conf`, "utf8"));
-  const operational = operationalRoutes(createRegistry(), () => true).map(([path]) => path);
+  const operational = operationalRoutes(() => true, metricsAnswer(createRegistry())).map(([path]) => path);
 
   test("the public server answers 404 itself for every route the entry serves in front of the app (/metrics, /readyz, /healthz)", () => {
     const publicServer = servers.find((s) => /^\s*listen 80;$/m.test(s)) ?? "";

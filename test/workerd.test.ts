@@ -59,7 +59,7 @@ describe("workerd: the entry and the routes", () => {
   );
 
   test.concurrent(
-    "src/main/workerd.ts, the entry wrangler deploys, bundles and serves the app with the probes in front",
+    "src/main/cloudflare.ts, the entry wrangler deploys, bundles and serves the app with the probes in front",
     withWorker(
       async (server) => {
         // Whatever the app is (src/app.ts is the user's): it loaded, and the entry's own routes answer.

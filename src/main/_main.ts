@@ -5,11 +5,11 @@
 import process from "node:process";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { fetchOf } from "../policy/app.ts";
+import { appOf, fetchOf } from "../policy/app.ts";
 import { ConfigError, loadConfig } from "../policy/config.ts";
 import { createLogger, type Logger } from "../policy/log.ts";
 import { createRegistry } from "../policy/metrics.ts";
-import type { App, AppContext, Runtime, Serve, Server } from "../policy/types.ts";
+import type { App, AppContext, AppExport, Runtime, Serve, Server } from "../policy/types.ts";
 import type { Module, Mounted } from "./_module.ts";
 import * as modules from "./modules.ts";
 import { withRoutes } from "../policy/routes.ts";
@@ -45,7 +45,7 @@ export function uninstalledModuleVariables(env: Record<string, string | undefine
 }
 
 /** What an app module default-exports: an app, or a function of the context that makes one. */
-type AppModule = { default?: App | ((context: AppContext) => App | Promise<App>) };
+type AppModule = { default?: AppExport };
 
 /**
  * Starts the app on one runtime: validates the environment (exit 2, one stderr line per problem),
@@ -140,9 +140,7 @@ async function loadApp(path: string | undefined, context: AppContext): Promise<A
   const url = path ? pathToFileURL(resolve(path)).href : new URL("../app.ts", import.meta.url).href;
   const made = (await import(url) as AppModule).default;
   if (made === undefined) throw new Error(`${path ?? "src/app.ts"} has no default export: export an app, or a function that makes one`);
-  // A Hono app is a function's instance, not a function; anything callable is a factory.
-  if (typeof made === "function" && !("fetch" in made)) return await (made as (context: AppContext) => App | Promise<App>)(context);
-  return made as App;
+  return await appOf(made, context);
 }
 
 /** This entry again, as the runtime was started: how the supervisor starts a worker. */

@@ -1,7 +1,7 @@
 /**
  * What running a module worker on local workerd takes: the worker bundled into one ES module
  * (workerd resolves neither node_modules nor TypeScript; Bun, a devDependency, bundles it) and a
- * workerd config around it. Used by `npm run start:workerd` (./_workerd_run.ts) and the workerd suite.
+ * workerd config around it. Used by `npm run start:workerd` (./workerd.ts) and the workerd suite.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
@@ -31,15 +31,19 @@ export const BUNDLE_ARGS: readonly string[] = [
 ];
 
 /**
- * Bundles the module worker into `dir`/worker.js: src/main/workerd.ts (the example app), or, given
+ * Bundles the module worker into `dir`/worker.js: src/main/cloudflare.ts (the example app), or, given
  * `appPath`, a worker serving that app module's default export the same way.
  */
 export function bundleWorker(dir: string, appPath?: string): void {
-  let entry = join(ROOT, "src/main/workerd.ts");
+  let entry = join(ROOT, "src/main/cloudflare.ts");
   if (appPath) {
     entry = join(dir, "entry.ts");
-    const [app, worker] = [resolve(appPath), join(ROOT, "src/main/_workerd.ts")].map((path) => JSON.stringify(path));
-    writeFileSync(entry, `import made from ${app};\nimport { workersEntry } from ${worker};\nexport default workersEntry(made);\n`);
+    const [app, adapter, config] = [resolve(appPath), join(ROOT, "adapters/cloudflare/mod.ts"), join(ROOT, "src/main/_workerd_config.ts")]
+      .map((path) => JSON.stringify(path));
+    writeFileSync(
+      entry,
+      `import made from ${app};\nimport { worker } from ${adapter};\nimport { loadCloudflareConfig } from ${config};\nexport default worker(made, loadCloudflareConfig);\n`,
+    );
   }
   const bun = existsSync(join(ROOT, "node_modules/.bin/bun")) ? join(ROOT, "node_modules/.bin/bun") : "bun";
   execFileSync(bun, ["build", entry, ...BUNDLE_ARGS, `--outfile=${join(dir, "worker.js")}`], {

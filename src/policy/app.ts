@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { errorResponse } from "./errors.ts";
 import { requestLifecycleLogger } from "./lifecycle.ts";
-import type { App, FetchHandler } from "./types.ts";
+import type { App, AppContext, AppExport, FetchHandler } from "./types.ts";
 
 type ErrorHandler = (error: Error, c: { req: { raw: Request } }) => Response | Promise<Response>;
 
@@ -25,3 +25,12 @@ export function fetchOf(app: App): FetchHandler {
 
 /** Hono's error handler for an app that has none of its own. */
 const answerError: ErrorHandler = (error, c) => errorResponse(error, c.req.raw, requestLifecycleLogger(c.req.raw));
+
+/**
+ * The app an app module's default export stands for: itself, or what it makes of `context` when it
+ * is a factory. A Hono app is a function's instance, not a function; anything callable without a
+ * `fetch` is a factory.
+ */
+export function appOf(made: AppExport, context: AppContext): App | Promise<App> {
+  return typeof made === "function" && !("fetch" in made) ? (made as (context: AppContext) => App | Promise<App>)(context) : made as App;
+}

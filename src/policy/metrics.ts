@@ -9,6 +9,14 @@ import { type Aggregator, Counter as PromCounter, Gauge as PromGauge, Registry a
 /** Content-Type of the text `render()` returns (Prometheus text exposition format 0.0.4). */
 export const METRICS_CONTENT_TYPE = PromRegistry.PROMETHEUS_CONTENT_TYPE;
 
+/** The `/metrics` answer: `exposition()` (by default the registry's own) in Prometheus' text format. */
+export function metricsAnswer(
+  registry: Registry,
+  exposition: () => string | Promise<string> = () => registry.render(),
+): () => Promise<Response> {
+  return async () => new Response(await exposition(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
+}
+
 /** Label name to label value for one series. */
 export type Labels = Record<string, string>;
 

@@ -1,4 +1,3 @@
-import { METRICS_CONTENT_TYPE, type Registry } from "./metrics.ts";
 import type { FetchHandler } from "./types.ts";
 import { pathOf } from "./url.ts";
 
@@ -40,18 +39,15 @@ export interface ProbePaths {
   readonly metrics?: string | false;
 }
 
+/** What `/metrics` answers: the registry's exposition, or on a platform without one, why not. */
+export type MetricsAnswer = (request: Request) => Response | Promise<Response>;
+
 /**
  * `GET /healthz` (liveness: 200 while the process serves), `GET /readyz` (readiness: 200 while
- * `ready()`, 503 once shutdown has begun) and `GET /metrics` (`exposition()`: the registry, in
- * Prometheus' text format, or with several workers all of theirs), each at the path `paths` gives
- * it, or left out where that is `false`.
+ * `ready()`, 503 once shutdown has begun) and `GET /metrics` (`metrics`), each at the path `paths`
+ * gives it, or left out where that is `false`. Any other method gets 405.
  */
-export function operationalRoutes(
-  registry: Registry,
-  ready: () => boolean,
-  exposition: () => string | Promise<string> = () => registry.render(),
-  paths: ProbePaths = {},
-): Route[] {
+export function operationalRoutes(ready: () => boolean, metrics: MetricsAnswer, paths: ProbePaths = {}): Route[] {
   const onlyGet = (request: Request, answer: () => Response | Promise<Response>): Response | Promise<Response> =>
     request.method === "GET" || request.method === "HEAD"
       ? answer()
@@ -68,10 +64,7 @@ export function operationalRoutes(
       (request) =>
         onlyGet(request, () => ready() ? Response.json({ status: "ready" }) : Response.json({ status: "draining" }, { status: 503 })),
     ],
-    paths.metrics !== false && [
-      paths.metrics ?? "/metrics",
-      (request) => onlyGet(request, async () => new Response(await exposition(), { headers: { "content-type": METRICS_CONTENT_TYPE } })),
-    ],
+    paths.metrics !== false && [paths.metrics ?? "/metrics", (request) => onlyGet(request, () => metrics(request))],
   ];
   return routes.filter((route) => route !== false);
 }

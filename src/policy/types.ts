@@ -184,6 +184,9 @@ export interface Server {
 export type Serve = (app: App, options?: ServeOptions) => Promise<Server>;
 
 /** What an app module's default export is given by the entry points, when it is a function. */
+/** What an app module default-exports: an app, or a function of the context that makes one. */
+export type AppExport = App | ((context: AppContext) => App | Promise<App>);
+
 export interface AppContext {
   readonly logger: Logger;
   readonly registry: Registry;

@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { operationalRoutes, withRoutes } from "../../src/policy/routes.ts";
 import { requestLifecycle, withLifecycle } from "../../src/policy/lifecycle.ts";
 import { createLogger } from "../../src/policy/log.ts";
-import { createRegistry, METRICS_CONTENT_TYPE } from "../../src/policy/metrics.ts";
+import { createRegistry, METRICS_CONTENT_TYPE, metricsAnswer } from "../../src/policy/metrics.ts";
 import { countEvents, POLICY_EVENTS, requestMetrics } from "../../src/policy/telemetry.ts";
 
 describe("logger (src/policy/log.ts)", () => {
@@ -82,7 +82,7 @@ describe("routes in front of the app (src/policy/routes.ts)", () => {
   test("/healthz answers ok and /metrics the registry, to GET only", async () => {
     const registry = createRegistry();
     registry.counter("things_total", "Things.").inc();
-    const ops = withRoutes(app, operationalRoutes(registry, () => true));
+    const ops = withRoutes(app, operationalRoutes(() => true, metricsAnswer(registry)));
     const health = await ops(new Request("http://h/healthz"));
     expect(await health.json()).toEqual({ status: "ok" });
     const metrics = await ops(new Request("http://h/metrics"));
@@ -95,7 +95,7 @@ describe("routes in front of the app (src/policy/routes.ts)", () => {
 
   test("/readyz answers 200 while ready and 503 once not, while /healthz stays 200", async () => {
     let ready = true;
-    const ops = withRoutes(app, operationalRoutes(createRegistry(), () => ready));
+    const ops = withRoutes(app, operationalRoutes(() => ready, metricsAnswer(createRegistry())));
     const readyz = await ops(new Request("http://h/readyz"));
     expect(readyz.status).toBe(200);
     expect(readyz.headers.get("content-type")).toStartWith("application/json");

@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, type Mock, spyOn, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { loadConfig } from "../../src/policy/config.ts";
-import { loadWorkersConfig, workersEntry } from "../../src/main/_workerd.ts";
+import { type CloudflareHandler, worker } from "../../adapters/cloudflare/mod.ts";
+import { loadCloudflareConfig } from "../../src/main/_workerd_config.ts";
 import { COMPATIBILITY_DATE, PLATFORM_OWNED } from "../../src/main/_workerd_platform.ts";
 import type { AppContext } from "../../src/policy/types.ts";
 import fixture from "../_fixture.ts";
@@ -14,33 +15,33 @@ beforeEach(() => {
 });
 afterEach(() => log.mockRestore());
 
-/** One request to `worker` as Workers makes it: the same env object for every request of an isolate. */
-function call(worker: ReturnType<typeof workersEntry>, env: Record<string, unknown>, path: string, init?: RequestInit) {
-  return worker.fetch(new Request(`http://worker.test${path}`, init), env, {});
+/** One request to `handler` as Workers makes it: the same env object for every request of an isolate. */
+function call(handler: CloudflareHandler, env: Record<string, unknown>, path: string, init?: RequestInit) {
+  return handler.fetch(new Request(`http://worker.test${path}`, init), env, {});
 }
 
 describe("the worker's bindings", () => {
   test("with none, the defaults of the entries' own schema apply", () => {
-    expect(loadWorkersConfig({})).toEqual({ ok: true, config: { bodyLimitBytes: 1_048_576 } });
+    expect(loadCloudflareConfig({})).toEqual({ ok: true, config: { bodyLimitBytes: 1_048_576 } });
   });
 
   test("BODY_LIMIT is validated by the same schema, with the same message, as on the other entries", () => {
-    expect(loadWorkersConfig({ BODY_LIMIT: "512kb" })).toEqual({ ok: true, config: { bodyLimitBytes: 524_288 } });
+    expect(loadCloudflareConfig({ BODY_LIMIT: "512kb" })).toEqual({ ok: true, config: { bodyLimitBytes: 524_288 } });
     const node = loadConfig({ BODY_LIMIT: "2gb" });
-    const workers = loadWorkersConfig({ BODY_LIMIT: "2gb" });
+    const workers = loadCloudflareConfig({ BODY_LIMIT: "2gb" });
     expect(workers.ok).toBe(false);
     expect(!workers.ok && workers.problems).toEqual(!node.ok && node.problems);
   });
 
   test("every variable the platform owns is refused, each naming itself, its value and the reason", () => {
     for (const [name, reason] of Object.entries(PLATFORM_OWNED)) {
-      const result = loadWorkersConfig({ [name]: "1s" });
+      const result = loadCloudflareConfig({ [name]: "1s" });
       expect(!result.ok && result.problems).toEqual([`${name} "1s" cannot be set on Cloudflare Workers: ${reason}`]);
     }
   });
 
   test("every WEBSUB_* variable is refused as out of scope, its value never quoted", () => {
-    const result = loadWorkersConfig({ WEBSUB_TOPIC: "https://example.com/feed", WEBSUB_SECRET: "hunter2" });
+    const result = loadCloudflareConfig({ WEBSUB_TOPIC: "https://example.com/feed", WEBSUB_SECRET: "hunter2" });
     expect(result.ok).toBe(false);
     const problems = result.ok ? [] : result.problems;
     expect(problems.map((p) => p.split(" ", 1)[0])).toEqual(["WEBSUB_TOPIC", "WEBSUB_SECRET"]);
@@ -50,8 +51,8 @@ describe("the worker's bindings", () => {
 
   test("a template variable bound as anything but text is refused; the app's other bindings are left alone", () => {
     const kv = { get() {} };
-    expect(loadWorkersConfig({ CACHE: kv, API_TOKEN: "secret" }).ok).toBe(true);
-    const result = loadWorkersConfig({ BODY_LIMIT: kv });
+    expect(loadCloudflareConfig({ CACHE: kv, API_TOKEN: "secret" }).ok).toBe(true);
+    const result = loadCloudflareConfig({ BODY_LIMIT: kv });
     expect(!result.ok && result.problems).toEqual(["BODY_LIMIT is not a text binding: set it as a text variable (vars in wrangler.jsonc)"]);
   });
 });
@@ -59,31 +60,31 @@ describe("the worker's bindings", () => {
 /** The module worker, serving the suites' own fixture app (src/app.ts is the user's to replace). */
 describe("the module worker", () => {
   test("serves the app with the probes in front: /healthz, /readyz always ready, /metrics 404 with the reason", async () => {
-    const worker = workersEntry(fixture);
+    const handler = worker(fixture, loadCloudflareConfig);
     const env = {};
-    expect(await (await call(worker, env, "/")).text()).toBe("Hello World");
-    expect(await (await call(worker, env, "/healthz")).json()).toEqual({ status: "ok" });
-    expect(await (await call(worker, env, "/readyz")).json()).toEqual({ status: "ready" });
-    const metrics = await call(worker, env, "/metrics");
+    expect(await (await call(handler, env, "/")).text()).toBe("Hello World");
+    expect(await (await call(handler, env, "/healthz")).json()).toEqual({ status: "ok" });
+    expect(await (await call(handler, env, "/readyz")).json()).toEqual({ status: "ready" });
+    const metrics = await call(handler, env, "/metrics");
     expect(metrics.status).toBe(404);
     expect((await metrics.json() as { message: string }).message).toStartWith("No /metrics on Cloudflare Workers");
-    const post = await call(worker, env, "/healthz", { method: "POST" });
+    const post = await call(handler, env, "/healthz", { method: "POST" });
     expect(post.status).toBe(405);
     expect(post.headers.get("allow")).toBe("GET, HEAD");
   });
 
   test("BODY_LIMIT from the bindings reaches the app: a larger body answers 413 JSON", async () => {
-    const worker = workersEntry(fixture);
+    const handler = worker(fixture, loadCloudflareConfig);
     const env = { BODY_LIMIT: "10b" };
-    expect(await (await call(worker, env, "/echo", { method: "POST", body: "0123456789" })).json()).toEqual({ bytes: 10 });
-    const res = await call(worker, env, "/echo", { method: "POST", body: "0123456789a" });
+    expect(await (await call(handler, env, "/echo", { method: "POST", body: "0123456789" })).json()).toEqual({ bytes: 10 });
+    const res = await call(handler, env, "/echo", { method: "POST", body: "0123456789a" });
     expect(res.status).toBe(413);
     expect((await res.json() as { error: string }).error).toBe("payload_too_large");
   });
 
   test("a stream through the lifecycle helper logs its outcome as JSON lines tagged workerd", async () => {
-    const worker = workersEntry(fixture);
-    const res = await call(worker, {}, "/stream?chunks=2&interval=0");
+    const handler = worker(fixture, loadCloudflareConfig);
+    const res = await call(handler, {}, "/stream?chunks=2&interval=0");
     expect(await res.text()).toBe("chunk 1 of 2\nchunk 2 of 2\n");
     const stream = events().find((e) => e.event === "stream_request");
     expect(stream).toMatchObject({ level: "info", runtime: "workerd", outcome: "finished", sent: 2 });
@@ -91,23 +92,23 @@ describe("the module worker", () => {
 
   test("an app made by an async factory is made once per isolate, and served", async () => {
     let made = 0;
-    const worker = workersEntry(async (context: AppContext) => {
+    const handler = worker(async (context: AppContext) => {
       made += 1;
       await Bun.sleep(1);
       return fixture(context);
     });
     const env = {};
-    const answers = await Promise.all([call(worker, env, "/"), call(worker, env, "/")]);
+    const answers = await Promise.all([call(handler, env, "/"), call(handler, env, "/")]);
     for (const res of answers) expect(await res.text()).toBe("Hello World");
-    expect(await (await call(worker, env, "/healthz")).json()).toEqual({ status: "ok" });
+    expect(await (await call(handler, env, "/healthz")).json()).toEqual({ status: "ok" });
     expect(made).toBe(1);
   });
 
   test("a bad binding answers every request 500 JSON naming the variables, and logs config_invalid once per isolate", async () => {
-    const worker = workersEntry(fixture);
+    const handler = worker(fixture, loadCloudflareConfig);
     const env = { IDLE_TIMEOUT: "5s", BODY_LIMIT: "lots" };
     for (const path of ["/", "/healthz"]) {
-      const res = await call(worker, env, path);
+      const res = await call(handler, env, path);
       expect(res.status).toBe(500);
       const body = await res.json() as { error: string; message: string };
       expect(body.error).toBe("invalid_configuration");
@@ -125,11 +126,11 @@ describe("the module worker", () => {
   });
 
   test("an app that uses the metrics registry fails with the reason, logged, and answers 500", async () => {
-    const worker = workersEntry(({ registry }: AppContext) => {
+    const handler = worker(({ registry }: AppContext) => {
       registry.counter("jobs_total", "Jobs.");
       return () => new Response("unreachable");
     });
-    const res = await call(worker, {}, "/");
+    const res = await call(handler, {}, "/");
     expect(res.status).toBe(500);
     const failed = events().find((e) => e.event === "app_load_failed") as { error: { message: string } } | undefined;
     expect(failed?.error.message).toContain("context.registry.counter: there is no metrics registry on Cloudflare Workers");
@@ -143,9 +144,9 @@ describe("wrangler.jsonc", () => {
   ) as { main: string; compatibility_date: string; compatibility_flags?: string[]; vars: Record<string, string> };
 
   test("deploys the same entry, with the compatibility date the local run uses and vars the worker accepts", () => {
-    expect(config.main).toBe("src/main/workerd.ts");
+    expect(config.main).toBe("src/main/cloudflare.ts");
     expect(config.compatibility_date).toBe(COMPATIBILITY_DATE);
-    expect(loadWorkersConfig(config.vars).ok).toBe(true);
+    expect(loadCloudflareConfig(config.vars).ok).toBe(true);
   });
 
   test("names nodejs_compat for wrangler, on a date from which workerd enables it without the flag, as the local run relies on", () => {
