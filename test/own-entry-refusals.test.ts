@@ -1,0 +1,107 @@
+import { describe, expect, test } from "bun:test";
+import { spawnSync } from "bun";
+import { ROOT } from "../harness/process.ts";
+
+/**
+ * A configuration the engine cannot honour is refused in the words of whoever gave it: an entry
+ * (`npm start` and the like) names its environment variables, in the lines below, the ones it
+ * has printed since these refusals were written; `serve()` names the options its caller passed.
+ * The same refusal, said twice.
+ */
+
+const BIN = `${ROOT}node_modules/.bin/`;
+const ENTRY = {
+  node: [`${BIN}node`, "src/main/node.ts"],
+  bun: [`${BIN}bun`, "src/main/bun.ts"],
+  deno: [`${BIN}deno`, "run", "--allow-all", "src/main/deno.ts"],
+} as const;
+type Runtime = keyof typeof ENTRY;
+
+/** Runs `cmd` in the project with `vars`; its exit code and its stderr lines. */
+function run(cmd: readonly string[], vars: Record<string, string>): { code: number | null; lines: string[] } {
+  const { PATH, HOME } = process.env;
+  const result = spawnSync([...cmd], {
+    cwd: ROOT,
+    env: { PATH: `${BIN}:${PATH}`, HOME, NO_COLOR: "1", PORT: "0", HOST: "127.0.0.1", ...vars },
+    stdin: "ignore",
+    timeout: 20_000,
+  });
+  return { code: result.exitCode, lines: result.stderr.toString().split("\n").filter((line) => line !== "") };
+}
+
+/** `fd` stands for the numbers that depend on the process: its descriptor limit, those in use, the room left. */
+const FD = /^MAX_CONNECTIONS "1000000" is more than this process can open: its file-descriptor limit is (\d+) \(ulimit -n\), (\d+) are in use and 32 are kept in reserve; use at most (\d+), or raise the limit$/;
+
+const ENTRY_REFUSALS: Array<{ runtime: Runtime; vars: Record<string, string>; lines: Array<string | RegExp> }> = [
+  {
+    runtime: "bun",
+    vars: { IDLE_TIMEOUT: "5m", BUN_ENGINE: "bun-serve" },
+    lines: ['IDLE_TIMEOUT "5m" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or bun-node-http'],
+  },
+  {
+    runtime: "bun",
+    vars: { IDLE_TIMEOUT: "300s", BUN_ENGINE: "bun-serve" },
+    lines: ['IDLE_TIMEOUT "5m" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or bun-node-http'],
+  },
+  {
+    runtime: "bun",
+    vars: { MAX_CONNECTIONS: "10", BUN_ENGINE: "bun-serve" },
+    lines: [
+      'MAX_CONNECTIONS "10" cannot be enforced by Bun.serve, which does not expose its connections: use BUN_ENGINE=auto or bun-node-http',
+    ],
+  },
+  {
+    runtime: "bun",
+    vars: { WORKERS: "2", BUN_ENGINE: "bun-node-http" },
+    lines: [
+      "WORKERS above 1 needs the workers to share the port, which Bun's node:http cannot: use BUN_ENGINE=bun-serve (IDLE_TIMEOUT at most 252s, no MAX_CONNECTIONS) or WORKERS=1",
+    ],
+  },
+  {
+    runtime: "deno",
+    vars: { IDLE_TIMEOUT: "1s", DENO_ENGINE: "deno-node-http" },
+    lines: [
+      'IDLE_TIMEOUT "1000ms" is too short for Node, which always waits 1000ms past keepAliveTimeout: use more than 1s, or 0 to disable',
+    ],
+  },
+  {
+    runtime: "deno",
+    vars: { IDLE_TIMEOUT: "500ms", DENO_ENGINE: "deno-node-http" },
+    lines: [
+      'IDLE_TIMEOUT "500ms" is too short for Node, which always waits 1000ms past keepAliveTimeout: use more than 1s, or 0 to disable',
+    ],
+  },
+  { runtime: "bun", vars: { BUN_ENGINE: "foo" }, lines: ['BUN_ENGINE "foo" is not an engine: use auto, bun-serve or bun-node-http'] },
+  {
+    runtime: "deno",
+    vars: { DENO_ENGINE: "foo" },
+    lines: ['DENO_ENGINE "foo" is not an engine: use auto, deno-per-connection or deno-node-http'],
+  },
+  { runtime: "node", vars: { NODE_ENGINE: "foo" }, lines: ['NODE_ENGINE "foo" is not an engine: use auto or node-http'] },
+  { runtime: "node", vars: { MAX_CONNECTIONS: "1000000" }, lines: [FD] },
+  {
+    runtime: "bun",
+    vars: { MAX_CONNECTIONS: "1000000", IDLE_TIMEOUT: "5m", BUN_ENGINE: "bun-serve" },
+    lines: [
+      FD,
+      'IDLE_TIMEOUT "5m" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or bun-node-http',
+    ],
+  },
+];
+
+/** Each line equal to its string, or matching its pattern. */
+function expectLines(actual: string[], expected: Array<string | RegExp>): void {
+  expect(actual.length).toBe(expected.length);
+  expected.forEach((line, i) => (typeof line === "string" ? expect(actual[i]).toBe(line) : expect(actual[i]).toMatch(line)));
+}
+
+describe("an entry refuses what the engine cannot honour in its environment variables: exit 2, one line each", () => {
+  for (const { runtime, vars, lines } of ENTRY_REFUSALS) {
+    const shown = Object.entries(vars).map(([name, value]) => `${name}=${value}`).join(" ");
+    test(`${shown} on ${runtime}`, () => {
+      const result = run(ENTRY[runtime], vars);
+      expectLines(result.lines, lines);
+      expect(result.code).toBe(2);
+    }, 25_000);
+  }
+});
