@@ -1,4 +1,4 @@
-import type { Config } from "../src/policy/config.ts";
+import { type Config, type ConfigProblem, refuse } from "../src/policy/config.ts";
 import type { Logger } from "../src/policy/log.ts";
 import type { ConnectionLimit } from "../src/policy/types.ts";
 import { countFds, maxFds, openFds } from "./_process_metrics.ts";
@@ -32,12 +32,22 @@ export function connectionLimit(config: Config): ConnectionLimit | null {
   return fds === undefined ? null : { max: fds.budget, source: "fd limit" };
 }
 
-/** A MAX_CONNECTIONS the descriptor limit cannot hold is refused at startup, not clamped. */
-export function checkConnectionLimit(config: Config): string[] {
+/** A maxConnections the descriptor limit cannot hold is refused at startup, not clamped. */
+export function checkConnectionLimit(config: Config): ConfigProblem[] {
   const fds = fdBudget();
-  if (!config.maxConnections || fds === undefined || config.maxConnections <= fds.budget) return [];
+  const max = config.maxConnections;
+  if (!max || fds === undefined || max <= fds.budget) return [];
   return [
-    `MAX_CONNECTIONS "${config.maxConnections}" is more than this process can open: its file-descriptor limit is ${fds.limit} (ulimit -n), ${fds.open} are in use and ${FD_RESERVE} are kept in reserve; use at most ${fds.budget}, or raise the limit`,
+    refuse(
+      "maxConnections",
+      max,
+      (w) =>
+        `${
+          w.given("maxConnections", max)
+        } is more than this process can open: its file-descriptor limit is ${fds.limit} (ulimit -n), ${fds.open} are in use and ${FD_RESERVE} are kept in reserve; use at most ${
+          w.value("maxConnections", fds.budget)
+        }, or raise the limit`,
+    ),
   ];
 }
 

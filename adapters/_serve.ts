@@ -1,6 +1,6 @@
 import process from "node:process";
 import { bodyLimits } from "../src/policy/body.ts";
-import { ConfigError, resolveServeOptions } from "../src/policy/config.ts";
+import { ConfigError, refuse, resolveServeOptions } from "../src/policy/config.ts";
 import { trackStreamingResponses } from "../src/policy/lifecycle.ts";
 import { createLogger } from "../src/policy/log.ts";
 import { createRegistry, metricsAnswer } from "../src/policy/metrics.ts";
@@ -117,5 +117,10 @@ function pickEngine<E extends Engine>(
   if (name === "auto") return { engine: engines.auto(config), auto: true };
   if (Object.hasOwn(engines.engines, name)) return { engine: name as E, auto: false };
   const names = ["auto", ...Object.keys(engines.engines)];
-  throw new ConfigError([`${engines.variable} "${name}" is not an engine: use ${names.slice(0, -1).join(", ")} or ${names.at(-1)}`]);
+  throw new ConfigError([
+    refuse("engine", name, (w) => {
+      const use = names.map((engine) => w.value("engine", engine));
+      return `${w.given("engine", name)} is not an engine: use ${use.slice(0, -1).join(", ")} or ${use.at(-1)}`;
+    }),
+  ]);
 }

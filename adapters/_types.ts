@@ -1,4 +1,4 @@
-import type { Config } from "../src/policy/config.ts";
+import type { Config, ConfigProblem } from "../src/policy/config.ts";
 import type { Logger } from "../src/policy/log.ts";
 import type { DeclaredLength } from "../src/policy/body.ts";
 import type { Engine, FetchHandler, Server } from "../src/policy/types.ts";
@@ -8,8 +8,8 @@ export type EngineServer = Pick<Server, "url" | "limit" | "inFlight" | "openConn
 
 /** One engine of a runtime: the configurations it cannot honour, and how it serves. */
 export interface EngineDef {
-  /** Problems with a valid configuration this engine cannot honour, one sentence each. */
-  check?(config: Config): string[];
+  /** Problems with a valid configuration this engine cannot honour, each naming the option. */
+  check?(config: Config): ConfigProblem[];
   serve(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer>;
   /** A request's declared Content-Length, where the engine has it cheaper than `request.headers`. */
   declaredLength?: DeclaredLength;
@@ -17,8 +17,6 @@ export interface EngineDef {
 
 /** A runtime's engines, and which one `auto` picks for a configuration. */
 export interface Engines<E extends Engine> {
-  /** The variable that names the engine in the environment, for messages. */
-  readonly variable: string;
   readonly engines: Record<E, EngineDef>;
   auto(config: Config): E;
   /** Why `auto` picked `engine` when it is a fallback (logged as `engine_fallback`), else undefined. */

@@ -1,5 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { spawnSync } from "bun";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ROOT } from "../harness/process.ts";
 
 /**
@@ -30,9 +33,10 @@ function run(cmd: readonly string[], vars: Record<string, string>): { code: numb
 }
 
 /** `fd` stands for the numbers that depend on the process: its descriptor limit, those in use, the room left. */
-const FD = /^MAX_CONNECTIONS "1000000" is more than this process can open: its file-descriptor limit is (\d+) \(ulimit -n\), (\d+) are in use and 32 are kept in reserve; use at most (\d+), or raise the limit$/;
+const FD =
+  /^MAX_CONNECTIONS "1000000" is more than this process can open: its file-descriptor limit is (\d+) \(ulimit -n\), (\d+) are in use and 32 are kept in reserve; use at most (\d+), or raise the limit$/;
 
-const ENTRY_REFUSALS: Array<{ runtime: Runtime; vars: Record<string, string>; lines: Array<string | RegExp> }> = [
+const ENTRY_REFUSALS: Array<{ runtime: Runtime; vars: Record<string, string>; lines: Array<string | RegExp>; each?: boolean }> = [
   {
     runtime: "bun",
     vars: { IDLE_TIMEOUT: "5m", BUN_ENGINE: "bun-serve" },
@@ -52,7 +56,9 @@ const ENTRY_REFUSALS: Array<{ runtime: Runtime; vars: Record<string, string>; li
   },
   {
     runtime: "bun",
+    // Each worker refuses it; the supervisor exits with the first, and one more may have said it by then.
     vars: { WORKERS: "2", BUN_ENGINE: "bun-node-http" },
+    each: true,
     lines: [
       "WORKERS above 1 needs the workers to share the port, which Bun's node:http cannot: use BUN_ENGINE=bun-serve (IDLE_TIMEOUT at most 252s, no MAX_CONNECTIONS) or WORKERS=1",
     ],
@@ -96,12 +102,95 @@ function expectLines(actual: string[], expected: Array<string | RegExp>): void {
 }
 
 describe("an entry refuses what the engine cannot honour in its environment variables: exit 2, one line each", () => {
-  for (const { runtime, vars, lines } of ENTRY_REFUSALS) {
+  for (const { runtime, vars, lines, each } of ENTRY_REFUSALS) {
     const shown = Object.entries(vars).map(([name, value]) => `${name}=${value}`).join(" ");
     test(`${shown} on ${runtime}`, () => {
       const result = run(ENTRY[runtime], vars);
-      expectLines(result.lines, lines);
+      expectLines(each ? [...new Set(result.lines)] : result.lines, lines);
       expect(result.code).toBe(2);
+    }, 25_000);
+  }
+});
+
+/** The same refusals from `serve()` itself, in the options its caller passed. */
+const FD_OPTION =
+  /^maxConnections 1000000 is more than this process can open: its file-descriptor limit is (\d+) \(ulimit -n\), (\d+) are in use and 32 are kept in reserve; use at most (\d+), or raise the limit$/;
+
+const SERVE_REFUSALS: Array<{ runtime: Runtime; options: Record<string, unknown>; lines: Array<string | RegExp> }> = [
+  {
+    runtime: "bun",
+    options: { idleTimeoutMs: 300_000, engine: "bun-serve" },
+    lines: ['idleTimeoutMs 300000 is longer than Bun.serve can keep a connection (252s): use engine "auto" or "bun-node-http"'],
+  },
+  {
+    runtime: "bun",
+    options: { maxConnections: 10, engine: "bun-serve" },
+    lines: [
+      'maxConnections 10 cannot be enforced by Bun.serve, which does not expose its connections: use engine "auto" or "bun-node-http"',
+    ],
+  },
+  {
+    runtime: "bun",
+    options: { reusePort: true, engine: "bun-node-http" },
+    lines: [
+      `reusePort true needs the workers to share the port, which Bun's node:http cannot: use engine "bun-serve" (idleTimeoutMs at most 252000, no maxConnections) or reusePort false`,
+    ],
+  },
+  {
+    runtime: "deno",
+    options: { idleTimeoutMs: 1_000, engine: "deno-node-http" },
+    lines: [
+      "idleTimeoutMs 1000 is too short for Node, which always waits 1000ms past keepAliveTimeout: use more than 1000, or 0 to disable",
+    ],
+  },
+  { runtime: "bun", options: { engine: "foo" }, lines: ['engine "foo" is not an engine: use "auto", "bun-serve" or "bun-node-http"'] },
+  {
+    runtime: "deno",
+    options: { engine: "foo" },
+    lines: ['engine "foo" is not an engine: use "auto", "deno-per-connection" or "deno-node-http"'],
+  },
+  { runtime: "node", options: { engine: "foo" }, lines: ['engine "foo" is not an engine: use "auto" or "node-http"'] },
+  { runtime: "node", options: { maxConnections: 1_000_000 }, lines: [FD_OPTION] },
+  {
+    runtime: "bun",
+    options: { maxConnections: 1_000_000, idleTimeoutMs: 300_000, engine: "bun-serve" },
+    lines: [FD_OPTION, 'idleTimeoutMs 300000 is longer than Bun.serve can keep a connection (252s): use engine "auto" or "bun-node-http"'],
+  },
+];
+
+/** A one-off entry that calls serve() with `options` and prints what the ConfigError says, one line each, on stderr. */
+function serveScript(runtime: Runtime, options: Record<string, unknown>): string {
+  const dir = mkdtempSync(join(tmpdir(), "hono-policy-refusals-"));
+  const file = join(dir, runtime === "deno" ? "entry.deno.ts" : "entry.ts");
+  writeFileSync(
+    file,
+    `import { serve } from ${JSON.stringify(`${ROOT}adapters/${runtime}/mod.ts`)};
+try {
+  const server = await serve(() => new Response("ok"), ${JSON.stringify({ port: 0, host: "127.0.0.1", ...options })});
+  await server.shutdown();
+  console.error("listened");
+} catch (error) {
+  for (const line of (error as { problems?: string[] }).problems ?? [String(error)]) console.error(line);
+  console.log(JSON.stringify({ name: (error as Error).name, message: (error as Error).message }));
+}
+`,
+  );
+  return file;
+}
+
+describe("serve() refuses what the engine cannot honour in the options it was given: a ConfigError, one problem each", () => {
+  for (const { runtime, options, lines } of SERVE_REFUSALS) {
+    test(`${JSON.stringify(options)} on ${runtime}`, () => {
+      const file = serveScript(runtime, options);
+      try {
+        const [bin, ...rest] = ENTRY[runtime];
+        const config = runtime === "deno" ? ["--config", `${ROOT}deno.json`] : [];
+        const result = run([bin, ...rest.slice(0, -1), ...config, file], {});
+        expectLines(result.lines, lines);
+        expect(result.code).toBe(0);
+      } finally {
+        rmSync(join(file, ".."), { recursive: true, force: true });
+      }
     }, 25_000);
   }
 });

@@ -1,4 +1,4 @@
-import { formatDuration } from "../../src/policy/config.ts";
+import { refuse, type Wording } from "../../src/policy/config.ts";
 import type { Serve } from "../../src/policy/types.ts";
 import { requireRuntime } from "../_runtime.ts";
 import { serveWith } from "../_serve.ts";
@@ -17,20 +17,30 @@ requireRuntime("bun");
  *   does not expose its connections, so it cannot count them. Slower than Bun.serve (docs/runtimes.md).
  */
 const engines: Engines<"bun-serve" | "bun-node-http"> = {
-  variable: "BUN_ENGINE",
   engines: {
     "bun-serve": {
       check(config) {
+        const instead = (w: Wording) => `use ${w.use("engine", "auto")} or ${w.value("engine", "bun-node-http")}`;
         if (config.idleTimeoutMs > BUN_MAX_IDLE_MS) {
           return [
-            `IDLE_TIMEOUT "${
-              formatDuration(config.idleTimeoutMs)
-            }" is longer than Bun.serve can keep a connection (252s): use BUN_ENGINE=auto or bun-node-http`,
+            refuse(
+              "idleTimeoutMs",
+              config.idleTimeoutMs,
+              (w) =>
+                `${w.given("idleTimeoutMs", config.idleTimeoutMs)} is longer than Bun.serve can keep a connection (252s): ${instead(w)}`,
+            ),
           ];
         }
         if (config.maxConnections) {
           return [
-            `MAX_CONNECTIONS "${config.maxConnections}" cannot be enforced by Bun.serve, which does not expose its connections: use BUN_ENGINE=auto or bun-node-http`,
+            refuse(
+              "maxConnections",
+              config.maxConnections,
+              (w) =>
+                `${
+                  w.given("maxConnections", config.maxConnections)
+                } cannot be enforced by Bun.serve, which does not expose its connections: ${instead(w)}`,
+            ),
           ];
         }
         return [];
@@ -42,7 +52,12 @@ const engines: Engines<"bun-serve" | "bun-node-http"> = {
       check: (config) =>
         config.reusePort
           ? [
-            "WORKERS above 1 needs the workers to share the port, which Bun's node:http cannot: use BUN_ENGINE=bun-serve (IDLE_TIMEOUT at most 252s, no MAX_CONNECTIONS) or WORKERS=1",
+            refuse("reusePort", true, (w) =>
+              `${w.given("reusePort", true)} needs the workers to share the port, which Bun's node:http cannot: use ${
+                w.use("engine", "bun-serve")
+              } (${w.name("idleTimeoutMs")} at most ${w.value("idleTimeoutMs", BUN_MAX_IDLE_MS)}, no ${w.name("maxConnections")}) or ${
+                w.use("reusePort", false)
+              }`),
           ]
           : [],
       serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger, { idle: "reaper" }),

@@ -1,3 +1,4 @@
+import { refuse } from "../../src/policy/config.ts";
 import type { Serve } from "../../src/policy/types.ts";
 import { findServeHttpOnConnection, servePerConnection } from "./_per_connection.ts";
 import { checkNodeHttp, declaredLengthOnNode, serveNodeHttp } from "../node/_node_http.ts";
@@ -16,13 +17,15 @@ requireRuntime("deno");
  *   numbers, several times slower than Deno's own server (docs/runtimes.md). The fallback.
  */
 const engines: Engines<"deno-per-connection" | "deno-node-http"> = {
-  variable: "DENO_ENGINE",
   engines: {
     "deno-per-connection": {
       check: () =>
-        findServeHttpOnConnection()
-          ? []
-          : [`DENO_ENGINE "deno-per-connection" is not available in Deno ${Deno.version.deno}: use auto or deno-node-http`],
+        findServeHttpOnConnection() ? [] : [
+          refuse("engine", "deno-per-connection", (w) =>
+            `${w.given("engine", "deno-per-connection")} is not available in Deno ${Deno.version.deno}: use ${
+              w.value("engine", "auto")
+            } or ${w.value("engine", "deno-node-http")}`),
+        ],
       serve: servePerConnection,
     },
     "deno-node-http": {

@@ -3,7 +3,7 @@ import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import process from "node:process";
 import { bodyLimits, type DeclaredLength } from "../../src/policy/body.ts";
-import type { Config } from "../../src/policy/config.ts";
+import { type Config, type ConfigProblem, refuse } from "../../src/policy/config.ts";
 import { reportClientGone } from "../../src/policy/lifecycle.ts";
 import { INTERNAL_ERROR } from "../../src/policy/errors.ts";
 import type { Logger } from "../../src/policy/log.ts";
@@ -164,11 +164,20 @@ export interface NodeHttpOptions {
 }
 
 /** Configurations node:http cannot honour, refused at startup rather than clamped. */
-export function checkNodeHttp(config: Config): string[] {
+export function checkNodeHttp(config: Config): ConfigProblem[] {
   const idle = config.idleTimeoutMs;
   if (idle > 0 && idle <= KEEP_ALIVE_BUFFER_MS && !hasKeepAliveBufferOption()) {
     return [
-      `IDLE_TIMEOUT "${idle}ms" is too short for Node, which always waits ${KEEP_ALIVE_BUFFER_MS}ms past keepAliveTimeout: use more than 1s, or 0 to disable`,
+      refuse(
+        "idleTimeoutMs",
+        idle,
+        (w) =>
+          `${
+            w.given("idleTimeoutMs", idle, "ms")
+          } is too short for Node, which always waits ${KEEP_ALIVE_BUFFER_MS}ms past keepAliveTimeout: use more than ${
+            w.value("idleTimeoutMs", KEEP_ALIVE_BUFFER_MS)
+          }, or ${w.value("idleTimeoutMs", 0)} to disable`,
+      ),
     ];
   }
   return [];

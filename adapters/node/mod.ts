@@ -7,7 +7,6 @@ import type { Engines } from "../_types.ts";
 requireRuntime("node");
 
 const engines: Engines<"node-http"> = {
-  variable: "NODE_ENGINE",
   engines: {
     "node-http": {
       check: checkNodeHttp,

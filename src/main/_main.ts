@@ -14,6 +14,7 @@ import type { Module, Mounted } from "./_module.ts";
 import * as modules from "./modules.ts";
 import { withRoutes } from "../policy/routes.ts";
 import { loadWorkers, startWorker, supervise, workerOf } from "./_workers.ts";
+import { engineVariable, envWording } from "./_env.ts";
 
 /** Exit code for a configuration the server cannot run with, before anything is bound. */
 const EXIT_CONFIG = 2;
@@ -115,13 +116,14 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
     server = await serve(fetch, {
       ...policy,
       ...(siblings ? { exposition: siblings.metrics } : {}),
-      engine: env[`${runtime.toUpperCase()}_ENGINE`] ?? "auto",
+      engine: env[engineVariable(runtime)] ?? "auto",
       reusePort: worker !== null,
       logger,
       registry,
     });
   } catch (error) {
-    if (error instanceof ConfigError) exit(EXIT_CONFIG, error.problems);
+    // serve() names the options it was given; the one who set them set these variables.
+    if (error instanceof ConfigError) exit(EXIT_CONFIG, error.in(envWording(runtime)));
     exit(EXIT_START, [`Cannot listen on ${policy.host}:${policy.port}: ${(error as Error).message}`]);
   }
   for (const m of mounted) m.listening?.(server.url);

@@ -224,14 +224,65 @@ function emptyToUndefined(value: string | undefined): string | undefined {
   return value === undefined || value.trim() === "" ? undefined : value;
 }
 
-/** A configuration the server cannot run with; `problems` holds one sentence each, naming what is wrong. */
+/** An option of `serve()`, as a refusal names it. */
+export type OptionName = keyof ServeOptions;
+
+/**
+ * How a refusal names the caller's settings. `serve()` says its options (`optionWording`); an
+ * entry that built the options from its environment variables says those instead, so that each
+ * caller reads the names it set.
+ */
+export interface Wording {
+  /** The setting refused, with the value given: `idleTimeoutMs 300000`. `unit: "ms"` keeps a duration in milliseconds. */
+  given(option: OptionName, value: unknown, unit?: "ms"): string;
+  /** A setting to use instead: `engine "auto"`. */
+  use(option: OptionName, value: unknown): string;
+  /** A value alone, after a `use` or `given` of the same setting: `"bun-node-http"`. */
+  value(option: OptionName, value: unknown): string;
+  /** A setting's name: `maxConnections`. */
+  name(option: OptionName): string;
+}
+
+/** `serve()`'s own wording: each option by its name, each value as it is written in code. */
+export const optionWording: Wording = {
+  given: (option, value) => `${option} ${JSON.stringify(value)}`,
+  use: (option, value) => `${option} ${JSON.stringify(value)}`,
+  value: (_option, value) => JSON.stringify(value),
+  name: (option) => option,
+};
+
+/** One reason a configuration cannot run: the option (a dot path for a nested one), the value given, and the sentence. */
+export interface ConfigProblem {
+  readonly option: string;
+  readonly value: unknown;
+  /** The whole sentence, its first words the setting refused, every setting named as `wording` names it. */
+  say(wording: Wording): string;
+}
+
+/** A problem with `option`, said by `say` in whatever wording the caller reads. */
+export function refuse(option: OptionName, value: unknown, say: (wording: Wording) => string): ConfigProblem {
+  return { option, value, say };
+}
+
+/**
+ * A configuration the server cannot run with. `problems` holds one sentence each, naming the
+ * option that is wrong; `refusals` the same problems, to say in another wording (`in`).
+ */
 export class ConfigError extends Error {
+  readonly refusals: readonly ConfigProblem[];
   readonly problems: readonly string[];
 
-  constructor(problems: readonly string[]) {
+  constructor(refusals: readonly ConfigProblem[]) {
+    const problems = refusals.map((problem) => problem.say(optionWording));
     super(problems.join("\n"));
     this.name = "ConfigError";
+    this.refusals = refusals;
     this.problems = problems;
+  }
+
+  /** The problems, one sentence each, in `wording`: an entry's variables, say. */
+  in(wording: Wording): string[] {
+    return this.refusals.map((problem) => problem.say(wording));
   }
 }
 
@@ -325,5 +376,9 @@ export type Config = v.InferOutput<typeof ServeOptionsSchema>;
 export function resolveServeOptions(options: ServeOptions): Config {
   const result = v.safeParse(ServeOptionsSchema, options);
   if (result.success) return result.output;
-  throw new ConfigError(result.issues.map((issue) => `${v.getDotPath(issue) ?? "options"} ${issue.message}`));
+  throw new ConfigError(result.issues.map((issue) => {
+    // The schema's messages are serve()'s own: what an entry passes it never fails them.
+    const text = `${v.getDotPath(issue) ?? "options"} ${issue.message}`;
+    return { option: v.getDotPath(issue) ?? "options", value: issue.input, say: () => text };
+  }));
 }

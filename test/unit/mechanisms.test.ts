@@ -8,7 +8,7 @@ import { reapIdleConnections } from "../../adapters/node/_idle_reaper.ts";
 import { acceptFailures, checkConnectionLimit, connectionLimit, FD_RESERVE, fdBudget, refusals } from "../../adapters/_connection_limit.ts";
 import { bodyWithLimits, guardBody, releaseBody } from "../../adapters/_request_body.ts";
 import { overBodyLimit } from "../../src/policy/body.ts";
-import { resolveServeOptions } from "../../src/policy/config.ts";
+import { optionWording, resolveServeOptions } from "../../src/policy/config.ts";
 import { notifyFinish, type Outcome, reportClientGone, requestLifecycle, withLifecycle } from "../../src/policy/lifecycle.ts";
 import { createLogger } from "../../src/policy/log.ts";
 import { createRegistry } from "../../src/policy/metrics.ts";
@@ -324,14 +324,15 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
     expect(fds!.budget).toBe(fds!.limit - fds!.open - FD_RESERVE);
   });
 
-  test("a MAX_CONNECTIONS above the fd limit's room is refused, naming the variable", () => {
+  test("a maxConnections above the fd limit's room is refused, naming the option", () => {
     const { budget, limit } = fdBudget()!;
     expect(checkConnectionLimit(config(budget))).toEqual([]);
     const [problem] = checkConnectionLimit(config(budget + 1));
-    expect(problem).toStartWith(
-      `MAX_CONNECTIONS "${budget + 1}" is more than this process can open: its file-descriptor limit is ${limit}`,
+    expect(problem).toMatchObject({ option: "maxConnections", value: budget + 1 });
+    expect(problem!.say(optionWording)).toStartWith(
+      `maxConnections ${budget + 1} is more than this process can open: its file-descriptor limit is ${limit}`,
     );
-    expect(problem).toEndWith(`use at most ${budget}, or raise the limit`);
+    expect(problem!.say(optionWording)).toEndWith(`use at most ${budget}, or raise the limit`);
   });
 
   test("refusals are logged at once, then summarised at most once a second", async () => {
