@@ -1,6 +1,6 @@
 import { type Config, type ConfigProblem, refuse } from "../src/policy/config.ts";
 import type { Logger } from "../src/policy/log.ts";
-import type { ConnectionLimit } from "../src/policy/types.ts";
+import type { ConnectionLimit } from "./_types.ts";
 import { countFds, maxFds, openFds } from "./_process_metrics.ts";
 
 /**
@@ -24,10 +24,10 @@ export function fdBudget(): { budget: number; limit: number; open: number } | un
   return { budget: Math.max(1, limit - open - FD_RESERVE), limit, open };
 }
 
-/** MAX_CONNECTIONS, or (unset) what the descriptor limit leaves room for; null for no limit. */
+/** maxConnections, or (null) what the descriptor limit leaves room for; null for no limit. */
 export function connectionLimit(config: Config): ConnectionLimit | null {
   if (config.maxConnections === 0) return null;
-  if (config.maxConnections !== null) return { max: config.maxConnections, source: "MAX_CONNECTIONS" };
+  if (config.maxConnections !== null) return { max: config.maxConnections, source: "maxConnections" };
   const fds = fdBudget();
   return fds === undefined ? null : { max: fds.budget, source: "fd limit" };
 }
@@ -56,7 +56,7 @@ export function checkConnectionLimit(config: Config): ConfigProblem[] {
  * once, then at most one summary a second with how many, so a flood cannot flood the log too.
  */
 export function refusals(logger: Logger, limit: ConnectionLimit): () => void {
-  const why = limit.source === "fd limit" ? "what the file-descriptor limit leaves room for" : "MAX_CONNECTIONS";
+  const why = limit.source === "fd limit" ? "what the file-descriptor limit leaves room for" : limit.source;
   return summarised((count) =>
     logger.warn("connections_refused", {
       count,

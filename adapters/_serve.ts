@@ -25,8 +25,8 @@ export async function serveWith<E extends Engine>(
   runtime: Runtime,
   engines: Engines<E>,
   app: App,
-  options: ServeOptions = {},
-): Promise<Server> {
+  options: ServeOptions<E> = {},
+): Promise<Server<E>> {
   const config = resolveServeOptions(options);
   const { engine, auto } = pickEngine(engines, config.engine, config);
   const problems = [...checkConnectionLimit(config), ...(engines.engines[engine].check?.(config) ?? [])];
@@ -48,7 +48,7 @@ export async function serveWith<E extends Engine>(
   trackStreamingResponses();
 
   // Where the engine cannot count its connections (Bun.serve) there is no series rather than a 0.
-  // Kept per worker: MAX_CONNECTIONS and the descriptor limit are each worker's own.
+  // Kept per worker: maxConnections and the descriptor limit are each worker's own.
   const openConnections = handle.openConnections?.bind(handle);
   if (openConnections) {
     registry.collect("connections_open", "Open client connections.", "gauge", () => [{ value: openConnections() }], {
@@ -75,7 +75,7 @@ export async function serveWith<E extends Engine>(
   });
 
   return {
-    ...handle,
+    url: handle.url,
     runtime,
     engine,
     registry,

@@ -1,10 +1,33 @@
 import type { Config, ConfigProblem } from "../src/policy/config.ts";
 import type { Logger } from "../src/policy/log.ts";
 import type { DeclaredLength } from "../src/policy/body.ts";
-import type { Engine, FetchHandler, Server } from "../src/policy/types.ts";
+import type { Engine, FetchHandler } from "../src/policy/types.ts";
 
-/** What an engine returns once listening; `_serve.ts` makes a `Server` of it. */
-export type EngineServer = Pick<Server, "url" | "limit" | "inFlight" | "openConnections" | "drain" | "cut">;
+/** The connection limit an engine enforces, and where that number comes from. */
+export interface ConnectionLimit {
+  readonly max: number;
+  readonly source: "maxConnections" | "fd limit";
+}
+
+/**
+ * What an engine returns once listening: the handle `_serve.ts` alone drives (its `shutdown()`
+ * drains, then cuts) and makes a public `Server` of. Not part of the `Server`, so that no caller
+ * can skip the readiness flip and the shutdown events by draining directly.
+ */
+export interface EngineServer {
+  /** `http://127.0.0.1:PORT` (or the bound host), with the real port. */
+  readonly url: string;
+  /** The connection limit this engine enforces, or null when it has none (Bun.serve cannot count). */
+  readonly limit: ConnectionLimit | null;
+  /** Requests whose response is not complete yet. */
+  inFlight(): number;
+  /** Open client connections, where the engine can know them (Bun.serve cannot). */
+  openConnections?(): number;
+  /** Stops accepting, closes idle connections now and each busy one right after its response; resolves when none is left. */
+  drain(): Promise<void>;
+  /** Closes every remaining connection at once; returns how many requests it cut. */
+  cut(): number;
+}
 
 /** One engine of a runtime: the configurations it cannot honour, and how it serves. */
 export interface EngineDef {

@@ -3,7 +3,8 @@ import { spawnSync } from "bun";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ROOT } from "../harness/process.ts";
+import { ROOT, ServerProcess } from "../harness/process.ts";
+import { using } from "../harness/wait.ts";
 
 /**
  * A configuration the engine cannot honour is refused in the words of whoever gave it: an entry
@@ -193,4 +194,37 @@ describe("serve() refuses what the engine cannot honour in the options it was gi
       }
     }, 25_000);
   }
+});
+
+describe("where a connection limit comes from, in the words of whoever set it", () => {
+  const listening = (cmd: string[], vars: Record<string, string>) =>
+    using(async (defer) => {
+      const server = new ServerProcess(cmd, { ...process.env, PORT: "0", HOST: "127.0.0.1", ...vars } as Record<string, string>);
+      defer(() => server.kill());
+      return await server.waitForEvent("listening", 15_000);
+    });
+
+  test("an entry's listening event says MAX_CONNECTIONS, as docs/observability.md has it", async () => {
+    expect(await listening([...ENTRY.node], { MAX_CONNECTIONS: "20" })).toMatchObject({
+      maxConnections: 20,
+      maxConnectionsFrom: "MAX_CONNECTIONS",
+    });
+  }, 20_000);
+
+  test("serve()'s says maxConnections, the option its caller passed", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "hono-policy-limit-"));
+    try {
+      const file = join(dir, "entry.ts");
+      writeFileSync(
+        file,
+        `import { serve } from ${JSON.stringify(`${ROOT}adapters/node/mod.ts`)};
+const server = await serve(() => new Response("ok"), { port: 0, host: "127.0.0.1", maxConnections: 20 });
+process.on("SIGTERM", () => void server.shutdown().then(() => process.exit(0)));
+`,
+      );
+      expect(await listening([ENTRY.node[0], file], {})).toMatchObject({ maxConnections: 20, maxConnectionsFrom: "maxConnections" });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 20_000);
 });

@@ -1,5 +1,5 @@
 import { refuse, type Wording } from "../../src/policy/config.ts";
-import type { Serve } from "../../src/policy/types.ts";
+import type { BunEngine, Serve } from "../../src/policy/types.ts";
 import { requireRuntime } from "../_runtime.ts";
 import { serveWith } from "../_serve.ts";
 import type { Engines } from "../_types.ts";
@@ -16,7 +16,7 @@ requireRuntime("bun");
  *   with the idle timer in JavaScript, because Bun's own timer stops at 255 s, and because Bun.serve
  *   does not expose its connections, so it cannot count them. Slower than Bun.serve (docs/runtimes.md).
  */
-const engines: Engines<"bun-serve" | "bun-node-http"> = {
+const engines: Engines<BunEngine> = {
   engines: {
     "bun-serve": {
       check(config) {
@@ -68,4 +68,4 @@ const engines: Engines<"bun-serve" | "bun-node-http"> = {
 };
 
 /** Serves `app` on Bun with the engine the options call for, enforcing the whole connection policy. */
-export const serve: Serve = (app, options) => serveWith("bun", engines, app, options);
+export const serve: Serve<BunEngine> = (app, options) => serveWith("bun", engines, app, options);

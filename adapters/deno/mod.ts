@@ -1,5 +1,5 @@
 import { refuse } from "../../src/policy/config.ts";
-import type { Serve } from "../../src/policy/types.ts";
+import type { DenoEngine, Serve } from "../../src/policy/types.ts";
 import { findServeHttpOnConnection, servePerConnection } from "./_per_connection.ts";
 import { checkNodeHttp, declaredLengthOnNode, serveNodeHttp } from "../node/_node_http.ts";
 import { requireRuntime } from "../_runtime.ts";
@@ -16,7 +16,7 @@ requireRuntime("deno");
  * - `deno-node-http`: Deno's node:http compatibility, which enforces Node's options with Node's
  *   numbers, several times slower than Deno's own server (docs/runtimes.md). The fallback.
  */
-const engines: Engines<"deno-per-connection" | "deno-node-http"> = {
+const engines: Engines<DenoEngine> = {
   engines: {
     "deno-per-connection": {
       check: () =>
@@ -39,4 +39,4 @@ const engines: Engines<"deno-per-connection" | "deno-node-http"> = {
 };
 
 /** Serves `app` on Deno with the connection policy Deno.serve does not enforce by itself. */
-export const serve: Serve = (app, options) => serveWith("deno", engines, app, options);
+export const serve: Serve<DenoEngine> = (app, options) => serveWith("deno", engines, app, options);

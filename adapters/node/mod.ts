@@ -1,4 +1,4 @@
-import type { Serve } from "../../src/policy/types.ts";
+import type { NodeEngine, Serve } from "../../src/policy/types.ts";
 import { checkNodeHttp, declaredLengthOnNode, serveNodeHttp } from "./_node_http.ts";
 import { requireRuntime } from "../_runtime.ts";
 import { serveWith } from "../_serve.ts";
@@ -6,7 +6,7 @@ import type { Engines } from "../_types.ts";
 
 requireRuntime("node");
 
-const engines: Engines<"node-http"> = {
+const engines: Engines<NodeEngine> = {
   engines: {
     "node-http": {
       check: checkNodeHttp,
@@ -18,4 +18,4 @@ const engines: Engines<"node-http"> = {
 };
 
 /** Serves `app` on Node with node:http (through @hono/node-server), enforcing the whole connection policy. */
-export const serve: Serve = (app, options) => serveWith("node", engines, app, options);
+export const serve: Serve<NodeEngine> = (app, options) => serveWith("node", engines, app, options);

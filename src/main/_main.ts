@@ -7,9 +7,9 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { appOf, fetchOf } from "../policy/app.ts";
 import { ConfigError, loadConfig } from "../policy/config.ts";
-import { createLogger, type Logger } from "../policy/log.ts";
+import { createLogger, type Fields, type Logger } from "../policy/log.ts";
 import { createRegistry } from "../policy/metrics.ts";
-import type { App, AppContext, AppExport, Runtime, Serve, Server } from "../policy/types.ts";
+import type { App, AppContext, AppExport, Engine, Runtime, Serve, Server } from "../policy/types.ts";
 import type { Module, Mounted } from "./_module.ts";
 import * as modules from "./modules.ts";
 import { withRoutes } from "../policy/routes.ts";
@@ -53,7 +53,7 @@ type AppModule = { default?: AppExport };
  * serves, and shuts down gracefully on SIGTERM or SIGINT (exit 0). The app is `src/app.ts`, or
  * the module named by the first argument (`npm start -- path/to/app.ts`).
  */
-export async function main(runtime: Runtime, serve: Serve): Promise<void> {
+export async function main<E extends Engine>(runtime: Runtime, serve: Serve<E>): Promise<void> {
   const env = process.env;
   const config = loadConfig(env);
   const workers = loadWorkers(env);
@@ -89,9 +89,11 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
     process.exit(code);
   }
   // A worker's `listening` is its own; the supervisor prints the server's.
-  const logger = worker
-    ? renamed(createLogger((line) => console.log(line), { runtime, worker: worker.index }), "listening", "worker_listening")
-    : createLogger((line) => console.log(line), { runtime });
+  const logger = inVariables(
+    worker
+      ? renamed(createLogger((line) => console.log(line), { runtime, worker: worker.index }), "listening", "worker_listening")
+      : createLogger((line) => console.log(line), { runtime }),
+  );
   const registry = createRegistry();
   const siblings = worker ? await startWorker(worker, registry) : undefined;
   const context: AppContext = { logger, registry, bodyLimitBytes: policy.bodyLimitBytes };
@@ -111,12 +113,13 @@ export async function main(runtime: Runtime, serve: Serve): Promise<void> {
   // serve() answers the probes in front of these; the modules' routes go in front of the app.
   const fetch = withRoutes(fetchOf(app), mounted.map((m) => [m.prefix, m.fetch] as const));
 
-  let server: Server;
+  let server: Server<E>;
   try {
     server = await serve(fetch, {
       ...policy,
       ...(siblings ? { exposition: siblings.metrics } : {}),
-      engine: env[engineVariable(runtime)] ?? "auto",
+      // Any string: serve() refuses a name this runtime has no engine by (a ConfigError, exit 2).
+      engine: (env[engineVariable(runtime)] ?? "auto") as "auto" | E,
       reusePort: worker !== null,
       logger,
       registry,
@@ -160,6 +163,25 @@ function renamed(logger: Logger, from: string, to: string): Logger {
     info: (event, fields) => logger.info(name(event), fields),
     warn: (event, fields) => logger.warn(name(event), fields),
     error: (event, fields) => logger.error(name(event), fields),
+  };
+}
+
+/**
+ * `logger` with serve()'s word for a connection limit it was given, the `maxConnections` option,
+ * written as the variable that gave it, MAX_CONNECTIONS: in `listening` (`maxConnectionsFrom`) and
+ * in `connections_refused` (`source`, and the end of `message`), as docs/observability.md has them.
+ */
+function inVariables(logger: Logger): Logger {
+  const said = (fields: Fields | undefined): Fields | undefined => {
+    if (fields?.maxConnectionsFrom === "maxConnections") return { ...fields, maxConnectionsFrom: "MAX_CONNECTIONS" };
+    if (fields?.source !== "maxConnections") return fields;
+    const message = typeof fields.message === "string" ? fields.message.replace(/maxConnections$/, "MAX_CONNECTIONS") : fields.message;
+    return { ...fields, source: "MAX_CONNECTIONS", message };
+  };
+  return {
+    info: (event, fields) => logger.info(event, said(fields)),
+    warn: (event, fields) => logger.warn(event, said(fields)),
+    error: (event, fields) => logger.error(event, fields),
   };
 }
 

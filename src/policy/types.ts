@@ -17,7 +17,13 @@ export type Runtime = "node" | "bun" | "deno";
  * What serves connections, spelt the same in `BUN_ENGINE`/`DENO_ENGINE`, the `listening` event,
  * and the test suites: the runtime, then the mechanism.
  */
-export type Engine = "node-http" | "bun-serve" | "bun-node-http" | "deno-per-connection" | "deno-node-http";
+export type Engine = NodeEngine | BunEngine | DenoEngine;
+/** Node's one engine. */
+export type NodeEngine = "node-http";
+/** Bun's engines: Bun.serve, or Bun's node:http (docs/engines.md). */
+export type BunEngine = "bun-serve" | "bun-node-http";
+/** Deno's engines: its HTTP server one connection at a time, or its node:http compatibility (docs/engines.md). */
+export type DenoEngine = "deno-per-connection" | "deno-node-http";
 
 /**
  * Anything that answers a Request, such as a Hono app's `fetch`. Hono types `env` by the app's
@@ -34,7 +40,7 @@ export type App = { fetch: FetchHandler } | FetchHandler;
  * Runtime support: every option holds on Node, Bun and Deno; how each runtime enforces it is
  * in docs/policy.md.
  */
-export interface ServeOptions {
+export interface ServeOptions<E extends Engine = Engine> {
   /** TCP port to bind; 0 picks a free one. @default 8080 */
   port?: number;
   /** Address to bind. @default "0.0.0.0" */
@@ -119,10 +125,12 @@ export interface ServeOptions {
   exposition?: () => string | Promise<string>;
   /**
    * The engine, where a runtime has two (`bun-serve` or `bun-node-http`; `deno-per-connection` or
-   * `deno-node-http`). `auto` picks the fastest one that can honour the other options.
+   * `deno-node-http`): each runtime's `serve()` takes its own. `auto` picks the fastest one that can
+   * honour the other options. A name this runtime does not have (from a string the types did not
+   * check) is a ConfigError.
    * @default "auto"
    */
-  engine?: string;
+  engine?: "auto" | E;
   /**
    * Share the port with other processes that set it too (SO_REUSEPORT, Linux): what WORKERS uses.
    * @default false
@@ -137,12 +145,6 @@ export interface ServeOptions {
   registry?: Registry;
 }
 
-/** The connection limit an engine enforces, and where that number comes from. */
-export interface ConnectionLimit {
-  readonly max: number;
-  readonly source: "MAX_CONNECTIONS" | "fd limit";
-}
-
 /** How a shutdown went: requests cut at the deadline, and how long it took. */
 export interface ShutdownResult {
   readonly cut: number;
@@ -150,23 +152,14 @@ export interface ShutdownResult {
 }
 
 /** A listening server, the same shape on every runtime. */
-export interface Server {
+export interface Server<E extends Engine = Engine> {
   /** `http://127.0.0.1:PORT` (or the bound host), with the real port. */
   readonly url: string;
   readonly runtime: Runtime;
-  readonly engine: Engine;
-  /** The connection limit this engine enforces, or null when it has none (Bun.serve cannot count). */
-  readonly limit: ConnectionLimit | null;
+  /** The engine serving it: the one `engine` named, or the one `auto` picked. */
+  readonly engine: E;
   /** The registry the server's metrics are in. */
   readonly registry: Registry;
-  /** Requests whose response is not complete yet. */
-  inFlight(): number;
-  /** Open client connections, where the engine can know them (Bun.serve cannot). */
-  openConnections?(): number;
-  /** Stops accepting, closes idle connections now and each busy one right after its response; resolves when none is left. */
-  drain(): Promise<void>;
-  /** Closes every remaining connection at once; returns how many requests it cut. */
-  cut(): number;
   /**
    * Whether the server takes work (what `/readyz` answers): true from listening until `shutdown()`
    * starts. Not srvx's `ready()`, which waits for listening: `serve()` resolves once listening.
@@ -174,14 +167,15 @@ export interface Server {
   ready(): boolean;
   /**
    * The graceful shutdown: logs `shutdown_started` and stops being `ready()` at once, keeps serving
-   * for `shutdownDelayMs`, then drains, cuts what is left `shutdownTimeoutMs` later, and logs
-   * `shutdown_complete`. Calling it again, even during the delay, returns the same promise.
+   * for `shutdownDelayMs`, then stops accepting, closes idle connections, lets in-flight requests
+   * finish, cuts what is left `shutdownTimeoutMs` later, and logs `shutdown_complete`. Calling it
+   * again, even during the delay, returns the same promise.
    */
   shutdown(reason?: string): Promise<ShutdownResult>;
 }
 
 /** Every adapter's `serve()`: validates the options (a ConfigError says what is wrong), listens, and enforces the policy. */
-export type Serve = (app: App, options?: ServeOptions) => Promise<Server>;
+export type Serve<E extends Engine = Engine> = (app: App, options?: ServeOptions<E>) => Promise<Server<E>>;
 
 /** What an app module's default export is given by the entry points, when it is a function. */
 /** What an app module default-exports: an app, or a function of the context that makes one. */

@@ -315,9 +315,9 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
   const config = (maxConnections: number | null) => ({ ...baseConfig, maxConnections });
   const baseConfig = resolveServeOptions({});
 
-  test("MAX_CONNECTIONS wins; unset means the fd limit's room; 0 means none", () => {
+  test("maxConnections wins; null means the fd limit's room; 0 means none", () => {
     expect(connectionLimit(config(0))).toBeNull();
-    expect(connectionLimit(config(50))).toEqual({ max: 50, source: "MAX_CONNECTIONS" });
+    expect(connectionLimit(config(50))).toEqual({ max: 50, source: "maxConnections" });
     const fds = fdBudget();
     expect(fds).toBeDefined(); // Linux: /proc/self is there
     expect(connectionLimit(config(null))).toEqual({ max: fds!.budget, source: "fd limit" });
@@ -338,14 +338,14 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
   test("refusals are logged at once, then summarised at most once a second", async () => {
     const lines: Array<Record<string, unknown>> = [];
     const logger = createLogger((line) => lines.push(JSON.parse(line)));
-    const refused = refusals(logger, { max: 3, source: "MAX_CONNECTIONS" });
+    const refused = refusals(logger, { max: 3, source: "maxConnections" });
     const started = Date.now();
     for (let i = 0; i < 5; i++) refused();
     expect(lines.map((l) => l.count)).toEqual([1]);
     while (lines.length < 2 && Date.now() - started < 1_500) await Bun.sleep(20);
     expect(lines.map((l) => l.count)).toEqual([1, 4]);
     expect(Date.now() - started).toBeGreaterThanOrEqual(950);
-    expect(lines[1]).toMatchObject({ level: "warn", event: "connections_refused", max: 3, source: "MAX_CONNECTIONS" });
+    expect(lines[1]).toMatchObject({ level: "warn", event: "connections_refused", max: 3, source: "maxConnections" });
   }, 5_000);
 
   test("the telemetry counts a summary by its count", async () => {
