@@ -10,9 +10,9 @@ import { BUN_MAX_IDLE_MS } from "./_idle.ts";
 requireRuntime("bun");
 
 /**
- * `BUN_ENGINE` (the `engine` option) picks what serves connections:
- * - `bun-serve` (what `auto` picks for IDLE_TIMEOUT up to 252 s): Bun.serve, Bun's fast path.
- * - `bun-node-http` (what `auto` picks above that, or when MAX_CONNECTIONS is set): Bun's node:http
+ * The `engine` option (BUN_ENGINE in the entries) picks what serves connections:
+ * - `bun-serve` (what `auto` picks for idleTimeoutMs up to 252 s): Bun.serve, Bun's fast path.
+ * - `bun-node-http` (what `auto` picks above that, or when maxConnections is set): Bun's node:http
  *   with the idle timer in JavaScript, because Bun's own timer stops at 255 s, and because Bun.serve
  *   does not expose its connections, so it cannot count them. Slower than Bun.serve (docs/runtimes.md).
  */

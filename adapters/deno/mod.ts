@@ -9,7 +9,7 @@ import type { Engines } from "../_types.ts";
 requireRuntime("deno");
 
 /**
- * `DENO_ENGINE` (the `engine` option) picks what serves connections:
+ * The `engine` option (DENO_ENGINE in the entries) picks what serves connections:
  * - `deno-per-connection` (what `auto` picks when this Deno has it): Deno's HTTP server, one
  *   connection at a time under its own AbortSignal, so the adapter can enforce the idle and head
  *   deadlines that Deno.serve lacks. Uses an internal API (see adapters/deno/_per_connection.ts).

@@ -6,15 +6,14 @@ import process from "node:process";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { appOf, fetchOf } from "../policy/app.ts";
-import { ConfigError, loadConfig } from "../policy/config.ts";
+import { ConfigError } from "../policy/config.ts";
 import { createLogger, type Fields, type Logger } from "../policy/log.ts";
 import { createRegistry } from "../policy/metrics.ts";
-import type { App, AppContext, AppExport, Engine, Runtime, Serve, Server } from "../policy/types.ts";
-import type { Module, Mounted } from "./_module.ts";
+import type { App, AppContext, AppExport, Engine, Module, Mounted, Runtime, Serve, Server } from "../policy/types.ts";
 import * as modules from "./modules.ts";
 import { withRoutes } from "../policy/routes.ts";
 import { loadWorkers, startWorker, supervise, workerOf } from "./_workers.ts";
-import { engineVariable, envWording } from "./_env.ts";
+import { engineVariable, envWording, loadConfig } from "./_env.ts";
 
 /** Exit code for a configuration the server cannot run with, before anything is bound. */
 const EXIT_CONFIG = 2;

@@ -3,7 +3,8 @@
  * platform owns instead is in ./_workerd_platform.ts and docs/policy.md#cloudflare-workers-workerd.
  */
 import type { CloudflareOptions } from "../../adapters/cloudflare/mod.ts";
-import { type ConfigResult, EnvSchema, readEnv } from "../policy/config.ts";
+import { type ConfigResult, readEnv } from "../policy/config.ts";
+import { EnvSchema } from "./_env.ts";
 import { PLATFORM_OWNED, WEBSUB_OUT_OF_SCOPE } from "./_workerd_platform.ts";
 
 /**

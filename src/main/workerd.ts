@@ -11,7 +11,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { createInterface } from "node:readline";
 import { displayUrl } from "../../adapters/_types.ts";
-import { EnvSchema, loadConfig } from "../policy/config.ts";
+import { EnvSchema, loadConfig } from "./_env.ts";
 import { createLogger } from "../policy/log.ts";
 import { loadCloudflareConfig } from "./_workerd_config.ts";
 import { bundleWorker, WORKERD, writeWorkerdConfig } from "./_workerd_build.ts";

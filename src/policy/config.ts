@@ -1,7 +1,9 @@
 import * as v from "valibot";
 import type { Logger } from "./log.ts";
 import type { Registry } from "./metrics.ts";
-import type { ServeOptions } from "./types.ts";
+import type { ConfigResult, ServeOptions } from "./types.ts";
+
+export type { ConfigResult } from "./types.ts";
 
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const;
 const DURATION = /^(\d+|\d*\.\d+)(ms|s|m|h)$/;
@@ -63,11 +65,6 @@ export function fromParser<T>(parse: (value: string) => T) {
   });
 }
 
-/** A duration variable; `zero` is what 0 means for it, said in its messages. */
-function Duration(fallback: string, zero: string) {
-  return v.optional(v.pipe(v.string(), fromParser((value) => parseDurationMs(value, zero))), fallback);
-}
-
 const SIZE = /^(\d+|\d*\.\d+)(b|kb|mb|gb|tb)$/;
 const UNIT_BYTES = { b: 1, kb: 1_024, mb: 1_048_576 } as const;
 /** Units read only to say that the size is over the maximum. */
@@ -94,36 +91,6 @@ export function parseSizeBytes(value: string): number {
   return bytes;
 }
 
-const Port = v.optional(
-  v.pipe(
-    v.string(),
-    v.regex(/^\d+$/, (issue) => `"${issue.input}" is not a port: use an integer from 0 to 65535 (0 picks a free one)`),
-    v.transform(Number),
-    v.maxValue(65_535, (issue) => `"${issue.input}" is over the maximum of 65535 (0 picks a free one)`),
-  ),
-  "8080",
-);
-
-const Host = v.optional(
-  v.pipe(
-    v.string(),
-    v.regex(
-      /^[A-Za-z0-9.:[\]-]+$/,
-      (issue) => `"${issue.input}" is not an address: use an IP address or a host name, e.g. 0.0.0.0 or 127.0.0.1`,
-    ),
-  ),
-  "0.0.0.0",
-);
-
-const MaxConnections = v.optional(
-  v.pipe(
-    v.string(),
-    v.regex(/^\d+$/, (issue) => `"${issue.input}" is not a connection count: use an integer from 1 to 1000000, or 0 for no limit`),
-    v.transform(Number),
-    v.maxValue(1_000_000, (issue) => `"${issue.input}" is over the maximum of 1000000 (0 means no limit)`),
-  ),
-);
-
 /** The policy's defaults, in milliseconds: the environment's defaults are these, written as durations. */
 export const DEFAULTS = {
   port: 8080,
@@ -137,56 +104,14 @@ export const DEFAULTS = {
 } as const;
 
 /** The one cross-field rule: the head is part of the request (0 disables either deadline). */
-function headWithinRequest(headersTimeoutMs: number, requestTimeoutMs: number): boolean {
+export function headWithinRequest(headersTimeoutMs: number, requestTimeoutMs: number): boolean {
   return headersTimeoutMs === 0 || requestTimeoutMs === 0 || headersTimeoutMs <= requestTimeoutMs;
 }
 
-/** The environment variables the entry points read for the server, with their defaults. */
-export const EnvSchema = v.pipe(
-  v.object({
-    PORT: Port,
-    HOST: Host,
-    IDLE_TIMEOUT: Duration(formatDuration(DEFAULTS.idleTimeoutMs), "0 disables"),
-    HEADERS_TIMEOUT: Duration(formatDuration(DEFAULTS.headersTimeoutMs), "0 disables"),
-    REQUEST_TIMEOUT: Duration(formatDuration(DEFAULTS.requestTimeoutMs), "0 disables"),
-    SHUTDOWN_TIMEOUT: Duration(formatDuration(DEFAULTS.shutdownTimeoutMs), "0 cuts in-flight requests at once"),
-    SHUTDOWN_DELAY: Duration(formatDuration(DEFAULTS.shutdownDelayMs), "0 closes the listener at once"),
-    BODY_LIMIT: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
-    MAX_CONNECTIONS: MaxConnections,
-    TRUST_PROXY: v.optional(
-      v.pipe(
-        v.string(),
-        v.picklist(["true", "false"], (issue) => `${JSON.stringify(issue.input)} is not a boolean: use true or false`),
-        v.transform((value) => value === "true"),
-      ),
-      "false",
-    ),
-  }),
-  v.forward(
-    v.check(
-      (env) => headWithinRequest(env.HEADERS_TIMEOUT, env.REQUEST_TIMEOUT),
-      (issue) => {
-        const env = issue.input as { HEADERS_TIMEOUT: number; REQUEST_TIMEOUT: number };
-        return `"${formatDuration(env.HEADERS_TIMEOUT)}" is longer than REQUEST_TIMEOUT "${
-          formatDuration(env.REQUEST_TIMEOUT)
-        }": the head is part of the request, so use at most that`;
-      },
-    ),
-    ["HEADERS_TIMEOUT"],
-  ),
-);
-
-export type EnvInput = v.InferInput<typeof EnvSchema>;
-export type EnvOutput = v.InferOutput<typeof EnvSchema>;
-
-/** What the environment configures: the server's policy and address, the body limit, and whether a proxy is trusted. */
-export type EnvConfig = Required<Pick<ServeOptions, PolicyKey>>;
-
-export type ConfigResult<T> = { ok: true; config: T } | { ok: false; problems: string[] };
-
 /**
- * Validates the variables `schema` names, empty ones counting as unset; every problem is one
- * sentence that starts with the variable's name. Modules read their own variables with it too.
+ * Validates the variables `schema` names in `env`, empty ones counting as unset; every problem is
+ * one sentence that starts with the variable's name. The names are the schema's: the entries'
+ * (src/main/_env.ts) and each module's own; this only reads them.
  */
 export function readEnv<S extends v.GenericSchema & { entries: Record<string, unknown> }>(
   schema: S,
@@ -196,28 +121,6 @@ export function readEnv<S extends v.GenericSchema & { entries: Record<string, un
   const result = v.safeParse(schema, input);
   if (result.success) return { ok: true, config: result.output };
   return { ok: false, problems: result.issues.map((issue) => `${v.getDotPath(issue) ?? "configuration"} ${issue.message}`) };
-}
-
-/** Validates the server's variables (see EnvSchema) into options for `serve()`. */
-export function loadConfig(env: Record<string, string | undefined>): ConfigResult<EnvConfig> {
-  const result = readEnv(EnvSchema, env);
-  if (!result.ok) return result;
-  const out = result.config;
-  return {
-    ok: true,
-    config: {
-      port: out.PORT,
-      host: out.HOST,
-      idleTimeoutMs: out.IDLE_TIMEOUT,
-      headersTimeoutMs: out.HEADERS_TIMEOUT,
-      requestTimeoutMs: out.REQUEST_TIMEOUT,
-      shutdownTimeoutMs: out.SHUTDOWN_TIMEOUT,
-      shutdownDelayMs: out.SHUTDOWN_DELAY,
-      maxConnections: out.MAX_CONNECTIONS ?? null,
-      bodyLimitBytes: out.BODY_LIMIT,
-      trustProxy: out.TRUST_PROXY,
-    },
-  };
 }
 
 function emptyToUndefined(value: string | undefined): string | undefined {
@@ -285,19 +188,6 @@ export class ConfigError extends Error {
     return this.refusals.map((problem) => problem.say(wording));
   }
 }
-
-/** The options `serve()` reads that are policy and address, as opposed to its collaborators. */
-type PolicyKey =
-  | "port"
-  | "host"
-  | "idleTimeoutMs"
-  | "headersTimeoutMs"
-  | "requestTimeoutMs"
-  | "shutdownTimeoutMs"
-  | "shutdownDelayMs"
-  | "maxConnections"
-  | "bodyLimitBytes"
-  | "trustProxy";
 
 function wholeNumber(max: number, what: string) {
   const message = (issue: v.BaseIssue<unknown>) => `${JSON.stringify(issue.input)} is not ${what}: use an integer from 0 to ${max}`;

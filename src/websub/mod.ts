@@ -7,8 +7,8 @@
  */
 import { Hono } from "hono";
 import * as v from "valibot";
-import type { Module } from "../main/_module.ts";
-import { type ConfigResult, fromParser, parseDurationMs, readEnv } from "../policy/config.ts";
+import { fromParser, parseDurationMs, readEnv } from "../policy/config.ts";
+import type { ConfigResult, Module } from "../policy/types.ts";
 import { jsonErrors } from "../policy/errors.ts";
 import { type CountedEvent, countEvents } from "../policy/telemetry.ts";
 import { handleContent } from "./content.ts";

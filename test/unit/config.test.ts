@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { ConfigError, formatDuration, loadConfig, parseDurationMs, resolveServeOptions } from "../../src/policy/config.ts";
+import { loadConfig } from "../../src/main/_env.ts";
+import { ConfigError, formatDuration, parseDurationMs, resolveServeOptions } from "../../src/policy/config.ts";
 
 describe("parseDurationMs", () => {
   test("reads every unit", () => {

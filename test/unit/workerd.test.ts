@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, type Mock, spyOn, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { loadConfig } from "../../src/policy/config.ts";
+import { loadConfig } from "../../src/main/_env.ts";
 import { type CloudflareHandler, worker } from "../../adapters/cloudflare/mod.ts";
 import { loadCloudflareConfig } from "../../src/main/_workerd_config.ts";
 import { COMPATIBILITY_DATE, PLATFORM_OWNED } from "../../src/main/_workerd_platform.ts";
