@@ -214,4 +214,9 @@ export interface Module<C> {
   create(config: C, context: AppContext): Mounted | Promise<Mounted>;
   /** Why the module, configured so, cannot run in several processes at once (WORKERS above 1), if it cannot. */
   singleProcess?(config: C): string | undefined;
+  /**
+   * The module's own command line (`npm run websub -- list`, through src/main/command.ts), given
+   * the arguments and the environment; prints JSON lines with `print` and resolves to the exit code.
+   */
+  command?(args: readonly string[], env: Readonly<Record<string, string | undefined>>, print: (line: object) => void): Promise<number>;
 }

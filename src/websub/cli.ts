@@ -5,7 +5,6 @@
  * the hub for a subscribe, the unsubscription request for an unsubscribe, deletion once the hub
  * verified it. Prints JSON lines; never prints a secret. Exit 0 done, 1 failed, 2 bad usage.
  */
-import process from "node:process";
 import { readEnv } from "../policy/config.ts";
 import { parseTopics, WebSubEnvSchema } from "./mod.ts";
 import { openStore } from "./store/open.ts";
@@ -39,7 +38,7 @@ export function describeSubscription(sub: Subscription): Record<string, unknown>
 export async function run(
   args: string[],
   store: SubscriptionStore,
-  env: Record<string, string | undefined>,
+  env: Readonly<Record<string, string | undefined>>,
   print: (line: object) => void,
 ) {
   const [command, target, ...rest] = args;
@@ -102,12 +101,20 @@ export async function run(
   return 0;
 }
 
-if (import.meta.main) {
-  const print = (line: object) => console.log(JSON.stringify(line));
-  const config = readEnv(WebSubEnvSchema, process.env);
+/**
+ * The command line: `args` after `npm run websub --`, and the environment; prints each line with
+ * `print` and resolves to the exit code. Run by src/main/command.ts, the one that reads the
+ * environment and exits.
+ */
+export async function main(
+  args: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  print: (line: object) => void,
+): Promise<number> {
+  const config = readEnv(WebSubEnvSchema, env);
   if (!config.ok) {
     for (const problem of config.problems) print({ error: "invalid_configuration", message: problem });
-    process.exit(2);
+    return 2;
   }
   const spec = config.config.WEBSUB_STORE;
   if (spec.kind === "memory") {
@@ -115,22 +122,22 @@ if (import.meta.main) {
       error: "invalid_configuration",
       message: 'WEBSUB_STORE "memory" lives in the server\'s own process: there is nothing to manage from here',
     });
-    process.exit(2);
+    return 2;
   }
   let store: SubscriptionStore;
   try {
     store = await openStore(spec);
   } catch (error) {
     print({ error: "store_unavailable", message: (error as Error).message });
-    process.exit(1);
+    return 1;
   }
   let code = 1;
   try {
-    code = await run(process.argv.slice(2), store, process.env, print);
+    code = await run([...args], store, env, print);
   } catch (error) {
     print({ error: "failed", message: (error as Error).message });
   } finally {
     await store.close();
   }
-  process.exit(code);
+  return code;
 }

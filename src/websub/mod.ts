@@ -95,7 +95,7 @@ const SUBSCRIPTIONS = "websub_subscriptions";
 const STATES = ["pending", "active", "unsubscribing", "denied", "failed", "expired"] as const;
 
 /** Reads WEBSUB_*: null when no topic is set. */
-export function loadWebSubConfig(env: Record<string, string | undefined>): ConfigResult<WebSubConfig | null> {
+export function loadWebSubConfig(env: Readonly<Record<string, string | undefined>>): ConfigResult<WebSubConfig | null> {
   // readEnv takes a value of only white space for unset; a secret like that is a mistake, not "no secret".
   const secret = env.WEBSUB_SECRET;
   if (secret !== undefined && secret !== "" && secret.trim() === "") {
@@ -125,6 +125,8 @@ export function loadWebSubConfig(env: Record<string, string | undefined>): Confi
 
 export const websub: Module<WebSubConfig> = {
   configure: loadWebSubConfig,
+  // Loaded only for the command: it imports this file for the variables' schema.
+  command: async (args, env, print) => (await import("./cli.ts")).main(args, env, print),
   singleProcess: (config) =>
     config.store.kind === "memory"
       ? "WEBSUB_STORE=memory keeps subscriptions in one process, and a hub's verification may reach any worker: use the default SQLite store or Redis"
