@@ -2,11 +2,18 @@ import type { Engine, Runtime } from "../src/policy/types.ts";
 import { existsSync } from "node:fs";
 import { ROOT, ServerProcess } from "./process.ts";
 
-/** The npm script a user runs for each runtime. */
-export const SCRIPTS: Record<Runtime, string[]> = {
+/**
+ * What the suites start: an engine of a runtime, or Cloudflare's workerd, which runs the app as a
+ * module worker (`npm run start:workerd`). The production Engine type names server engines only.
+ */
+export type Target = Engine | "workerd";
+
+/** The npm script a user runs for each runtime, and for workerd. */
+export const SCRIPTS: Record<Runtime | "workerd", string[]> = {
   node: ["npm", "start", "--silent"],
   bun: ["npm", "run", "start:bun", "--silent"],
   deno: ["npm", "run", "start:deno", "--silent"],
+  workerd: ["npm", "run", "start:workerd", "--silent"],
 };
 
 /** The project's pinned runtimes (node_modules/.bin, as npm scripts see them), whatever is on PATH. */
@@ -29,28 +36,34 @@ export function runtimeOf(engine: Engine): Runtime {
   return engine.slice(0, engine.indexOf("-")) as Runtime;
 }
 
+/** What runs `target`: its runtime, or workerd. */
+export function runnerOf(target: Target): Runtime | "workerd" {
+  return target === "workerd" ? "workerd" : runtimeOf(target);
+}
+
 export interface SpawnOptions {
   /** A lower limit on open file descriptors for the server (`ulimit -n`). */
   nofile?: number;
-  /** The app module to serve, relative to the project. @default FIXTURE_APP */
-  app?: string;
+  /** The app module to serve, relative to the project; null for the entry's own (src/app.ts). @default FIXTURE_APP */
+  app?: string | null;
 }
 
 /**
- * How a user starts `engine`'s server: its npm script, serving `app`. With NODE_BINARY set, Node
+ * How a user starts `target`'s server: its npm script, serving `app`. With NODE_BINARY set, Node
  * engines run on that binary directly instead (the Node version matrix in .ci/run).
  */
-function command(engine: Engine, app: string): string[] {
-  const runtime = runtimeOf(engine);
-  if (runtime === "node" && process.env.NODE_BINARY) return [serverNode(), "src/main/node.ts", app];
-  return [...SCRIPTS[runtime], "--", app];
+function command(target: Target, app: string | null): string[] {
+  const runner = runnerOf(target);
+  const args = app === null ? [] : [app];
+  if (runner === "node" && process.env.NODE_BINARY) return [serverNode(), "src/main/node.ts", ...args];
+  return [...SCRIPTS[runner], ...(app === null ? [] : ["--", app])];
 }
 
-/** Spawns `engine`'s server on 127.0.0.1, port 0; does not wait for it to listen. */
-export function spawnServer(engine: Engine, env: Record<string, string>, options: SpawnOptions = {}): ServerProcess {
-  const runtime = runtimeOf(engine);
-  const engineEnv = runtime === "node" ? {} : { [`${runtime.toUpperCase()}_ENGINE`]: engine };
-  const start = command(engine, options.app ?? FIXTURE_APP);
+/** Spawns `target`'s server on 127.0.0.1, port 0; does not wait for it to listen. */
+export function spawnServer(target: Target, env: Record<string, string>, options: SpawnOptions = {}): ServerProcess {
+  const runner = runnerOf(target);
+  const engineEnv = runner === "node" || runner === "workerd" ? {} : { [`${runner.toUpperCase()}_ENGINE`]: target };
+  const start = command(target, options.app === undefined ? FIXTURE_APP : options.app);
   const cmd = options.nofile === undefined ? start : ["sh", "-c", `ulimit -n ${options.nofile} && exec "$@"`, "sh", ...start];
   return new ServerProcess(cmd, { ...process.env, PORT: "0", HOST: "127.0.0.1", ...engineEnv, ...env });
 }
@@ -75,12 +88,12 @@ async function startSlot(): Promise<() => void> {
 
 /** Spawns a server and resolves once its `listening` event names the URL. */
 export function startServer(
-  engine: Engine,
+  target: Target,
   env: Record<string, string>,
   timeoutMs = 15_000,
   options: SpawnOptions = {},
 ): Promise<ServerProcess> {
-  return startListening(() => spawnServer(engine, env, options), timeoutMs);
+  return startListening(() => spawnServer(target, env, options), timeoutMs);
 }
 
 /** Spawns a server with `spawn` (in turn with the others starting) and resolves once its `listening` event names the URL. */
