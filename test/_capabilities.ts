@@ -1,7 +1,36 @@
+import type { Target } from "../harness/servers.ts";
 import type { Engine } from "../src/policy/types.ts";
+import { PLATFORM_OWNED, WORKERD_LIMITS } from "../src/main/_workerd_platform.ts";
+
+export type { Target };
+
+/** The policy's clauses a platform can own instead of the server: the suite skips their scenarios there. */
+export type Clause = "idle" | "slowClients" | "shutdown";
 
 /** What an adapter can and cannot do on its runtime; the conformance suite reads these. */
 export interface Capabilities {
+  /**
+   * The clauses the platform owns instead of the server (Cloudflare Workers: no socket, no signal,
+   * no setting), each with why and where it is checked instead: the suite skips their scenarios,
+   * naming it. Empty for a server engine, which owns every clause.
+   */
+  platformOwns: Partial<Record<Clause, string>>;
+  /**
+   * The variables the platform owns, each refused at startup in one line: its name, its value
+   * quoted, then this. None on a server engine.
+   */
+  ownedVariables: Readonly<Record<string, string>>;
+  /**
+   * An idle timeout the runtime imposes whatever IDLE_TIMEOUT says (workerd's 15 s, which cannot be
+   * set), or null when IDLE_TIMEOUT applies. Work must outlast its `max` (clause 2).
+   */
+  fixedIdleTimeoutMs: { min: number; max: number } | null;
+  /**
+   * How late the app hears of a client that closed (FIN) while its response was in flight: null
+   * when within 100 ms of the close, as for a reset; else within this many ms of the server's next
+   * write after the close (workerd learns of a close only when it writes).
+   */
+  closeNoticeAfterNextWriteMs: number | null;
   /** How late an idle connection may close after IDLE_TIMEOUT, for a timeout of `idleTimeoutMs`. */
   idleCloseLateMs(idleTimeoutMs: number): number;
   /** Whether the adapter logs `idle_timeout` when it closes an idle connection. */
@@ -14,6 +43,25 @@ export interface Capabilities {
   headersTimeoutSends408: boolean;
   /** The longest IDLE_TIMEOUT this engine can honour; a longer one is refused at startup. */
   maxIdleTimeoutMs: number | null;
+  /** Behaviour the runtime itself breaks and the adapter cannot repair, with the reason. */
+  unsupported: Partial<
+    Record<
+      | "pipelineBehindSlowResponse"
+      | "unfinishedGetBody"
+      | "fdExhaustionRecovery"
+      | "keepAliveHint"
+      | "keepAliveHintOnClose"
+      | "closeNoticeWhileSilent"
+      | "metrics"
+      | "listeningAddress"
+      | "trustProxy",
+      string
+    >
+  >;
+}
+
+/** What a server engine's parser does with hostile input, which the hardening suite reads. */
+export interface EngineCapabilities extends Capabilities {
   /**
    * What the runtime's parser answers to a malformed request, which the app never sees: 400, and
    * on some runtimes 505 for a request line it cannot read, or 0 for a close without an answer.
@@ -21,11 +69,15 @@ export interface Capabilities {
   malformedStatuses: number[];
   /** What the runtime's parser answers to a request head too large for it (the app never sees it). */
   headTooLargeStatus: 431 | 400;
-  /** Behaviour the runtime itself breaks and the adapter cannot repair, with the reason. */
-  unsupported: Partial<
-    Record<"pipelineBehindSlowResponse" | "unfinishedGetBody" | "fdExhaustionRecovery" | "keepAliveHint" | "keepAliveHintOnClose", string>
-  >;
 }
+
+/** What every server engine declares alike: it owns its connections, and hears of a close at once. */
+const serverEngine = {
+  platformOwns: {},
+  ownedVariables: {},
+  fixedIdleTimeoutMs: null,
+  closeNoticeAfterNextWriteMs: null,
+} satisfies Partial<Capabilities>;
 
 import { BUN_TICK_MS } from "../adapters/bun/_idle.ts";
 
@@ -45,7 +97,8 @@ export function headDeadlineWindow(caps: Capabilities, headersTimeoutMs: number)
 }
 
 /** node:http's own numbers, on Node and under Deno's node:http compatibility. */
-const nodeHttp: Capabilities = {
+const nodeHttp: EngineCapabilities = {
+  ...serverEngine,
   idleCloseLateMs: () => 1_000,
   logsIdleTimeout: true,
   fixedHeadersTimeoutMs: null,
@@ -61,9 +114,10 @@ const nodeHttp: Capabilities = {
  * Every engine's declared precision and runtime-fixed limits, in one place: the README's table
  * and the conformance suite's bounds both come from here.
  */
-export const capabilities: Record<Engine, Capabilities> = {
+export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd", Capabilities> = {
   "node-http": nodeHttp,
   "bun-serve": {
+    ...serverEngine,
     // The close lands in (T, 4*ceil(T/4) + 4] s (adapters/bun/_idle.ts), plus the tick's own slop:
     // Bun closes the connections due at one tick one after another (bench/README.md, Bun's reap).
     idleCloseLateMs: (idleTimeoutMs) =>
@@ -95,6 +149,7 @@ export const capabilities: Record<Engine, Capabilities> = {
     deadlineLateMs: 1_500,
   },
   "deno-per-connection": {
+    ...serverEngine,
     idleCloseLateMs: () => 1_000,
     logsIdleTimeout: true,
     fixedHeadersTimeoutMs: null,
@@ -119,6 +174,44 @@ export const capabilities: Record<Engine, Capabilities> = {
     unsupported: {
       fdExhaustionRecovery:
         "Deno's node:http stops accepting for good at its first EMFILE (docs/runtimes.md#deno-node-http-stops-accepting-at-its-first-emfile); the connection limit keeps it below the fd limit in steady state, but a burst of new connections can still reach it. The default per-connection engine recovers",
+    },
+  },
+  // Cloudflare's runtime, locally: the platform owns the connection (src/main/_workerd_platform.ts,
+  // docs/policy.md#cloudflare-workers-workerd). Its own limits are checked, as declared there, by
+  // test/workerd.test.ts; what the worker itself holds runs through the shared suite.
+  workerd: {
+    platformOwns: {
+      idle:
+        `the platform's on Cloudflare Workers: ${PLATFORM_OWNED.IDLE_TIMEOUT}; test/workerd.test.ts checks local workerd's close as declared`,
+      slowClients:
+        `the platform's on Cloudflare Workers: ${PLATFORM_OWNED.HEADERS_TIMEOUT}, and ${PLATFORM_OWNED.REQUEST_TIMEOUT}; test/workerd.test.ts checks both as declared`,
+      shutdown:
+        `the platform's on Cloudflare Workers: ${PLATFORM_OWNED.SHUTDOWN_TIMEOUT}; test/workerd.test.ts checks local workerd's drain on SIGTERM as declared`,
+    },
+    // PORT and HOST are the local runner's: it binds the socket it asks workerd for.
+    ownedVariables: Object.fromEntries(
+      Object.entries(PLATFORM_OWNED)
+        .filter(([name]) => name !== "PORT" && name !== "HOST")
+        .map(([name, why]) => [name, `cannot be set on Cloudflare Workers: ${why}`]),
+    ),
+    fixedIdleTimeoutMs: WORKERD_LIMITS.idleCloseMs,
+    closeNoticeAfterNextWriteMs: WORKERD_LIMITS.abortAfterNextWriteMs,
+    // The platform's own close is the window above, at its latest.
+    idleCloseLateMs: () => 0,
+    logsIdleTimeout: false,
+    fixedHeadersTimeoutMs: WORKERD_LIMITS.headCloseMs,
+    deadlineLateMs: 0,
+    headersTimeoutSends408: false,
+    maxIdleTimeoutMs: null,
+    unsupported: {
+      closeNoticeWhileSilent:
+        "workerd hears of a client that closed (FIN) only when it next writes to it, and a handler at work or a body with only its end left writes nothing (docs/runtimes.md#workerd-learns-of-a-client-that-left-when-it-writes); the mid-stream scenario holds it to its next write, and test/workerd.test.ts checks the silence as declared",
+      listeningAddress:
+        "npm run start:workerd's listening line gives the URL only, with no address or port field (src/main/workerd.ts), so the address bound cannot be read from it",
+      trustProxy:
+        "on Workers the request URL is the platform's (the edge sets its scheme), and the worker takes TRUST_PROXY without acting on it: src/main/_workerd_config.ts keeps BODY_LIMIT only, and does not refuse TRUST_PROXY as the platform's",
+      metrics:
+        "no /metrics on Cloudflare Workers: a scrape would reach one isolate of many, whose counters neither add up nor last (docs/policy.md#cloudflare-workers-workerd); test/workerd.test.ts checks its 404",
     },
   },
 };
