@@ -10,6 +10,8 @@ import type { App, Engine, Runtime, ServeOptions, Server, ShutdownResult } from 
 import { checkConnectionLimit, watchFds } from "./_connection_limit.ts";
 import { registerProcessMetrics } from "./_process_metrics.ts";
 import { requestPath } from "./_request_path.ts";
+import { LongLived } from "../src/policy/long_lived.ts";
+import { WebSockets } from "../src/policy/websocket.ts";
 import type { Engines } from "./_types.ts";
 
 /**
@@ -37,13 +39,20 @@ export async function serveWith<E extends Engine>(
   const fallback = auto ? engines.fallback?.(engine) : undefined;
   if (fallback) logger.warn("engine_fallback", { engine, reason: fallback });
   let shutdown: Promise<ShutdownResult> | undefined;
+  const longLived = new LongLived({
+    pingIntervalMs: config.websocketPingIntervalMs,
+    maxMessageBytes: config.websocketMaxMessageBytes,
+    maxBufferedBytes: config.websocketMaxBufferedBytes,
+    sseHeartbeatMs: config.sseHeartbeatMs,
+  });
+  const websockets = new WebSockets(longLived, logger, registry, { runtimePings: engines.engines[engine].runtimePings });
   const fetch = requestPath(app, {
     routes: operationalRoutes(() => shutdown === undefined, metricsAnswer(registry, config.exposition), config.probes),
     limitOf: bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath),
     declaredLength: engines.engines[engine].declaredLength,
-    lifecycle: { logger, ...requestMetrics(registry) },
+    lifecycle: { logger, ...requestMetrics(registry), longLived },
   });
-  const handle = await engines.engines[engine].serve(fetch, config, logger);
+  const handle = await engines.engines[engine].serve(fetch, config, logger, websockets);
   // After the engine: @hono/node-server installs its own Response when it makes its listener.
   trackStreamingResponses();
 
@@ -83,9 +92,12 @@ export async function serveWith<E extends Engine>(
     shutdown(reason = "shutdown") {
       shutdown ??= (async () => {
         const started = Date.now();
+        // No new WebSocket from the signal on (503): this instance is leaving.
+        longLived.refuseNew();
         logger.info("shutdown_started", {
           signal: reason,
           inFlight: handle.inFlight(),
+          longLived: longLived.size,
           shutdownTimeoutMs: config.shutdownTimeoutMs,
           shutdownDelayMs: config.shutdownDelayMs,
         });
@@ -95,8 +107,11 @@ export async function serveWith<E extends Engine>(
         stopWatchingFds();
         let timer: ReturnType<typeof setTimeout> | undefined;
         const expired = new Promise<"expired">((resolve) => (timer = setTimeout(resolve, config.shutdownTimeoutMs, "expired")));
-        const drained = await Promise.race([handle.drain().then(() => "drained" as const), expired]);
+        // WebSockets get 1001 and event streams their retry: and end, while the engine drains.
+        const done = Promise.all([handle.drain(), longLived.closeAll()]);
+        const drained = await Promise.race([done.then(() => "drained" as const), expired]);
         clearTimeout(timer);
+        if (drained === "expired") longLived.cut();
         const cut = drained === "expired" ? handle.cut() : 0;
         const result = { cut, durationMs: Date.now() - started };
         logger.info("shutdown_complete", { signal: reason, ...result });

@@ -2,6 +2,7 @@ import type { Config, ConfigProblem } from "../src/policy/config.ts";
 import type { Logger } from "../src/policy/log.ts";
 import type { DeclaredLength } from "../src/policy/body.ts";
 import type { Engine, FetchHandler } from "../src/policy/types.ts";
+import type { WebSockets } from "../src/policy/websocket.ts";
 
 /** The connection limit an engine enforces, and where that number comes from. */
 export interface ConnectionLimit {
@@ -33,7 +34,10 @@ export interface EngineServer {
 export interface EngineDef {
   /** Problems with a valid configuration this engine cannot honour, each naming the option. */
   check?(config: Config): ConfigProblem[];
-  serve(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer>;
+  /** Serves `fetch`; an upgrade the app asked for (`upgradeOf`) becomes a WebSocket handed to `websockets`. */
+  serve(fetch: FetchHandler, config: Config, logger: Logger, websockets: WebSockets): Promise<EngineServer>;
+  /** Whether the runtime pings WebSockets by itself (Deno's idleTimeout), so the policy's sweep only watches. */
+  runtimePings?: boolean;
   /** A request's declared Content-Length, where the engine has it cheaper than `request.headers`. */
   declaredLength?: DeclaredLength;
 }

@@ -11,6 +11,7 @@ import * as v from "valibot";
 import { payloadTooLarge, readBody } from "./policy/body.ts";
 import { jsonErrors } from "./policy/errors.ts";
 import { requestLifecycle } from "./policy/lifecycle.ts";
+import { streamSSE, upgradeWebSocket } from "./policy/realtime.ts";
 import type { AppContext } from "./policy/types.ts";
 
 const encoder = new TextEncoder();
@@ -25,6 +26,7 @@ function IntParam(name: string, min: number, max: number, fallback: number) {
 }
 
 export const SlowQuerySchema = v.object({ ms: IntParam("ms", 0, 600_000, 10_000) });
+export const EventsQuerySchema = v.object({ interval: IntParam("interval", 1, 3_600_000, 1_000) });
 export const StreamQuerySchema = v.object({
   chunks: IntParam("chunks", 1, 10_000, 10),
   interval: IntParam("interval", 0, 60_000, 1_000),
@@ -53,7 +55,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** The example routes: a hello, the seed's slow resource, a stream, and an upload that respects BODY_LIMIT. */
+/** The example routes: a hello, the seed's slow resource, a stream, an upload that respects BODY_LIMIT, a WebSocket echo and an event stream. */
 export default function createApp({ logger, bodyLimitBytes }: Pick<AppContext, "logger" | "bodyLimitBytes">): Hono {
   const app = new Hono();
 
@@ -103,6 +105,31 @@ export default function createApp({ logger, bodyLimitBytes }: Pick<AppContext, "
     // unwanted body is not worth reading).
     if (body === undefined) return payloadTooLarge(bodyLimitBytes);
     return c.json({ bytes: body.byteLength });
+  });
+
+  // Echoes every message, text as text and binary as binary.
+  app.get(
+    "/ws",
+    upgradeWebSocket(() => ({
+      onMessage(event, ws) {
+        ws.send(event.data as string | ArrayBuffer);
+      },
+    })),
+  );
+
+  // One event every `interval` ms, numbered from the last one the client saw (Last-Event-ID), so
+  // an EventSource that reconnects (to this or another instance) resumes after it.
+  app.get("/events", (c) => {
+    const { interval } = query(c, EventsQuerySchema);
+    return streamSSE(c, async (stream) => {
+      const last = Number(stream.lastEventId);
+      let id = Number.isSafeInteger(last) && last >= 0 ? last : 0;
+      while (!stream.aborted && !stream.closed) {
+        id += 1;
+        await stream.writeSSE({ id: String(id), event: "tick", data: JSON.stringify({ id, at: new Date().toISOString() }) });
+        await stream.sleep(interval);
+      }
+    });
   });
 
   return jsonErrors(app, logger);

@@ -64,6 +64,10 @@ export const EnvSchema = v.pipe(
     SHUTDOWN_DELAY: Duration(formatDuration(DEFAULTS.shutdownDelayMs), "0 closes the listener at once"),
     BODY_LIMIT: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
     MAX_CONNECTIONS: MaxConnections,
+    WEBSOCKET_PING_INTERVAL: Duration(formatDuration(DEFAULTS.websocketPingIntervalMs), "0 disables"),
+    WEBSOCKET_MAX_MESSAGE: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "1mb"),
+    WEBSOCKET_MAX_BUFFERED: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), "4mb"),
+    SSE_HEARTBEAT: Duration(formatDuration(DEFAULTS.sseHeartbeatMs), "0 disables"),
     TRUST_PROXY: v.optional(
       v.pipe(
         v.string(),
@@ -111,6 +115,10 @@ export function loadConfig(env: Record<string, string | undefined>): ConfigResul
       maxConnections: out.MAX_CONNECTIONS ?? null,
       bodyLimitBytes: out.BODY_LIMIT,
       trustProxy: out.TRUST_PROXY,
+      websocketPingIntervalMs: out.WEBSOCKET_PING_INTERVAL,
+      websocketMaxMessageBytes: out.WEBSOCKET_MAX_MESSAGE,
+      websocketMaxBufferedBytes: out.WEBSOCKET_MAX_BUFFERED,
+      sseHeartbeatMs: out.SSE_HEARTBEAT,
     },
   };
 }
@@ -126,7 +134,11 @@ type PolicyKey =
   | "shutdownDelayMs"
   | "maxConnections"
   | "bodyLimitBytes"
-  | "trustProxy";
+  | "trustProxy"
+  | "websocketPingIntervalMs"
+  | "websocketMaxMessageBytes"
+  | "websocketMaxBufferedBytes"
+  | "sseHeartbeatMs";
 
 /** The variable that sets each option an entry builds from the environment; `reusePort` is what WORKERS above 1 sets. */
 const VARIABLES: Partial<Record<OptionName, string>> = {
@@ -140,6 +152,10 @@ const VARIABLES: Partial<Record<OptionName, string>> = {
   maxConnections: "MAX_CONNECTIONS",
   bodyLimitBytes: "BODY_LIMIT",
   trustProxy: "TRUST_PROXY",
+  websocketPingIntervalMs: "WEBSOCKET_PING_INTERVAL",
+  websocketMaxMessageBytes: "WEBSOCKET_MAX_MESSAGE",
+  websocketMaxBufferedBytes: "WEBSOCKET_MAX_BUFFERED",
+  sseHeartbeatMs: "SSE_HEARTBEAT",
   reusePort: "WORKERS",
 };
 
@@ -149,6 +165,8 @@ const DURATIONS: ReadonlySet<OptionName> = new Set([
   "requestTimeoutMs",
   "shutdownTimeoutMs",
   "shutdownDelayMs",
+  "websocketPingIntervalMs",
+  "sseHeartbeatMs",
 ]);
 
 /** The variable that names `runtime`'s engine: NODE_ENGINE, BUN_ENGINE, DENO_ENGINE. */

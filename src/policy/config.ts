@@ -101,6 +101,10 @@ export const DEFAULTS = {
   shutdownTimeoutMs: 10_000,
   shutdownDelayMs: 0,
   bodyLimitBytes: 1_048_576,
+  websocketPingIntervalMs: 30_000,
+  websocketMaxMessageBytes: 1_048_576,
+  websocketMaxBufferedBytes: 4_194_304,
+  sseHeartbeatMs: 15_000,
 } as const;
 
 /** The one cross-field rule: the head is part of the request (0 disables either deadline). */
@@ -237,6 +241,10 @@ export const ServeOptionsSchema = v.pipe(
       {},
     ),
     trustProxy: v.optional(v.boolean(), false),
+    websocketPingIntervalMs: Milliseconds(DEFAULTS.websocketPingIntervalMs),
+    websocketMaxMessageBytes: v.optional(BodyBytes, DEFAULTS.websocketMaxMessageBytes),
+    websocketMaxBufferedBytes: v.optional(BodyBytes, DEFAULTS.websocketMaxBufferedBytes),
+    sseHeartbeatMs: Milliseconds(DEFAULTS.sseHeartbeatMs),
     probes: v.optional(
       v.strictObject({ healthz: ProbePath, readyz: ProbePath, metrics: ProbePath }),
       {},

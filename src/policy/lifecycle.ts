@@ -1,6 +1,7 @@
 import type { Context } from "hono";
 import { errorResponse, markLogged } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
+import type { LongLived } from "./long_lived.ts";
 import { pathOf } from "./url.ts";
 import type { FetchHandler } from "./types.ts";
 
@@ -21,10 +22,11 @@ const STATE = Symbol("lifecycle");
 
 type WithState = Request & { [STATE]?: RequestState };
 
-/** What every request's state shares: the logger and the metric hooks. */
+/** What every request's state shares: the logger, the metric hooks and the server's long-lived connections. */
 interface Shared {
   logger: Logger;
   onOutcome: ((outcome: Outcome) => void) | undefined;
+  longLived: LongLived | undefined;
 }
 
 class RequestState implements Lifecycle {
@@ -59,6 +61,10 @@ class RequestState implements Lifecycle {
 
   get logger(): Logger {
     return this.#shared.logger;
+  }
+
+  get longLived(): LongLived | undefined {
+    return this.#shared.longLived;
   }
 
   /**
@@ -99,6 +105,8 @@ export interface LifecycleOptions {
   onOutcome?(outcome: Outcome): void;
   /** Called once per request with the status it was answered with (for metrics). */
   onResponse?(status: number): void;
+  /** The server's WebSockets and event streams, which the helpers (`upgradeWebSocket`, `streamSSE`) join. */
+  longLived?: LongLived;
 }
 
 /**
@@ -114,8 +122,8 @@ export interface LifecycleOptions {
  * synchronous, and @hono/node-server writes such a response without awaiting anything (a fifth
  * of Node's throughput for `GET /`: bench/README.md#per-request-costs-the-code-avoids).
  */
-export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutcome, onResponse }: LifecycleOptions): F {
-  const shared: Shared = { logger, onOutcome };
+export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutcome, onResponse, longLived }: LifecycleOptions): F {
+  const shared: Shared = { logger, onOutcome, longLived };
   const answered = (state: RequestState, res: Response): Response => {
     onResponse?.(res.status);
     if (state.outcome) return res;
@@ -174,6 +182,14 @@ export function requestLifecycleLogger(request: Request): Logger {
 }
 
 let stdoutLogger: Logger | undefined;
+
+/**
+ * The long-lived connections of the server `request` came through, found as its logger is (at no
+ * cost to a request that does not ask); undefined outside a server (`app.request()` in tests).
+ */
+export function requestLongLived(request: Request): LongLived | undefined {
+  return (request as WithState)[STATE]?.longLived ?? active?.longLived;
+}
 
 /** Responses made with a body that streams (a ReadableStream), as `trackStreamingResponses` marks them. */
 const STREAM_BODIES = new WeakSet<Response>();

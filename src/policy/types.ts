@@ -102,6 +102,18 @@ export interface ServeOptions<E extends Engine = Engine> {
    */
   bodyLimitBytes?: number;
   /**
+   * WebSockets: one quiet this long is pinged; one that answers nothing (no pong, no message)
+   * within another interval is closed, so a vanished client is gone within two intervals. 0 disables.
+   * @default 30_000 (under the 60 s at which nginx and most load balancers cut a quiet connection)
+   */
+  websocketPingIntervalMs?: number;
+  /** WebSockets: a larger message closes the connection with 1009. @default 1_048_576 */
+  websocketMaxMessageBytes?: number;
+  /** WebSockets: once this much waits for a client that does not read, it is closed with 1008. @default 4_194_304 */
+  websocketMaxBufferedBytes?: number;
+  /** Event streams (`streamSSE`): a comment line whenever nothing was written for this long. 0 disables. @default 15_000 */
+  sseHeartbeatMs?: number;
+  /**
    * Body limits for paths that need another one: `{ "/uploads/": 50 * 1024 * 1024 }`. The longest
    * prefix of the request's path wins; other paths get `bodyLimitBytes`.
    * @default {}

@@ -66,6 +66,10 @@ describe("loadConfig", () => {
         bodyLimitBytes: 1_048_576,
         maxConnections: null,
         trustProxy: false,
+        websocketPingIntervalMs: 30_000,
+        websocketMaxMessageBytes: 1_048_576,
+        websocketMaxBufferedBytes: 4_194_304,
+        sseHeartbeatMs: 15_000,
       },
     });
   });
@@ -87,6 +91,10 @@ describe("loadConfig", () => {
       SHUTDOWN_DELAY: "15s",
       MAX_CONNECTIONS: "500",
       TRUST_PROXY: "true",
+      WEBSOCKET_PING_INTERVAL: "0",
+      WEBSOCKET_MAX_MESSAGE: "64kb",
+      WEBSOCKET_MAX_BUFFERED: "1mb",
+      SSE_HEARTBEAT: "5s",
     });
     expect(result).toEqual({
       ok: true,
@@ -101,6 +109,10 @@ describe("loadConfig", () => {
         bodyLimitBytes: 1_048_576,
         maxConnections: 500,
         trustProxy: true,
+        websocketPingIntervalMs: 0,
+        websocketMaxMessageBytes: 65_536,
+        websocketMaxBufferedBytes: 1_048_576,
+        sseHeartbeatMs: 5_000,
       },
     });
   });
