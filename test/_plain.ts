@@ -1,7 +1,7 @@
 /**
- * What the suites check a user's plain Hono app with (test/_plain_app.ts, issue #18), on every
- * engine and on workerd: raw uploads, responses parsed off a raw connection, and the assertions
- * the shared suite and the workerd suite both make.
+ * What the shared suite checks a user's plain Hono app with (test/_plain_app.ts, issue #18), on
+ * every engine and on workerd: raw uploads, responses parsed off a raw connection, and the
+ * assertions its scenarios make.
  */
 import { expect } from "bun:test";
 import { fetchOnce, get } from "../harness/http.ts";
