@@ -85,6 +85,8 @@ export interface SocketEvents {
   /** A whole message; `bytes` its size on the wire. */
   message(data: string | ArrayBuffer, bytes: number): void;
   pong(): void;
+  /** The runtime refused a message over its own limit (set to ours) and is closing with 1009: the policy's close. */
+  tooBig(): void;
   /** The socket closed, with the code and reason of the close (the client's, the runtime's or ours). */
   close(code: number, reason: string): void;
   error(error: unknown): void;
@@ -179,6 +181,10 @@ class Session implements SocketEvents {
   pong(): void {
     this.lastSeen = Date.now();
     this.pingedAt = undefined;
+  }
+
+  tooBig(): void {
+    this.end("too_big");
   }
 
   close(code: number, reason: string): void {
