@@ -12,11 +12,13 @@ import { errorResponse } from "../../src/policy/errors.ts";
 import { reportClientGone } from "../../src/policy/lifecycle.ts";
 import type { Logger } from "../../src/policy/log.ts";
 import type { FetchHandler } from "../../src/policy/types.ts";
+import { upgradeOf, type WebSockets } from "../../src/policy/websocket.ts";
 import { acceptFailures, connectionLimit, refusals } from "../_connection_limit.ts";
 import { type DisconnectWatch, watchDisconnects } from "../_disconnect_watch.ts";
 import { guardBody, releaseBody } from "../_request_body.ts";
 import { fromConnection } from "../_request_url.ts";
 import { displayUrl, type EngineServer } from "../_types.ts";
+import { badUpgrade, type DenoCore, denoDriver, findCore, idleTimeoutOf, releaseHttp, reportEvents, ridOf } from "./_websocket.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
 export interface ConnectionInfo {
@@ -85,6 +87,11 @@ export interface ConnectionsOptions {
   onRefused(): void;
   /** Called when accepting fails (EMFILE when out of descriptors); the loop waits a little and goes on. */
   onAcceptError(error: unknown): void;
+  /**
+   * Where an upgrade the app asked for (`upgradeOf`) goes, and the ping interval (Deno's
+   * idleTimeout is twice it); without it, or without Deno's internal core, an upgrade is answered 501.
+   */
+  websockets?: { sockets: WebSockets; pingIntervalMs: number };
 }
 
 /** How long to wait after a failed accept before the next: at EMFILE, a retry at once fails again. */
@@ -112,10 +119,15 @@ export function serveConnections(
   if (!serveOne) throw new Error("Deno[Deno.internal].serveHttpOnConnection is not available in this Deno");
   const open = new Set<Connection>();
   let closed: (() => void) | undefined;
+  const core = options.websockets ? findCore() : null;
   const server: Server = {
     serveOne,
     handler,
     options,
+    core,
+    websockets: core ? options.websockets : undefined,
+    idleTimeout: idleTimeoutOf(options.websockets?.pingIntervalMs ?? 0),
+    last: undefined,
     // One of each per server rather than per connection: an idle connection's memory is what
     // this engine costs on top of Deno.serve (see Connection).
     onError: (error) => options.onError(error),
@@ -144,7 +156,10 @@ export function serveConnections(
         options.onRefused();
         continue;
       }
-      open.add(new Connection(conn, server));
+      const rid = ridOf(conn, core);
+      // The connection before bounds where its "http" resource can be (see releaseHttp).
+      if (server.last) server.last.nextRid = rid;
+      open.add(server.last = new Connection(conn, rid, server));
     }
   })();
 
@@ -157,6 +172,7 @@ export function serveConnections(
     openConnections: () => open.size,
     drain() {
       listener.close();
+      server.last = undefined;
       const done = new Promise<void>((resolve) => (closed = resolve));
       if (open.size === 0) return Promise.resolve();
       for (const connection of open) connection.close();
@@ -182,6 +198,13 @@ interface Server {
   onListen(): void;
   /** Called once when `connection` has closed. */
   gone(connection: Connection): void;
+  /** Deno's internal core, where upgrades are carried (null: answered 501). */
+  core: DenoCore | null;
+  websockets: ConnectionsOptions["websockets"];
+  /** Deno's idleTimeout for an upgraded socket, in seconds (0: no pings). */
+  idleTimeout: number;
+  /** The connection accepted last, until the next. */
+  last: Connection | undefined;
 }
 
 /**
@@ -209,9 +232,15 @@ class Connection implements CancelSignal {
   #gone = false;
   #requests: Set<Request> | undefined;
   #remote: Deno.NetAddr;
+  /** The connection's resource id, and the next connection's: where its "http" resource is. */
+  readonly #rid: number;
+  nextRid = Infinity;
+  /** The socket this connection was upgraded to, until it closes: it holds the connection open. */
+  #socket: WebSocket | undefined;
 
-  constructor(conn: Deno.Conn, server: Server) {
+  constructor(conn: Deno.Conn, rid: number, server: Server) {
     this.#server = server;
+    this.#rid = rid;
     this.#remote = conn.remoteAddr as Deno.NetAddr;
     this.#served = server.serveOne(conn, this, (request, info) => this.#handle(request, info), server.onError, server.onListen);
     // A reset rejects `finished`; either way the connection is gone, and so is every request on it.
@@ -234,7 +263,8 @@ class Connection implements CancelSignal {
 
   /** Closes gracefully: idle now, busy after the response in flight. */
   close(): void {
-    if (this.#closing) return;
+    // An upgraded connection is the WebSocket's: the policy closes it (1001) at shutdown.
+    if (this.#closing || this.#socket) return;
     this.#closing = true;
     clearTimeout(this.#timer);
     // Deno's shutdown() fails a request body still arriving (the app reads "Cannot read request
@@ -246,6 +276,7 @@ class Connection implements CancelSignal {
 
   /** Closes at once, cutting any response in flight. */
   abort(): void {
+    if (this.#socket) denoDriver(this.#socket).terminate();
     this.#closing = true;
     clearTimeout(this.#timer);
     const cancel = this.#cancel;
@@ -266,7 +297,7 @@ class Connection implements CancelSignal {
   #arm(kind: "idle_timeout" | "headers_timeout", ms: number): void {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      if (this.#closing || this.inFlight > 0) return; // the last response will arm it again
+      if (this.#closing || this.inFlight > 0 || this.#socket) return; // the last response will arm it again
       if (this.#requestsSeen > 0) {
         // The head arrived in time; from here only the idle policy may close the connection.
         if (this.#server.options.idleTimeoutMs === 0) return;
@@ -319,6 +350,8 @@ class Connection implements CancelSignal {
       if (watched) this.#server.options.disconnects.stop(request);
       this.#requests?.delete(request);
       this.inFlight -= 1;
+      // An upgraded connection is no longer HTTP's: no graceful close, no idle deadline.
+      if (this.#socket) return;
       if (this.inFlight === 0 && this.#shutdownWhenDone) {
         this.#shutdownWhenDone = false;
         this.#served.shutdown().catch(() => {});
@@ -334,19 +367,58 @@ class Connection implements CancelSignal {
     if (result instanceof Promise) {
       watched = true;
       this.#server.options.disconnects.start(request, arrived);
+      return this.#server.websockets ? result.then((response) => this.#upgradeIfAsked(arrived, response)) : result;
     }
     // No Keep-Alive header: adding one to a response from JavaScript costs Deno's server about
     // 40% of its throughput (docs/runtimes.md#deno-serve-sends-no-keep-alive-header).
-    return result;
+    return result.status === 501 ? this.#upgradeIfAsked(arrived, result) : result;
+  }
+
+  /**
+   * The app's upgrade (a marked 501) made a WebSocket on the request Deno handed in (a copy made
+   * for its URL cannot be upgraded), kept alive past the per-connection server's end, and handed to
+   * the policy; any other response as it is, and the 501 itself where this Deno cannot keep it.
+   */
+  #upgradeIfAsked(arrived: Request, response: Response): Response {
+    if (response.status !== 501) return response;
+    const websockets = this.#server.websockets;
+    const core = this.#server.core;
+    const upgrade = upgradeOf(response);
+    if (!upgrade || !websockets || !core) return response;
+    let pair: { socket: WebSocket; response: Response };
+    try {
+      pair = Deno.upgradeWebSocket(arrived, { idleTimeout: this.#server.idleTimeout });
+    } catch (error) {
+      return badUpgrade(error);
+    }
+    const socket = pair.socket;
+    this.#socket = socket;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const events = websockets.sockets.accept(upgrade, denoDriver(socket));
+    reportEvents(
+      socket,
+      events,
+      // Not sooner: closing it before the 101 is written cancels the connection, and a turn of
+      // the event loop later the socket is already closed (docs/runtimes.md).
+      () => releaseHttp(core, this.#rid, this.nextRid),
+      () => {
+        this.#socket = undefined;
+        if (this.#gone) this.#server.gone(this);
+      },
+    );
+    return pair.response;
   }
 
   #goneNow(): void {
     this.#gone = true;
     this.#closing = true;
     clearTimeout(this.#timer);
-    if (this.#requests) { for (const request of this.#requests) reportClientGone(request); }
+    // Upgraded, the HTTP connection ends once the socket opens (its request answered 101), and
+    // the connection is open until the socket closes.
+    if (this.#requests && !this.#socket) { for (const request of this.#requests) reportClientGone(request); }
     this.#requests = undefined;
-    this.#server.gone(this);
+    if (!this.#socket) this.#server.gone(this);
   }
 }
 
@@ -359,7 +431,7 @@ class Connection implements CancelSignal {
  */
 
 /** Serves `fetch` one connection at a time with this module's deadlines, under the options' limits. */
-export function servePerConnection(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
+export function servePerConnection(fetch: FetchHandler, config: Config, logger: Logger, websockets?: WebSockets): Promise<EngineServer> {
   const listener = Deno.listen({ hostname: config.host, port: config.port, reusePort: config.reusePort });
   const limit = connectionLimit(config);
   const server = serveConnections(listener, fetch, {
@@ -375,6 +447,7 @@ export function servePerConnection(fetch: FetchHandler, config: Config, logger: 
     onTimeout: (kind, remote) => logger.info(kind, { remoteAddress: remote.hostname, remotePort: remote.port }),
     // What escapes the lifecycle's own answer (an error in Deno's handling around it).
     onError: (error) => errorResponse(error, undefined, logger),
+    websockets: websockets && { sockets: websockets, pingIntervalMs: config.websocketPingIntervalMs },
   });
   return Promise.resolve({ url: displayUrl(config.host, (listener.addr as Deno.NetAddr).port), limit, ...server });
 }

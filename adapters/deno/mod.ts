@@ -27,10 +27,11 @@ const engines: Engines<DenoEngine> = {
             } or ${w.value("engine", "deno-node-http")}`),
         ],
       serve: servePerConnection,
+      runtimePings: true,
     },
     "deno-node-http": {
       check: checkNodeHttp,
-      serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger),
+      serve: (fetch, config, logger, websockets) => serveNodeHttp(fetch, config, logger, { websockets }),
       declaredLength: declaredLengthOnNode,
     },
   },
