@@ -11,6 +11,7 @@ import { ROOT } from "../harness/process.ts";
 import { runtimeOf, startServer } from "../harness/servers.ts";
 import { using, within } from "../harness/wait.ts";
 import { BUN_TICK_MS } from "./_capabilities.ts";
+import { EARLY_MS, expectBetween } from "./_suite.ts";
 
 /**
  * deploy/nginx/nginx.conf, run for real: Debian's nginx in front of each runtime's default engine,
@@ -48,6 +49,7 @@ export function renderConfig(
   internalPort: number,
   upstreamPort: number,
   keepaliveTimeoutMs: number,
+  readTimeoutMs?: number,
 ): string {
   let conf = readFileSync(join(ROOT, "deploy/nginx/nginx.conf"), "utf8");
   // Workers run as root in CI (a fresh container) rather than as a user that may not exist.
@@ -68,6 +70,7 @@ export function renderConfig(
   conf = replaceOnce(conf, /^(\s*)listen 80;$/, `$1listen 127.0.0.1:${listenPort};`);
   conf = replaceOnce(conf, /^(\s*)listen 127\.0\.0\.1:8081;$/, `$1listen 127.0.0.1:${internalPort};`);
   conf = replaceOnce(conf, /^(\s*)keepalive_timeout 60s;$/, `$1keepalive_timeout ${keepaliveTimeoutMs}ms;`);
+  if (readTimeoutMs !== undefined) conf = replaceOnce(conf, /^(\s*)proxy_read_timeout 60s;$/, `$1proxy_read_timeout ${readTimeoutMs}ms;`);
   return conf;
 }
 
@@ -87,7 +90,12 @@ interface Nginx {
  * scratch folder, listening on a port found free just before; retries a few times if another
  * process took that port in between. Resolves once it accepts connections.
  */
-async function startNginx(upstreamPort: number, keepaliveTimeoutMs: number, defer: (cleanup: () => unknown) => void): Promise<Nginx> {
+async function startNginx(
+  upstreamPort: number,
+  keepaliveTimeoutMs: number,
+  defer: (cleanup: () => unknown) => void,
+  readTimeoutMs?: number,
+): Promise<Nginx> {
   const dir = mkdtempSync(join(tmpdir(), "hono-policy-nginx-"));
   defer(() => rmSync(dir, { recursive: true, force: true }));
   // Workers that are not root must be able to reach their temp folders.
@@ -99,7 +107,7 @@ async function startNginx(upstreamPort: number, keepaliveTimeoutMs: number, defe
     const port = await freePort();
     let internalPort = await freePort();
     while (internalPort === port) internalPort = await freePort();
-    writeFileSync(confPath, renderConfig(dir, port, internalPort, upstreamPort, keepaliveTimeoutMs));
+    writeFileSync(confPath, renderConfig(dir, port, internalPort, upstreamPort, keepaliveTimeoutMs, readTimeoutMs));
     const args = [NGINX!, "-p", dir, "-c", confPath, "-e", errorLog];
     const check = spawnSync([...args, "-t", "-q"]);
     if (check.exitCode !== 0) throw new Error(`nginx -t refused the rendered config: ${check.stderr.toString()}`);
@@ -322,6 +330,80 @@ if (!NGINX) {
             expect({ posts502: count(tally.post, (s) => s === 502) > 0, errorLog: nginx.errorLog() }).toMatchObject({ posts502: true });
           }),
         40_000,
+      );
+    });
+  }
+
+  // The ordering rule for silence (docs/deployment.md#long-lived-connections-the-ordering-rule-for-silence):
+  // nginx cuts a proxied connection from which nothing arrived for proxy_read_timeout (2 s here),
+  // and the app's pings and heartbeats (every 1 s) keep it from ever seeing that much silence.
+  const READ_TIMEOUT_MS = 2_000;
+  const QUIET_MS = 5_000;
+  for (const { engine } of ENGINES) {
+    describe(`${engine}: long-lived connections behind nginx (proxy_read_timeout ${READ_TIMEOUT_MS}ms)`, () => {
+      /** The example app behind nginx, with `env`; a WebSocket through nginx that answers pings as browsers do. */
+      async function behindNginx(env: Record<string, string>, defer: (cleanup: () => unknown) => void) {
+        const server = await startServer(engine, { ...env, SHUTDOWN_TIMEOUT: "1s" }, 15_000, { app: null });
+        defer(() => server.kill());
+        return await startNginx(server.port, 1_000, defer, READ_TIMEOUT_MS);
+      }
+      function openSocket(port: number, defer: (cleanup: () => unknown) => void) {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+        defer(() => ws.close());
+        const closed = new Promise<{ code: number; at: number }>((resolve) =>
+          ws.addEventListener("close", (e) => resolve({ code: e.code, at: Date.now() }))
+        );
+        const opened = new Promise<number>((resolve, reject) => {
+          ws.addEventListener("open", () => resolve(Date.now()));
+          ws.addEventListener("error", () => reject(new Error("the WebSocket through nginx did not open")));
+        });
+        return { ws, opened: within(opened, 5_000, "the WebSocket's open"), closed };
+      }
+
+      test.concurrent(
+        `a WebSocket quiet for ${QUIET_MS}ms stays open: the app's pings (WEBSOCKET_PING_INTERVAL=1s) flow through nginx`,
+        () =>
+          using(async (defer) => {
+            const nginx = await behindNginx({ WEBSOCKET_PING_INTERVAL: "1s" }, defer);
+            const { ws, opened, closed } = openSocket(nginx.port, defer);
+            await opened;
+            const cut = await Promise.race([closed, Bun.sleep(QUIET_MS).then(() => undefined)]);
+            expect(cut).toBeUndefined();
+            const echoed = new Promise<string>((resolve) => ws.addEventListener("message", (e) => resolve(String(e.data))));
+            ws.send("still here");
+            expect(await within(echoed, 2_000, "the echo")).toBe("still here");
+          }),
+        30_000,
+      );
+
+      test.concurrent(
+        `without pings (WEBSOCKET_PING_INTERVAL=0) nginx cuts the quiet WebSocket at proxy_read_timeout: what the pings prevent`,
+        () =>
+          using(async (defer) => {
+            const nginx = await behindNginx({ WEBSOCKET_PING_INTERVAL: "0" }, defer);
+            const { opened, closed } = openSocket(nginx.port, defer);
+            const openedAt = await opened;
+            const { at } = await within(closed, QUIET_MS, "nginx's cut");
+            expectBetween(at - openedAt, READ_TIMEOUT_MS - EARLY_MS, READ_TIMEOUT_MS + 1_500);
+          }),
+        30_000,
+      );
+
+      test.concurrent(
+        `an event stream quiet for ${QUIET_MS}ms stays open: its heartbeats (SSE_HEARTBEAT=1s) flow through nginx`,
+        () =>
+          using(async (defer) => {
+            const nginx = await behindNginx({ SSE_HEARTBEAT: "1s" }, defer);
+            const client = await connect(nginx.port);
+            defer(() => client.destroy());
+            client.write("GET /events?interval=60000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+            await client.waitFor((d) => d.includes("event: tick"), 2_000, "the first event");
+            await Bun.sleep(QUIET_MS);
+            expect(client.closedAt).toBeNull();
+            expect(client.data).toStartWith("HTTP/1.1 200");
+            expect(client.data.split(": heartbeat").length - 1).toBeGreaterThanOrEqual(QUIET_MS / 1_000 - 1);
+          }),
+        30_000,
       );
     });
   }
