@@ -9,6 +9,7 @@ import { HTTPException } from "hono/http-exception";
 import { payloadTooLarge, readBody } from "../src/policy/body.ts";
 import { jsonErrors } from "../src/policy/errors.ts";
 import { requestLifecycle } from "../src/policy/lifecycle.ts";
+import { type PolicyWSContext, streamSSE, upgradeWebSocket } from "../src/policy/realtime.ts";
 import type { AppContext } from "../src/policy/types.ts";
 
 const encoder = new TextEncoder();
@@ -87,6 +88,47 @@ export default function fixture({ logger, bodyLimitBytes }: AppContext): Hono {
     .post("/echo", async (c) => {
       const body = await readBody(c.req.raw, bodyLimitBytes);
       return body === undefined ? payloadTooLarge(bodyLimitBytes) : c.json({ bytes: body.byteLength });
+    })
+    // A WebSocket echo (text as text, binary as binary); `flood N` asks for N bytes back in 64 KiB
+    // messages, sent as fast as the socket takes them, to a client that may not read. `ws_onclose`
+    // says when the app heard of the close, and how much a flood had sent and found waiting.
+    .get(
+      "/ws",
+      upgradeWebSocket(() => {
+        const flood = { sent: 0, maxBuffered: 0 };
+        return {
+          onMessage(event, ws) {
+            const match = typeof event.data === "string" ? /^flood (\d{1,10})$/.exec(event.data) : null;
+            if (!match) return ws.send(event.data as string | ArrayBuffer);
+            void (async () => {
+              const chunk = new Uint8Array(65_536);
+              const policy = ws as PolicyWSContext;
+              while (flood.sent < Number(match[1]) && ws.readyState === 1) {
+                ws.send(chunk);
+                flood.sent += chunk.length;
+                flood.maxBuffered = Math.max(flood.maxBuffered, policy.bufferedAmount);
+                await new Promise((resolve) => setTimeout(resolve, 0));
+              }
+            })();
+          },
+          onClose(event) {
+            logger.info("ws_onclose", { code: event.code, reason: event.reason, ...flood });
+          },
+        };
+      }),
+    )
+    // One event every `interval` ms, numbered on from the Last-Event-ID the client sent.
+    .get("/events", (c) => {
+      const interval = intQuery(c, "interval", 1, 3_600_000, 1_000);
+      return streamSSE(c, async (stream) => {
+        const last = Number(stream.lastEventId);
+        let id = Number.isSafeInteger(last) && last >= 0 ? last : 0;
+        while (!stream.aborted && !stream.closed) {
+          id += 1;
+          await stream.writeSSE({ id: String(id), event: "tick", data: JSON.stringify({ id }) });
+          await stream.sleep(interval);
+        }
+      });
     });
   return jsonErrors(app, logger);
 }
