@@ -58,7 +58,15 @@ export interface Capabilities {
       string
     >
   >;
+  /**
+   * What this target cannot do of the long-lived policy (#20), each with why: the WebSocket and
+   * SSE block (test/_long_lived.ts) skips those scenarios naming it. Absent: it does all of it.
+   */
+  longLived?: Partial<Record<LongLivedGap, string>>;
 }
+
+/** The parts of the long-lived policy a target may be unable to hold (test/_long_lived.ts). */
+export type LongLivedGap = "pings" | "tooBigBeforeBuffered" | "slowReader" | "connectionLimit";
 
 /** What a server engine's parser does with hostile input, which the hardening suite reads. */
 export interface EngineCapabilities extends Capabilities {
@@ -135,6 +143,10 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
     // ends, a version other than HTTP/1.0 or 1.1 (docs/policy.md#what-the-template-cannot-remove).
     malformedStatuses: [400, 505],
     headTooLargeStatus: 431,
+    longLived: {
+      connectionLimit:
+        "Bun.serve cannot count its connections, so bun-serve refuses MAX_CONNECTIONS at startup (BUN_ENGINE=bun-node-http enforces it, WebSockets included)",
+    },
     unsupported: {
       keepAliveHintOnClose:
         "a response that closes the connection (the client or the app said Connection: close) carries Keep-Alive: timeout=N too, and Bun.serve then closes as asked: the adapter reads no header to leave it out, since each one costs Bun.serve on every response (docs/runtimes.md#bunserve-sends-no-keep-alive-header)",
@@ -162,6 +174,10 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
     malformedStatuses: [400, 0],
     // Deno's parser accepts heads up to about 64 KiB and answers a larger one with a bare 400.
     headTooLargeStatus: 400,
+    longLived: {
+      tooBigBeforeBuffered:
+        "Deno.upgradeWebSocket fixes the largest message at 64 MiB, with no option: a message over WEBSOCKET_MAX_MESSAGE still gets 1009, but only once Deno has buffered it whole (src/policy/websocket.ts checks its size then)",
+    },
     unsupported: {
       keepAliveHint:
         "Deno's HTTP server sends no Keep-Alive header, and one more header costs it 4-5 µs of CPU per response: a fifth to a third of a small response's throughput, measured side by side (docs/runtimes.md#deno-serve-sends-no-keep-alive-header). Clients are not told the idle timeout on this engine; DENO_ENGINE=deno-node-http tells them",
@@ -203,6 +219,12 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
     deadlineLateMs: 0,
     headersTimeoutSends408: false,
     maxIdleTimeoutMs: null,
+    longLived: {
+      pings:
+        "the platform's on Cloudflare Workers: a worker's WebSocket has no ping(), and workerd answers a client's pings itself and sends none, so WEBSOCKET_PING_INTERVAL has nothing to drive (adapters/cloudflare/mod.ts)",
+      tooBigBeforeBuffered:
+        "workerd hands a worker only whole messages, under a size limit of its own that a worker cannot set: WEBSOCKET_MAX_MESSAGE is applied once a message has arrived whole",
+    },
     unsupported: {
       closeNoticeWhileSilent:
         "workerd hears of a client that closed (FIN) only when it next writes to it, and a handler at work or a body with only its end left writes nothing (docs/runtimes.md#workerd-learns-of-a-client-that-left-when-it-writes); the mid-stream scenario holds it to its next write, and test/workerd.test.ts checks the silence as declared",
