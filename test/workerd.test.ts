@@ -10,6 +10,7 @@ import { using } from "../harness/wait.ts";
 import { bundleWorker, WORKERD, writeWorkerdConfig } from "../src/main/_workerd_build.ts";
 import { WEBSUB_OUT_OF_SCOPE, WORKERD_LIMITS } from "../src/main/_workerd_platform.ts";
 import { conformance } from "./_conformance.ts";
+import { longLived } from "./_long_lived.ts";
 import { open } from "./_plain.ts";
 import { type Defer, EARLY_MS, expectBetween, idleAndInFlight, refusedAtStart, serving } from "./_suite.ts";
 
@@ -24,6 +25,7 @@ import { type Defer, EARLY_MS, expectBetween, idleAndInFlight, refusedAtStart, s
  * built-ins. workerd is a devDependency: nothing here is skipped.
  */
 conformance("workerd");
+longLived("workerd");
 
 const { idleCloseMs, headCloseMs } = WORKERD_LIMITS;
 
