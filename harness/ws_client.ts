@@ -387,7 +387,7 @@ export function tryUpgrade(
       }
       clearTimeout(timer);
       socket.off("data", onData);
-      socket.off("error", fail);
+      socket.off("error", failed);
       if (answer.headers["sec-websocket-accept"] !== acceptFor(key)) {
         socket.destroy();
         return reject(
@@ -396,8 +396,10 @@ export function tryUpgrade(
       }
       resolve({ ws: new WsClient(socket, answer, Buffer.from(rest), Date.now(), options), answer });
     };
+    // A reset or a broken pipe before the answer is a close before it, however the kernel says it.
+    const failed = (error: Error) => fail(new Error(`connection closed before a handshake answer (${error.message})`));
     socket.on("data", onData);
-    socket.once("error", fail);
+    socket.once("error", failed);
     socket.once("close", () => {
       if (!answer) fail(new Error(`connection closed before a handshake answer; read: ${JSON.stringify(read.toString("latin1"))}`));
     });
