@@ -60,7 +60,7 @@ const engines: Engines<BunEngine> = {
               }`),
           ]
           : [],
-      serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger, { idle: "reaper" }),
+      serve: (fetch, config, logger, websockets) => serveNodeHttp(fetch, config, logger, { idle: "reaper", websockets }),
       declaredLength: declaredLengthOnNode,
     },
   },

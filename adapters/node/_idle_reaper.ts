@@ -12,7 +12,8 @@ export interface IdleReaper {
  * IDLE_TIMEOUT: Bun's node:http runs on Bun's timers, capped at 255 s, and its
  * closeIdleConnections() leaves keep-alive connections open (docs/runtimes.md#bun-node-http-compatibility). A connection
  * is idle while no request on it is in flight; the timer starts when it opens and again when its
- * last response is done, and a new request stops it. `onIdle` is called before the close.
+ * last response is done, and a new request stops it; an upgrade (a WebSocket) stops watching it.
+ * `onIdle` is called before the close.
  */
 export function reapIdleConnections(server: Server, idleTimeoutMs: number, onIdle: (socket: Socket) => void): IdleReaper {
   const inFlight = new Map<Socket, number>();
@@ -37,6 +38,12 @@ export function reapIdleConnections(server: Server, idleTimeoutMs: number, onIdl
       timers.delete(socket);
       inFlight.delete(socket);
     });
+  });
+  // An upgraded socket is no longer HTTP: its WebSocket policy (pings) watches it, not this timer.
+  server.on("upgrade", (_req, socket: Socket) => {
+    clearTimeout(timers.get(socket));
+    timers.delete(socket);
+    inFlight.delete(socket);
   });
   server.on("request", (req, res) => {
     const socket = req.socket;

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, maxHeaderSize, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, maxHeaderSize, type ServerOptions, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import process from "node:process";
@@ -8,11 +8,13 @@ import { reportClientGone } from "../../src/policy/lifecycle.ts";
 import { INTERNAL_ERROR } from "../../src/policy/errors.ts";
 import type { Logger } from "../../src/policy/log.ts";
 import type { FetchHandler } from "../../src/policy/types.ts";
+import type { WebSockets } from "../../src/policy/websocket.ts";
 import { acceptFailures, connectionLimit, FD_RESERVE, refusals } from "../_connection_limit.ts";
 import { reapIdleConnections } from "./_idle_reaper.ts";
 import { keepAliveHintSeconds } from "../_keep_alive.ts";
 import { limitBody } from "../_request_body.ts";
 import { displayUrl, type EngineServer } from "../_types.ts";
+import { carryWebSockets, shouldUpgrade } from "./_websocket.ts";
 
 /**
  * node:http closes an idle keep-alive socket at keepAliveTimeout plus a buffer: fixed at 1 s
@@ -105,7 +107,7 @@ const SLASH = 47;
  * scheme, and its credentials make `request.clone()` throw). With `trustProxy`, the scheme is the
  * one `X-Forwarded-Proto` names (`http` or `https`).
  */
-function requestTarget(incoming: IncomingMessage, trustProxy: boolean): void {
+export function requestTarget(incoming: IncomingMessage, trustProxy: boolean): void {
   const target = incoming.url ?? "/";
   const absolute = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)(.*)$/i.exec(target);
   if (absolute) {
@@ -161,6 +163,8 @@ export interface NodeHttpOptions {
    * timer per connection in JavaScript (`reaper`), for runtimes whose node:http caps it.
    */
   idle?: "native" | "reaper";
+  /** The server's WebSockets: an upgrade the app asks for becomes one of them (adapters/node/_websocket.ts). */
+  websockets?: WebSockets;
 }
 
 /** Configurations node:http cannot honour, refused at startup rather than clamped. */
@@ -241,9 +245,18 @@ export function serveNodeHttp(
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
-    },
+      // Only a WebSocket upgrade leaves the request path (Node 24.9+, Bun and Deno; older Node
+      // sends every upgrade to 'upgrade', where one that is not a WebSocket is answered without its body).
+      ...(options.websockets ? { shouldUpgradeCallback: shouldUpgrade } : {}),
+    } as ServerOptions,
     handle,
   );
+  // An upgraded socket is node:http's no more: its deadlines and closeAllConnections() leave it alone.
+  const upgrades = options.websockets
+    ? carryWebSockets(server, fetch, config, logger, options.websockets, (incoming) => {
+      if (trustProxy || incoming.url?.charCodeAt(0) !== SLASH) requestTarget(incoming, trustProxy);
+    })
+    : undefined;
   // Everything per connection, nothing per request: a response's end and its client's departure
   // are read off the socket (node:http keeps the response in flight as socket._httpMessage until
   // it finishes), which spares every request a 'close' listener of its own.
@@ -275,8 +288,9 @@ export function serveNodeHttp(
     sockets.add(socket);
     socket.on("close", socketClosed);
   });
+  // An upgrade request counts until its answer is decided; a WebSocket is not a request in flight.
   const inFlight = () => {
-    let n = 0;
+    let n = upgrades?.pending() ?? 0;
     for (const socket of sockets) if (socket._httpMessage) n += 1;
     return n;
   };
@@ -338,8 +352,9 @@ export function serveNodeHttp(
           // idle), now and again until the server has closed, for those that become so: a busy one
           // whose response ended, one accepted as the listener closed. A head that completed, its
           // body still arriving, has its response: in flight, kept.
+          // A socket taken by an upgrade is the policy's to close (1001), and holds the server's close until it is.
           const closeNotBusy = () => {
-            for (const socket of sockets) if (!socket._httpMessage) socket.destroy();
+            for (const socket of sockets) if (!socket._httpMessage && !upgrades?.taken.has(socket)) socket.destroy();
             closeIdle();
           };
           const sweep = setInterval(closeNotBusy, DRAIN_SWEEP_MS).unref();
@@ -364,6 +379,7 @@ export function serveNodeHttp(
         cut() {
           const cut = inFlight();
           server.closeAllConnections();
+          upgrades?.cut();
           return cut;
         },
       });

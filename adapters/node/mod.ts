@@ -10,7 +10,7 @@ const engines: Engines<NodeEngine> = {
   engines: {
     "node-http": {
       check: checkNodeHttp,
-      serve: (fetch, config, logger) => serveNodeHttp(fetch, config, logger),
+      serve: (fetch, config, logger, websockets) => serveNodeHttp(fetch, config, logger, { websockets }),
       declaredLength: declaredLengthOnNode,
     },
   },
