@@ -9,10 +9,13 @@ import type { ConfigResult } from "../../src/policy/config.ts";
 import { internalError } from "../../src/policy/errors.ts";
 import { reportClientGone, trackStreamingResponses } from "../../src/policy/lifecycle.ts";
 import { createLogger, type Logger } from "../../src/policy/log.ts";
+import { LONG_LIVED_DEFAULTS, LongLived } from "../../src/policy/long_lived.ts";
 import { operationalRoutes, type ProbePaths } from "../../src/policy/routes.ts";
 import type { AppExport, FetchHandler, Registry } from "../../src/policy/types.ts";
 import { limitBody } from "../_request_body.ts";
 import { requestPath } from "../_request_path.ts";
+import { upgradeOf, WebSockets } from "../../src/policy/websocket.ts";
+import { upgraded } from "./_websocket.ts";
 
 /** What a worker is configured with, from its bindings. */
 export interface CloudflareOptions {
@@ -22,6 +25,12 @@ export interface CloudflareOptions {
   readonly bodyLimitByPath?: Record<string, number>;
   /** Where the probes are answered; `false` leaves one to the app. */
   readonly probes?: ProbePaths;
+  /** A larger WebSocket message closes the socket with 1009; at most the platform's own limit. @default 1_048_576 */
+  readonly websocketMaxMessageBytes?: number;
+  /** This much queued for a WebSocket client that does not read closes it with 1008. @default 4_194_304 */
+  readonly websocketMaxBufferedBytes?: number;
+  /** A comment line whenever an event stream wrote nothing for this long; 0 disables. @default 15_000 */
+  readonly sseHeartbeatMs?: number;
   /** Where the worker's events go. @default JSON lines on the console */
   readonly logger?: Logger;
 }
@@ -35,7 +44,9 @@ export interface CloudflareHandler {
 export type Configure = (bindings: Record<string, unknown>) => ConfigResult<CloudflareOptions>;
 
 /** One isolate's server: its answer to every request, made once from the first request's bindings. */
-type Isolate = { ok: true; fetch: FetchHandler; limitOf: (request: Request) => number } | { ok: false; answer: () => Response };
+type Isolate =
+  | { ok: true; fetch: FetchHandler; limitOf: (request: Request) => number; websockets: WebSockets }
+  | { ok: false; answer: () => Response };
 
 const DEFAULT_BODY_LIMIT = 1_048_576;
 
@@ -81,7 +92,9 @@ export function worker(made: AppExport, configure: Configure = () => ({ ok: true
       // FIN only once workerd writes (docs/runtimes.md#workerd-learns-of-a-client-that-left-when-it-writes).
       request.signal.addEventListener("abort", () => reportClientGone(seen), { once: true });
       // The lifecycle answers what the app throws, as every engine does.
-      return await ready.fetch(seen, env, ctx);
+      const response = await ready.fetch(seen, env, ctx);
+      const upgrade = upgradeOf(response);
+      return upgrade ? upgraded(ready.websockets, upgrade) ?? response : response;
     },
   };
 }
@@ -114,10 +127,19 @@ function prepare(made: AppExport, configured: ConfigResult<CloudflareOptions>): 
   const bodyLimitBytes = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
   const limitOf = bodyLimits(bodyLimitBytes, options.bodyLimitByPath ?? {});
   const routes = operationalRoutes(() => true, () => Response.json(METRICS_ANSWER, { status: 404 }), options.probes);
+  // Never closed by a shutdown: no signal reaches a worker. No ping sweep: a worker cannot ping.
+  const longLived = new LongLived({
+    pingIntervalMs: 0,
+    maxMessageBytes: options.websocketMaxMessageBytes ?? LONG_LIVED_DEFAULTS.maxMessageBytes,
+    maxBufferedBytes: options.websocketMaxBufferedBytes ?? LONG_LIVED_DEFAULTS.maxBufferedBytes,
+    sseHeartbeatMs: options.sseHeartbeatMs ?? LONG_LIVED_DEFAULTS.sseHeartbeatMs,
+  });
+  const websockets = new WebSockets(longLived, logger, NO_METRICS);
   const serving = (app: Awaited<ReturnType<typeof appOf>>): Isolate => ({
     ok: true,
     limitOf,
-    fetch: requestPath(app, { routes, limitOf, lifecycle: { logger } }),
+    websockets,
+    fetch: requestPath(app, { routes, limitOf, lifecycle: { logger, longLived } }),
   });
   try {
     const app = appOf(made, { logger, registry: NO_REGISTRY, bodyLimitBytes });
@@ -126,3 +148,12 @@ function prepare(made: AppExport, configured: ConfigResult<CloudflareOptions>): 
     return failed(error);
   }
 }
+
+/**
+ * Where the WebSocket policy's gauge and close counter go on Workers: nowhere, as there is no
+ * registry (NO_REGISTRY); the `websocket_closed` events still say why the policy closed a socket.
+ */
+const NO_METRICS = {
+  collect() {},
+  counter: () => ({ inc() {}, get: () => Promise.resolve(0), labels: () => ({ inc() {} }) }),
+} as unknown as Registry;

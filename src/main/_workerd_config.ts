@@ -5,11 +5,12 @@
 import type { CloudflareOptions } from "../../adapters/cloudflare/mod.ts";
 import { type ConfigResult, readEnv } from "../policy/config.ts";
 import { EnvSchema } from "./_env.ts";
-import { PLATFORM_OWNED, WEBSUB_OUT_OF_SCOPE } from "./_workerd_platform.ts";
+import { MAX_MESSAGE_OVER, PLATFORM_OWNED, WEBSUB_OUT_OF_SCOPE, WORKERD_LIMITS } from "./_workerd_platform.ts";
 
 /**
  * Validates the worker's bindings with the entries' own schema (EnvSchema), after refusing every
- * variable the platform owns, each with its reason, and every `WEBSUB_*`. Bindings that are not
+ * variable the platform owns, each with its reason, and every `WEBSUB_*`; WEBSOCKET_MAX_MESSAGE
+ * holds up to the platform's own limit, and is refused above it. Bindings that are not
  * the template's (a KV namespace, the app's own secrets) are left alone.
  */
 export function loadCloudflareConfig(bindings: Record<string, unknown>): ConfigResult<CloudflareOptions> {
@@ -27,6 +28,18 @@ export function loadCloudflareConfig(bindings: Record<string, unknown>): ConfigR
   }
   const result = readEnv(EnvSchema, env);
   if (!result.ok) problems.push(...result.problems);
+  else if (result.config.WEBSOCKET_MAX_MESSAGE > WORKERD_LIMITS.maxMessageBytes) {
+    problems.push(`WEBSOCKET_MAX_MESSAGE "${env.WEBSOCKET_MAX_MESSAGE}" ${MAX_MESSAGE_OVER}`);
+  }
   if (!result.ok || problems.length > 0) return { ok: false, problems };
-  return { ok: true, config: { bodyLimitBytes: result.config.BODY_LIMIT } };
+  const out = result.config;
+  return {
+    ok: true,
+    config: {
+      bodyLimitBytes: out.BODY_LIMIT,
+      websocketMaxMessageBytes: out.WEBSOCKET_MAX_MESSAGE,
+      websocketMaxBufferedBytes: out.WEBSOCKET_MAX_BUFFERED,
+      sseHeartbeatMs: out.SSE_HEARTBEAT,
+    },
+  };
 }

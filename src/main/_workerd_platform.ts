@@ -22,6 +22,8 @@ export const PLATFORM_OWNED: Readonly<Record<string, string>> = {
   SHUTDOWN_TIMEOUT: NO_PROCESS,
   SHUTDOWN_DELAY: NO_PROCESS,
   MAX_CONNECTIONS: "a worker sees requests, never connections: the platform accepts and limits them",
+  WEBSOCKET_PING_INTERVAL:
+    "a worker's WebSocket has no ping(): the platform answers a client's pings itself and sends none (local workerd keeps a silent client's socket open, 40 s measured)",
   WORKERS: "the platform runs as many isolates as the load needs",
   BUN_ENGINE: "a worker runs on workerd, not Bun",
   DENO_ENGINE: "a worker runs on workerd, not Deno",
@@ -33,6 +35,13 @@ export const PLATFORM_OWNED: Readonly<Record<string, string>> = {
  */
 export const WEBSUB_OUT_OF_SCOPE =
   "WebSub is out of scope there: its subscriptions need a store the isolates share (KV, D1 or a Durable Object, not a SQLite file or Redis) and its lease renewals a Cron Trigger, neither of which it has (docs/policy.md#cloudflare-workers-workerd)";
+
+/**
+ * Why WEBSOCKET_MAX_MESSAGE is refused above WORKERD_LIMITS.maxMessageBytes, after its name and
+ * value; below it, the policy's own 1009 holds.
+ */
+export const MAX_MESSAGE_OVER =
+  "is over the platform's own limit on Cloudflare Workers: workerd closes a socket with 1009 before the worker sees a message over 32mb (local workerd); use at most 32mb";
 
 /** A window in milliseconds: not earlier than `min`, not later than `max`. */
 export interface WindowMs {
@@ -55,12 +64,19 @@ export interface WorkerdLimits {
    * after it left: workerd notices a closed connection only when it writes to it.
    */
   readonly abortAfterNextWriteMs: number;
+  /**
+   * The largest WebSocket message workerd receives: a larger one closes the socket with 1009
+   * ("Message is too large") before the worker sees it. WEBSOCKET_MAX_MESSAGE above it is refused.
+   */
+  readonly maxMessageBytes: number;
 }
 
 export const WORKERD_LIMITS: WorkerdLimits = {
   idleCloseMs: { min: 14_900, max: 16_000 },
   headCloseMs: { min: 14_900, max: 16_000 },
   abortAfterNextWriteMs: 100,
+  // 32 MiB: a message of 33,554,432 bytes is received, one byte more closes the socket (measured).
+  maxMessageBytes: 33_554_432,
 };
 
 /**

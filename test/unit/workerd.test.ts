@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { loadConfig } from "../../src/main/_env.ts";
 import { type CloudflareHandler, worker } from "../../adapters/cloudflare/mod.ts";
 import { loadCloudflareConfig } from "../../src/main/_workerd_config.ts";
-import { COMPATIBILITY_DATE, PLATFORM_OWNED } from "../../src/main/_workerd_platform.ts";
+import { COMPATIBILITY_DATE, MAX_MESSAGE_OVER, PLATFORM_OWNED, WORKERD_LIMITS } from "../../src/main/_workerd_platform.ts";
 import type { AppContext } from "../../src/policy/types.ts";
 import fixture from "../_fixture.ts";
 
@@ -22,11 +22,19 @@ function call(handler: CloudflareHandler, env: Record<string, unknown>, path: st
 
 describe("the worker's bindings", () => {
   test("with none, the defaults of the entries' own schema apply", () => {
-    expect(loadCloudflareConfig({})).toEqual({ ok: true, config: { bodyLimitBytes: 1_048_576 } });
+    expect(loadCloudflareConfig({})).toEqual({
+      ok: true,
+      config: {
+        bodyLimitBytes: 1_048_576,
+        websocketMaxMessageBytes: 1_048_576,
+        websocketMaxBufferedBytes: 4_194_304,
+        sseHeartbeatMs: 15_000,
+      },
+    });
   });
 
   test("BODY_LIMIT is validated by the same schema, with the same message, as on the other entries", () => {
-    expect(loadCloudflareConfig({ BODY_LIMIT: "512kb" })).toEqual({ ok: true, config: { bodyLimitBytes: 524_288 } });
+    expect(loadCloudflareConfig({ BODY_LIMIT: "512kb" })).toMatchObject({ ok: true, config: { bodyLimitBytes: 524_288 } });
     const node = loadConfig({ BODY_LIMIT: "2gb" });
     const workers = loadCloudflareConfig({ BODY_LIMIT: "2gb" });
     expect(workers.ok).toBe(false);
@@ -38,6 +46,30 @@ describe("the worker's bindings", () => {
       const result = loadCloudflareConfig({ [name]: "1s" });
       expect(!result.ok && result.problems).toEqual([`${name} "1s" cannot be set on Cloudflare Workers: ${reason}`]);
     }
+  });
+
+  test("the WebSocket and event-stream variables that hold on Workers reach the worker; WEBSOCKET_PING_INTERVAL is the platform's", () => {
+    const bindings = { WEBSOCKET_MAX_MESSAGE: "64kb", WEBSOCKET_MAX_BUFFERED: "2mb", SSE_HEARTBEAT: "1s" };
+    expect(loadCloudflareConfig(bindings)).toMatchObject({
+      ok: true,
+      config: { websocketMaxMessageBytes: 65_536, websocketMaxBufferedBytes: 2_097_152, sseHeartbeatMs: 1_000 },
+    });
+    expect(PLATFORM_OWNED.WEBSOCKET_PING_INTERVAL).toStartWith("a worker's WebSocket has no ping()");
+    // Bad values get the entries' own messages.
+    const node = loadConfig({ SSE_HEARTBEAT: "soon" });
+    expect(loadCloudflareConfig({ SSE_HEARTBEAT: "soon" })).toEqual({ ok: false, problems: !node.ok ? node.problems : [] });
+  });
+
+  test("WEBSOCKET_MAX_MESSAGE holds up to the platform's own 32 MiB, and is refused above it", () => {
+    expect(WORKERD_LIMITS.maxMessageBytes).toBe(33_554_432);
+    expect(loadCloudflareConfig({ WEBSOCKET_MAX_MESSAGE: "32mb" })).toMatchObject({
+      ok: true,
+      config: { websocketMaxMessageBytes: 33_554_432 },
+    });
+    expect(loadCloudflareConfig({ WEBSOCKET_MAX_MESSAGE: "33554433b" })).toEqual({
+      ok: false,
+      problems: [`WEBSOCKET_MAX_MESSAGE "33554433b" ${MAX_MESSAGE_OVER}`],
+    });
   });
 
   test("every WEBSUB_* variable is refused as out of scope, its value never quoted", () => {
