@@ -155,7 +155,7 @@ class Session implements SocketEvents {
     if (this.#closed || this.#reason) return;
     this.#reason = reason;
     const [code, text] = POLICY_CLOSES[reason];
-    if (reason !== "shutdown") this.#owner.logger.info("websocket_closed", { reason, code, path: pathOf(this.ctx.url?.href ?? "") });
+    if (reason !== "shutdown") this.#logged(reason, code);
     this.#driver.close(code, text);
     if (drop) this.#driver.terminate();
     else this.#grace = setTimeout(() => this.#driver.terminate(), CLOSE_GRACE_MS);
@@ -163,6 +163,11 @@ class Session implements SocketEvents {
 
   cut(): void {
     this.#driver.terminate();
+  }
+
+  /** The `websocket_closed` event of a close the policy made. */
+  #logged(reason: CloseReason, code: number): void {
+    this.#owner.logger.info("websocket_closed", { reason, code, path: pathOf(this.ctx.url?.href ?? "") });
   }
 
   open(): void {
@@ -192,7 +197,11 @@ class Session implements SocketEvents {
     this.#closed = true;
     clearTimeout(this.#grace);
     this.#forget?.();
-    this.#owner.closed(this.#reason ?? this.#owner.reasonOf(code, reason));
+    const why = this.#reason ?? this.#owner.reasonOf(code, reason);
+    // A close the runtime made for the policy (its own message limit, Deno's ping timeout) is
+    // logged as the policy's own are; a client's is only counted.
+    if (this.#reason === undefined && why !== "client") this.#logged(why, code);
+    this.#owner.closed(why);
     this.#events.onClose?.(new CloseEvent("close", { code, reason, wasClean: code !== 1006 }), this.ctx);
   }
 
