@@ -187,3 +187,146 @@ describe("wrangler.jsonc", () => {
     expect(COMPATIBILITY_DATE >= "2026-08-04").toBe(true);
   });
 });
+
+/**
+ * The worker's WebSockets, on a stand-in for workerd's `WebSocketPair` (Bun has none): what the
+ * adapter hands the policy core, and what it reports back. Against real workerd: test/workerd.test.ts.
+ */
+describe("the module worker's WebSockets", () => {
+  /** The server end of a pair as workerd's behaves, as measured (adapters/cloudflare/_websocket.ts). */
+  class FakeSocket extends EventTarget {
+    readyState = 1;
+    binaryType = "blob";
+    bufferedAmount = 0;
+    protocol = "";
+    accepted = false;
+    readonly sent: Array<string | ArrayBuffer | ArrayBufferView> = [];
+    readonly closes: Array<[number | undefined, string | undefined]> = [];
+    accept() {
+      this.accepted = true;
+    }
+    /** As workerd's: what is sent waits until written, here forever (a client that does not read). */
+    send(data: string | ArrayBuffer | ArrayBufferView) {
+      this.sent.push(data);
+      this.bufferedAmount += typeof data === "string" ? new TextEncoder().encode(data).byteLength : data.byteLength;
+    }
+    close(code?: number, reason?: string) {
+      this.closes.push([code, reason]);
+      this.readyState = 2;
+    }
+    receive(data: string | ArrayBuffer) {
+      this.dispatchEvent(new MessageEvent("message", { data }));
+    }
+    closedBy(code: number, reason: string) {
+      this.readyState = 3;
+      this.dispatchEvent(new CloseEvent("close", { code, reason }));
+    }
+    failed(message: string) {
+      this.readyState = 3;
+      this.dispatchEvent(new ErrorEvent("error", { error: new Error(message), message }));
+    }
+  }
+
+  let pairs: FakeSocket[][] = [];
+  const global = globalThis as { WebSocketPair?: unknown };
+  beforeEach(() => {
+    pairs = [];
+    global.WebSocketPair = class {
+      0 = new FakeSocket();
+      1 = new FakeSocket();
+      constructor() {
+        pairs.push([this[0], this[1]]);
+      }
+    };
+  });
+  afterEach(() => delete global.WebSocketPair);
+
+  const UPGRADE = {
+    upgrade: "websocket",
+    connection: "Upgrade",
+    "sec-websocket-version": "13",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+  };
+  /** Upgrades the fixture's /ws echo on a worker with `env`; returns the response and the server end. */
+  async function upgrade(env: Record<string, string> = {}, headers: Record<string, string> = UPGRADE) {
+    const res = await call(worker(fixture, loadCloudflareConfig), env, "/ws", { headers });
+    return { res, server: pairs[0]?.[1] };
+  }
+  const heardClose = () => events().filter((e) => e.event === "ws_onclose");
+
+  test("an upgrade answers 101 with a new pair; its server end, accepted, echoes text, and binary as ArrayBuffer", async () => {
+    const { res, server } = await upgrade();
+    expect(res.status).toBe(101);
+    expect(pairs).toHaveLength(1);
+    expect(server!.accepted).toBe(true);
+    expect(server!.binaryType).toBe("arraybuffer");
+    server!.receive("héllo");
+    const bytes = new Uint8Array([0, 1, 2, 255]).buffer;
+    server!.receive(bytes);
+    expect(server!.sent).toEqual(["héllo", bytes]);
+  });
+
+  test("a client's close reaches the app once, whatever workerd reports after it", async () => {
+    const { server } = await upgrade();
+    server!.closedBy(1000, "bye");
+    server!.failed("Network connection lost.");
+    server!.closedBy(1006, "");
+    expect(heardClose()).toMatchObject([{ code: 1000, reason: "bye" }]);
+    expect(server!.closes).toEqual([]);
+  });
+
+  test("WEBSOCKET_MAX_MESSAGE counts a text message in UTF-8 bytes: one over it closes the socket 1009, logged too_big", async () => {
+    const { server } = await upgrade({ WEBSOCKET_MAX_MESSAGE: "10b" });
+    server!.receive("ééééé");
+    expect(server!.sent).toEqual(["ééééé"]);
+    server!.receive("éééééa");
+    expect(server!.sent).toHaveLength(1);
+    expect(server!.closes).toEqual([[1009, "message too big"]]);
+    expect(events().find((e) => e.event === "websocket_closed")).toMatchObject({ reason: "too_big", code: 1009, path: "/ws" });
+  });
+
+  test("WEBSOCKET_MAX_BUFFERED reads workerd's bufferedAmount: over it, 1008, and the socket is given up (1006 to the app), workerd having no way to drop it", async () => {
+    const { server } = await upgrade({ WEBSOCKET_MAX_BUFFERED: "100kb" });
+    server!.receive("flood 1000000");
+    await Bun.sleep(50);
+    // Two 64 KiB messages pass 100 KiB, and nothing is sent after.
+    expect(server!.sent).toHaveLength(2);
+    expect(server!.closes).toEqual([[1008, "client not reading"]]);
+    expect(heardClose()).toMatchObject([{ code: 1006, reason: "" }]);
+  });
+
+  test("workerd's own limit reports only an error: the app hears the 1009 it sent", async () => {
+    const { server } = await upgrade();
+    server!.failed("WebSocket protocol error; protocolError.statusCode = 1009; protocolError.description = Message is too large");
+    expect(heardClose()).toMatchObject([{ code: 1009, reason: "Message is too large" }]);
+  });
+
+  test("a handshake workerd would refuse after the worker is answered before any socket opens: 426 for another version, 400 without a key", async () => {
+    const old = await upgrade({}, { ...UPGRADE, "sec-websocket-version": "8" });
+    expect(old.res.status).toBe(426);
+    expect(old.res.headers.get("sec-websocket-version")).toBe("13");
+    expect((await old.res.json() as { error: string }).error).toBe("upgrade_required");
+    const { "sec-websocket-key": _, ...keyless } = UPGRADE;
+    const bad = await upgrade({}, keyless);
+    expect(bad.res.status).toBe(400);
+    expect(pairs).toEqual([]);
+  });
+
+  test("outside workerd, with no WebSocketPair, the app's 501 is the answer", async () => {
+    delete global.WebSocketPair;
+    const { res } = await upgrade();
+    expect(res.status).toBe(501);
+    expect((await res.json() as { error: string }).error).toBe("websocket_unsupported");
+  });
+
+  test("SSE_HEARTBEAT reaches the worker's event streams: a quiet stream gets a comment each heartbeat", async () => {
+    const res = await call(worker(fixture, loadCloudflareConfig), { SSE_HEARTBEAT: "50ms" }, "/events?interval=60000");
+    const reader = res.body!.getReader();
+    let text = "";
+    const until = Date.now() + 400;
+    while (Date.now() < until && text.split(": heartbeat").length < 4) text += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    expect(text).toContain("id: 1\n");
+    expect(text.split(": heartbeat").length - 1).toBeGreaterThanOrEqual(3);
+  });
+});
