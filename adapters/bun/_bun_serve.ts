@@ -3,19 +3,25 @@ import type { Config } from "../../src/policy/config.ts";
 import { errorResponse } from "../../src/policy/errors.ts";
 import { isTrackedStream } from "../../src/policy/lifecycle.ts";
 import type { Logger } from "../../src/policy/log.ts";
+import { jsonResponse } from "../../src/policy/respond.ts";
 import type { FetchHandler } from "../../src/policy/types.ts";
+import { type Upgrade, upgradeOf, type WebSockets } from "../../src/policy/websocket.ts";
 import { watchDisconnects } from "../_disconnect_watch.ts";
 import { guardBody, releaseBody } from "../_request_body.ts";
 import { fromConnection } from "../_request_url.ts";
 import { displayUrl, type EngineServer } from "../_types.ts";
 import { bunIdleSeconds, rearmBeforeEnd } from "./_idle.ts";
 import { keepAliveHeader, withKeepAliveHint } from "./_keep_alive.ts";
+import { bunWebSocket, type SocketData } from "./_websocket.ts";
 
 /** While draining, how often Bun.serve is asked whether a request is still in flight. */
 const DRAIN_POLL_MS = 25;
 
-/** Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work. */
-export function serveBun(fetch: FetchHandler, config: Config, logger: Logger): Promise<EngineServer> {
+/**
+ * Serves the app with Bun.serve, keeping Bun's one idle timer off while a request is at work, and
+ * upgrading the requests the app answered with `upgradeWebSocket` to WebSockets under the policy.
+ */
+export function serveBun(fetch: FetchHandler, config: Config, logger: Logger, websockets: WebSockets): Promise<EngineServer> {
   const idleSeconds = bunIdleSeconds(config.idleTimeoutMs);
   // Bun.serve sends no Keep-Alive header of its own and passes the app's through: tell clients the
   // idle timeout here. Its close comes after IDLE_TIMEOUT, never before the advertised time
@@ -48,7 +54,19 @@ export function serveBun(fetch: FetchHandler, config: Config, logger: Logger): P
     // Not while draining: Bun closes the connection after the response.
     return keepAlive === undefined || draining ? response : withKeepAliveHint(response, keepAlive);
   };
-  const server = Bun.serve({
+  /**
+   * Upgrades `raw` (the request Bun handed in: Bun upgrades no other) as the app asked; undefined
+   * tells Bun the 101 went out. The socket's own timer is off (`bunWebSocket`): the HTTP idle
+   * timer of the request does not follow it.
+   */
+  const upgrade = (request: Request, raw: Request, asked: Upgrade, timerOff = false): Response | undefined => {
+    const data: SocketData = { upgrade: asked };
+    if (server.upgrade(raw, { data })) return undefined;
+    // Bun refuses a handshake it cannot complete (no Sec-WebSocket-Key, say): the client's request is at fault.
+    const refused = jsonResponse({ error: "bad_request", message: "The WebSocket handshake is incomplete" }, 400, { connection: "close" });
+    return answer(request, raw, refused, timerOff);
+  };
+  const server = Bun.serve<SocketData>({
     hostname: config.host,
     port: config.port,
     reusePort: config.reusePort,
@@ -63,14 +81,19 @@ export function serveBun(fetch: FetchHandler, config: Config, logger: Logger): P
       const result = fetch(request, server);
       // Nothing runs between the request's arrival and here, so Bun's idle timer (reset by the
       // request) needs touching only for a response that is not complete yet.
-      if (!(result instanceof Promise)) return answer(request, raw, result);
+      // Only a 501 is asked whether it is an upgrade (upgradeOf): every other response pays one comparison.
+      if (!(result instanceof Promise)) {
+        const asked = upgradeOf(result);
+        return asked ? upgrade(request, raw, asked) : answer(request, raw, result);
+      }
       // Bun's idle timer also kills slow handlers and silent streams: off while we work.
       server.timeout(raw, 0);
       disconnects.start(request, raw);
       return result.then(
         (response) => {
           disconnects.stop(request);
-          return answer(request, raw, response, true);
+          const asked = upgradeOf(response);
+          return asked ? upgrade(request, raw, asked, true) : answer(request, raw, response, true);
         },
         (error: unknown) => {
           disconnects.stop(request);
@@ -79,6 +102,7 @@ export function serveBun(fetch: FetchHandler, config: Config, logger: Logger): P
         },
       );
     },
+    websocket: bunWebSocket(config, websockets, logger),
     // What escapes the lifecycle's own answer (an error in Bun's handling around it).
     error: (error) => errorResponse(error, undefined, logger),
   });
@@ -96,9 +120,10 @@ export function serveBun(fetch: FetchHandler, config: Config, logger: Logger): P
       // SHUTDOWN_TIMEOUT, and Bun.serve shows no connection without a request, so there is none to
       // close on its own: once no request is in flight (streams included), stop(true) closes what
       // is left (docs/runtimes.md#bun-request-signal-and-stop). A silent connection
-      // never reaches Bun: its listener defers the accept until the first byte.
+      // never reaches Bun: its listener defers the accept until the first byte. WebSockets are the
+      // policy's to close (1001 at step 5, LongLived): stop(true) would send Bun's own 1001 to them.
       const sweep = setInterval(() => {
-        if (server.pendingRequests > 0) return;
+        if (server.pendingRequests > 0 || server.pendingWebSockets > 0) return;
         clearInterval(sweep);
         void server.stop(true);
       }, DRAIN_POLL_MS);

@@ -45,7 +45,7 @@ const engines: Engines<BunEngine> = {
         }
         return [];
       },
-      serve: (fetch, config, logger) => serveBun(fetch, config, logger),
+      serve: (fetch, config, logger, websockets) => serveBun(fetch, config, logger, websockets),
     },
     "bun-node-http": {
       // Bun's node:http fails to bind a port another process holds, reusePort or not (docs/runtimes.md#several-processes-on-one-port).
