@@ -14,3 +14,9 @@ export async function hostileClient<T>(args: Array<string | number>, timeoutMs: 
   const out = await run([...LOAD_CPU, BUN, "bench/_hostile_client.ts", ...args.map(String)], timeoutMs);
   return JSON.parse(out.trim().split("\n").at(-1)!) as T;
 }
+
+/** The command line of bench/_ws_client.ts on the load core, under fd limit `limit` when given. */
+export function wsClientCommand(limit: number | undefined, args: Array<string | number>): string[] {
+  const cmd = [...LOAD_CPU, BUN, "bench/_ws_client.ts", ...args.map(String)];
+  return limit ? ["prlimit", `--nofile=${limit}:${limit}`, "--", ...cmd] : cmd;
+}

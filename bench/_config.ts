@@ -14,6 +14,8 @@ export const DEFAULT_ENGINE = { node: "node-http", bun: "bun-serve", deno: "deno
 export type Kind = "raw" | "hono" | "template";
 /** What the idle phase measures: the raw server and the template, and on Deno its bare per-connection server too. */
 export type IdleKind = "raw" | "engine" | "template";
+/** What the WebSocket phase compares: the runtime's bare WebSocket echo server and the template (the example app's /ws). */
+export type WsKind = "ws-bare" | "ws-template";
 
 export const RUNTIMES = (process.env.BENCH_RUNTIMES ?? "node,bun,deno").split(",").map((s) => s.trim()) as Runtime[];
 export const KINDS: Kind[] = ["raw", "hono", "template"];
@@ -51,7 +53,24 @@ export const COLDSTART_ROUNDS = intEnv("BENCH_COLDSTART_ROUNDS", 7);
 export const WORKERS_ROUNDS = intEnv("BENCH_WORKERS_ROUNDS", 4);
 /** The WORKERS values the workers phase compares. */
 export const WORKER_COUNTS = [1, 2] as const;
-export const PHASES = ["throughput", "idle", "reap", "slowloris", "churn", "coldstart", "workers"];
+/** WebSocket phase: idle WebSockets held per server (memory, ping CPU). */
+export const WS_CONNECTIONS = intEnv("BENCH_WS_CONNECTIONS", 10_000);
+/**
+ * WebSocket phase: handshakes in flight at once while the held sockets open. 100, not the idle
+ * phase's 500: with 500 at once, deno-per-connection closed 8-16% of the opened sockets (1006)
+ * within seconds, which Deno.serve did not (2026-12-03).
+ */
+export const WS_BATCH = 100;
+/** WebSocket phase: clients of the echo loop, each sending one message and awaiting its echo. */
+export const WS_CLIENTS = 64;
+/** WebSocket phase: bytes of each echoed text message. */
+export const WS_MESSAGE_BYTES = 32;
+/** WebSocket phase: co-scheduled echo rounds, and seconds measured in each (after one warm-up round). */
+export const WS_ROUNDS = intEnv("BENCH_WS_ROUNDS", 5);
+export const WS_DURATION_S = intEnv("BENCH_WS_DURATION_S", 4);
+/** WebSocket phase: seconds over which the CPU time of servers holding idle WebSockets is read. */
+export const WS_PING_CPU_S = intEnv("BENCH_WS_PING_CPU_S", 60);
+export const PHASES = ["throughput", "idle", "reap", "slowloris", "churn", "coldstart", "workers", "websocket"];
 export const ONLY = new Set((process.env.BENCH_ONLY ?? PHASES.join(",")).split(",").map((s) => s.trim()));
 
 /** Targets: template throughput vs bare Hono, idle memory vs raw, reap lateness bounds, start time vs bare Hono. */
@@ -62,6 +81,10 @@ export const TARGETS = {
   reapEarlyMs: -100,
   /** The template run directly starts at most this much later than bare Hono on the same runtime (Node only: no loader). */
   coldStartVsHonoMs: { node: 50 } as Partial<Record<Runtime, number>>,
+  /** Memory per idle WebSocket, template / the bare WebSocket server: at most. */
+  wsMemoryVsBare: 1.2,
+  /** Echo messages per second with WS_CLIENTS clients, template / the bare WebSocket server: at least. */
+  wsEchoVsBare: 0.9,
 };
 
 function intEnv(name: string, fallback: number): number {

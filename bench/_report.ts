@@ -28,6 +28,7 @@ import type { IdleRow } from "./_phases/idle.ts";
 import type { ReapRow } from "./_phases/reap.ts";
 import type { SlowlorisRow } from "./_phases/slowloris.ts";
 import type { ThroughputRow } from "./_phases/throughput.ts";
+import { type WebSocketRow, websocketSection } from "./_phases/websocket.ts";
 import type { WorkersRow } from "./_phases/workers.ts";
 import { median, pairedByRound, pairedDifference, pairedRatio } from "./_stats.ts";
 
@@ -51,6 +52,7 @@ export interface Results {
   churn: ChurnRow[];
   coldStart: ColdStartRow[];
   workers: WorkersRow[];
+  websocket: WebSocketRow[];
   errors: string[];
 }
 
@@ -75,6 +77,7 @@ export function markdown(r: Results): string {
   if (r.churn.length > 0) out.push(...churnSection(r));
   if (r.coldStart.length > 0) out.push(...coldStartSection(r));
   if (r.workers.length > 0) out.push(...workersSection(r));
+  if (r.websocket.length > 0) out.push(...websocketSection(r.websocket));
   if (r.errors.length > 0) out.push(`## Errors`, "", ...r.errors.map((e) => `- ${e.split("\n")[0]}`), "");
   if (m.totalSeconds !== undefined) {
     out.push(

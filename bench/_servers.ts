@@ -6,7 +6,7 @@ import { fetchOnce } from "../harness/http.ts";
 import { ServerProcess } from "../harness/process.ts";
 import { FIXTURE_APP, SCRIPTS } from "../harness/servers.ts";
 import type { Runtime } from "../src/policy/types.ts";
-import type { IdleKind, Kind } from "./_config.ts";
+import type { IdleKind, Kind, WsKind } from "./_config.ts";
 import { BUN, DENO, NODE, PROJECT_PATH, SERVER_CPU } from "./_machine.ts";
 import { track, untrack } from "./_process.ts";
 
@@ -30,6 +30,26 @@ export const COMMANDS: Record<Runtime, Record<Kind, string[]> & { engine?: strin
   },
 };
 
+/**
+ * The WebSocket phase's servers: each runtime's bare WebSocket echo (fixtures/ws_raw.*.ts), and the
+ * template run by its entry as `npm start` runs it, serving the example app (src/app.ts, whose
+ * `GET /ws` echoes), not the fixture.
+ */
+export const WS_COMMANDS: Record<Runtime, Record<WsKind, string[]>> = {
+  node: {
+    "ws-bare": [NODE, "bench/fixtures/ws_raw.node.ts"],
+    "ws-template": [NODE, "src/main/node.ts"],
+  },
+  bun: {
+    "ws-bare": [BUN, "bench/fixtures/ws_raw.bun.ts"],
+    "ws-template": [BUN, "src/main/bun.ts"],
+  },
+  deno: {
+    "ws-bare": [DENO, "run", "--allow-all", "bench/fixtures/ws_raw.deno.ts"],
+    "ws-template": [DENO, "run", "--allow-all", "src/main/deno.ts"],
+  },
+};
+
 /** How a user starts the template: its npm script, serving the fixture app. */
 export function npmCommand(runtime: Runtime): string[] {
   return [...SCRIPTS[runtime], "--", FIXTURE_APP];
@@ -37,7 +57,7 @@ export function npmCommand(runtime: Runtime): string[] {
 
 export interface Server {
   runtime: Runtime;
-  kind: Kind | IdleKind;
+  kind: Kind | IdleKind | WsKind;
   child: ServerProcess;
   url: string;
   pid: number;
@@ -79,7 +99,7 @@ export function startNpmServer(runtime: Runtime, env: Record<string, string> = {
  */
 export async function startCommand(
   runtime: Runtime,
-  kind: Kind | IdleKind,
+  kind: Kind | IdleKind | WsKind,
   command: string[],
   env: Record<string, string>,
   nofile?: number,

@@ -18,6 +18,10 @@
  * 7. Workers: the template's throughput with WORKERS=1 and WORKERS=2 side by side, and requests
  *    per CPU-second of the supervisor and all its workers; neither servers nor wrk pinned (two
  *    workers on one core would measure the core). BENCH_WORKERS_ROUNDS rounds.
+ * 8. WebSockets: the template's `GET /ws` beside the runtime's bare WebSocket server: RSS per idle
+ *    WebSocket (BENCH_WS_CONNECTIONS held), the CPU a server holding them spends with and without
+ *    pings over BENCH_WS_PING_CPU_S, and echo messages per second with 64 clients, co-scheduled
+ *    (BENCH_WS_ROUNDS rounds of BENCH_WS_DURATION_S).
  *
  * Writes bench/results/bench.{md,json}, bench/results/throughput.svg, and copies the markdown
  * and the chart to bench/RESULTS.md and bench/throughput.svg. The machine is small and shared:
@@ -28,8 +32,9 @@
  * BENCH_RUNTIMES (node,bun,deno), BENCH_IDLE_ROUNDS (3: rounds of the idle-capacity and reap phases),
  * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_SLOWLORIS_CONNECTIONS (1000),
  * BENCH_CHURN_CYCLES (80000), BENCH_COLDSTART_ROUNDS (7), BENCH_WORKERS_ROUNDS (4),
- * BENCH_ONLY=throughput,idle,reap,slowloris,churn,coldstart,workers (a subset runs only those phases and
- * leaves the committed results alone).
+ * BENCH_WS_CONNECTIONS (10000), BENCH_WS_ROUNDS (5), BENCH_WS_DURATION_S (4), BENCH_WS_PING_CPU_S (60),
+ * BENCH_ONLY=throughput,idle,reap,slowloris,churn,coldstart,workers,websocket (a subset runs only those
+ * phases and leaves the committed results alone).
  */
 import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import type { Runtime } from "../src/policy/types.ts";
@@ -56,6 +61,7 @@ import { idleCapacity, idleKinds } from "./_phases/idle.ts";
 import { reapPrecision } from "./_phases/reap.ts";
 import { slowlorisFlood } from "./_phases/slowloris.ts";
 import { throughput } from "./_phases/throughput.ts";
+import { describeWebSocket, websocketPhase } from "./_phases/websocket.ts";
 import { workersThroughput } from "./_phases/workers.ts";
 import { killAll, killChildrenOnExit } from "./_process.ts";
 import { markdown, type Results } from "./_report.ts";
@@ -83,6 +89,7 @@ async function main(): Promise<void> {
     churn: [],
     coldStart: [],
     workers: [],
+    websocket: [],
     errors: [],
   };
   log(`generator: ${meta.generator}; ${meta.nproc} cores, ${meta.cpuModel}; node ${meta.node}, bun ${meta.bun}, ${meta.deno}`);
@@ -194,6 +201,11 @@ async function main(): Promise<void> {
         log(`workers: ${runtime} (servers and wrk not pinned)`);
         results.workers.push(...((await attempt(`workers ${runtime}`, () => workersThroughput(runtime))) ?? []));
       }
+    }
+    if (ONLY.has("websocket")) {
+      const { limit, note } = nofileLimit();
+      results.meta.nofile = note;
+      await perRuntime("websocket", "websocket", 1, (runtime) => websocketPhase(runtime, limit), results.websocket, describeWebSocket);
     }
   } finally {
     killAll();
