@@ -256,7 +256,7 @@ export class WebSockets {
   /** Why a socket closed that the policy did not close: the runtime's own limit, or the client. */
   reasonOf(code: number, reason: string): CloseReason {
     if (code === 1009) return "too_big";
-    // Deno's own ping timeout, where the runtime pings (docs/runtimes.md#deno-websockets).
+    // Deno's own ping timeout, where the runtime pings (docs/runtimes.md#deno-websockets-on-the-per-connection-engine).
     if (this.#runtimePings && code === 1001 && reason === "No response from ping frame.") return "unresponsive";
     return "client";
   }
