@@ -83,6 +83,9 @@ function socketRid(socket: WebSocket): number | undefined {
   return undefined;
 }
 
+/** Sockets the engine dropped: Deno reports their close as 1005, a close without a code received. */
+const dropped = new WeakSet<WebSocket>();
+
 /**
  * The driver of a Deno server socket. Deno has no ping() (it pings by itself, `idleTimeout`) and
  * no terminate(): dropping the socket's resource closes the TCP connection without a close frame
@@ -98,8 +101,10 @@ export function denoDriver(socket: WebSocket): SocketDriver {
       if (socket.readyState === WebSocket.CLOSED) return;
       const rid = socketRid(socket);
       const found = findCore();
-      if (rid !== undefined && found) found.tryClose(rid);
-      else if (socket.readyState < WebSocket.CLOSING) socket.close(1001, "");
+      if (rid !== undefined && found) {
+        dropped.add(socket);
+        found.tryClose(rid);
+      } else if (socket.readyState < WebSocket.CLOSING) socket.close(1001, "");
     },
     ping: undefined,
     get bufferedAmount() {
@@ -126,14 +131,26 @@ export function reportEvents(socket: WebSocket, events: SocketEvents, opened: ()
     const data = event.data as string | ArrayBuffer;
     events.message(data, typeof data === "string" ? utf8Length(data) : data.byteLength);
   });
+  // Deno fires `error` just before the `close` of a connection that ended without a closing
+  // handshake: "Unexpected EOF" for a client's FIN, "Connection reset by peer" for its RST, "No
+  // response from ping frame." for its own ping timeout. Those are the close itself (the client
+  // left; unresponsive), as the other runtimes report them: only an error that does not come with
+  // such a close is the app's onError (and the policy's `error`).
+  let pending: unknown;
   socket.addEventListener("error", (event) => {
-    // Deno's ping timeout fires an error before its close 1001, which the policy counts as unresponsive.
     const message = (event as ErrorEvent).message;
-    if (message !== PING_TIMEOUT_REASON) events.error((event as ErrorEvent).error ?? new Error(message));
+    const error = (event as ErrorEvent).error ?? new Error(message);
+    if (socket.readyState === WebSocket.CLOSED || message === PING_TIMEOUT_REASON) pending = error;
+    else events.error(error);
   });
   socket.addEventListener("close", (event) => {
     closed();
-    events.close(event.code, event.reason);
+    const abnormal = event.code === 0 || event.code === 1006;
+    const pingTimeout = event.code === 1001 && event.reason === PING_TIMEOUT_REASON;
+    if (pending !== undefined && !abnormal && !pingTimeout) events.error(pending);
+    // A connection that ended without a closing handshake (the client's FIN or RST, which Deno
+    // reports as code 0, or our drop) is 1006, as the other runtimes and the standard say.
+    events.close(abnormal || dropped.has(socket) ? 1006 : event.code, event.reason);
   });
 }
 
