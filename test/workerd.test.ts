@@ -7,8 +7,9 @@ import { ServerProcess } from "../harness/process.ts";
 import { trickle } from "../harness/raw_client.ts";
 import { FIXTURE_APP, spawnServer, startServer } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
+import { openWebSocket } from "../harness/ws_client.ts";
 import { bundleWorker, WORKERD, writeWorkerdConfig } from "../src/main/_workerd_build.ts";
-import { WEBSUB_OUT_OF_SCOPE, WORKERD_LIMITS } from "../src/main/_workerd_platform.ts";
+import { MAX_MESSAGE_OVER, WEBSUB_OUT_OF_SCOPE, WORKERD_LIMITS } from "../src/main/_workerd_platform.ts";
 import { conformance } from "./_conformance.ts";
 import { longLived } from "./_long_lived.ts";
 import { open } from "./_plain.ts";
@@ -206,6 +207,85 @@ describe("workerd: what the platform owns, as declared and measured", () => {
       const closedAt = await half.waitForClose(1_000);
       expectBetween(closedAt - half.openedAt, headCloseMs.min, headCloseMs.max);
     }),
+    30_000,
+  );
+});
+
+// The shared WebSocket and SSE block runs above (longLived); these are what only Workers does.
+describe("workerd: WebSockets and event streams, where the platform owns them", () => {
+  const { maxMessageBytes } = WORKERD_LIMITS;
+
+  test.concurrent(
+    "workerd answers a client's ping and sends none (WEBSOCKET_PING_INTERVAL is the platform's), and a silent WebSocket outlives its 15 s idle close",
+    onWorkerd(async (server, defer) => {
+      const client = await openWebSocket(server.port, "/ws");
+      defer(() => client.reset());
+      client.ping("there?");
+      await client.waitFor((c) => c.pongs.length === 1, 1_000, "workerd's pong");
+      await expect(client.waitForEnd(idleCloseMs.max + 500)).rejects.toThrow("still open");
+      expect(client.pings).toEqual([]);
+      client.send("still here");
+      expect((await client.waitForMessage(1, 2_000)).data.toString()).toBe("still here");
+    }),
+    30_000,
+  );
+
+  // One at a time: a 32 MiB echo read and parsed here would slow the concurrent scenarios' clocks.
+  test(
+    "WEBSOCKET_MAX_MESSAGE=32mb: a message of workerd's own 32 MiB is echoed, one byte more is closed by workerd with 1009 before the worker sees it, and the app hears that 1009",
+    onWorkerd(async (server, defer) => {
+      // The echo, sent in one turn, waits whole in workerd's bufferedAmount: WEBSOCKET_MAX_BUFFERED above it.
+      const whole = await openWebSocket(server.port, "/ws");
+      defer(() => whole.reset());
+      whole.send(Buffer.alloc(maxMessageBytes, 1));
+      expect((await whole.waitForMessage(1, 10_000)).data.length).toBe(maxMessageBytes);
+      const over = await openWebSocket(server.port, "/ws");
+      defer(() => over.reset());
+      over.send(Buffer.alloc(maxMessageBytes + 1, 1));
+      // From the frame's header: "Message is too large: 33554433 > 33554432".
+      const tooLarge = { code: 1009, reason: expect.stringMatching(/^Message is too large/) };
+      expect(await over.waitForCloseFrame(10_000)).toMatchObject(tooLarge);
+      expect(await server.waitForEvent("ws_onclose", 2_000)).toMatchObject(tooLarge);
+      // workerd's close, not the policy's.
+      expect(server.named("websocket_closed")).toEqual([]);
+    }, { WEBSOCKET_MAX_MESSAGE: "32mb", WEBSOCKET_MAX_BUFFERED: "64mb" }),
+    30_000,
+  );
+
+  test.concurrent(
+    "WEBSOCKET_MAX_MESSAGE over workerd's own 32 MiB is refused at startup: exit 2, one line naming it and the limit",
+    async () => {
+      expect(await refusedAtStart("workerd", { WEBSOCKET_MAX_MESSAGE: "33mb" })).toEqual([
+        `WEBSOCKET_MAX_MESSAGE "33mb" ${MAX_MESSAGE_OVER}`,
+      ]);
+    },
+    30_000,
+  );
+
+  test.concurrent(
+    "SIGTERM: workerd neither closes an open WebSocket (no 1001) nor ends an event stream (no retry:); it exits 0 once both are gone",
+    onWorkerd(async (server, defer) => {
+      const ws = await openWebSocket(server.port, "/ws");
+      defer(() => ws.reset());
+      const events = await open(server.port, defer);
+      events.write(get("/events?interval=60000"));
+      await events.waitFor((d) => d.includes("id: 1\n"), 2_000, "the first event");
+      server.signal("SIGTERM");
+      await Bun.sleep(1_500);
+      expect(ws.close).toBeNull();
+      ws.send("after the signal");
+      expect((await ws.waitForMessage(1, 2_000)).data.toString()).toBe("after the signal");
+      expect(events.data).not.toContain("retry:");
+      expect(events.closedAt).toBeNull();
+      expect(server.proc.exitCode).toBeNull();
+      ws.sendClose(1000);
+      await ws.waitForEnd(2_000);
+      // Heard of at the stream's next heartbeat: workerd learns of a close when it writes.
+      events.destroy();
+      const goneAt = Date.now();
+      expect(await server.exitCode(3_000)).toBe(0);
+      expect(Date.now() - goneAt).toBeLessThanOrEqual(1_500);
+    }, { SSE_HEARTBEAT: "200ms" }),
     30_000,
   );
 });
