@@ -20,6 +20,8 @@ export interface WorkersWebSocket extends EventTarget {
 
 /** How workerd words a WebSocket protocol error (its own close): the code and the reason sent. */
 const PROTOCOL_ERROR = /protocolError\.statusCode = (\d+); protocolError\.description = (.*)$/;
+/** How workerd words a connection lost without a close frame, just before its close event (1006). */
+const LOST = /Network connection lost/;
 /** How long a socket that errored gets for its close event before the error stands for it. */
 const CLOSE_EVENT_WAIT_MS = 1_000;
 
@@ -89,9 +91,12 @@ export function attach(websockets: WebSockets, upgrade: Upgrade, socket: Workers
     // workerd reports a lost connection after its close event too: the socket is the policy's no longer.
     if (closed) return;
     const error = (event as ErrorEvent).error ?? new Error((event as ErrorEvent).message);
-    events.error(error);
+    const message = String((error as Error | undefined)?.message);
+    // A client gone without a close frame: the close event that follows says so (1006), as on
+    // every engine, and it is no error of the app's.
+    if (!LOST.test(message)) events.error(error);
     // workerd's own message limit (32 MiB) closes the socket with 1009 and reports only this error.
-    const protocol = PROTOCOL_ERROR.exec(String((error as Error | undefined)?.message));
+    const protocol = PROTOCOL_ERROR.exec(message);
     if (protocol) reportClose(Number(protocol[1]), protocol[2]!);
     // Any other: the close event follows (a lost connection: 1006), or, should none, this stands for it.
     else setTimeout(() => socket.readyState === 3 && reportClose(1006, ""), CLOSE_EVENT_WAIT_MS);

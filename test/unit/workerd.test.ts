@@ -4,6 +4,8 @@ import { loadConfig } from "../../src/main/_env.ts";
 import { type CloudflareHandler, worker } from "../../adapters/cloudflare/mod.ts";
 import { loadCloudflareConfig } from "../../src/main/_workerd_config.ts";
 import { COMPATIBILITY_DATE, MAX_MESSAGE_OVER, PLATFORM_OWNED, WORKERD_LIMITS } from "../../src/main/_workerd_platform.ts";
+import { Hono } from "hono";
+import { upgradeWebSocket } from "../../src/policy/realtime.ts";
 import type { AppContext } from "../../src/policy/types.ts";
 import fixture from "../_fixture.ts";
 
@@ -293,6 +295,19 @@ describe("the module worker's WebSockets", () => {
     expect(server!.sent).toHaveLength(2);
     expect(server!.closes).toEqual([[1008, "client not reading"]]);
     expect(heardClose()).toMatchObject([{ code: 1006, reason: "" }]);
+  });
+
+  test("a connection lost without a close frame is a close (1006), not an error of the app's", async () => {
+    const heard: string[] = [];
+    const app = new Hono().get(
+      "/ws",
+      upgradeWebSocket(() => ({ onError: () => void heard.push("error"), onClose: (e) => void heard.push(`close ${e.code}`) })),
+    );
+    await call(worker(app, loadCloudflareConfig), {}, "/ws", { headers: UPGRADE });
+    const server = pairs[0]![1];
+    server.failed("Network connection lost.");
+    server.closedBy(1006, "WebSocket disconnected without sending Close frame.");
+    expect(heard).toEqual(["close 1006"]);
   });
 
   test("workerd's own limit reports only an error: the app hears the 1009 it sent", async () => {
