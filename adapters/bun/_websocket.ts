@@ -26,9 +26,12 @@ const INTERNAL_ERROR = 1011;
 class BunSocket implements SocketDriver {
   readonly raw: Socket;
   readonly ping: () => void;
-  constructor(ws: Socket) {
+  /** Bun answers with the first subprotocol the client offers, and does not say which on the socket. */
+  readonly protocol: string | null;
+  constructor(ws: Socket, request: Request) {
     this.raw = ws;
     this.ping = () => void ws.ping();
+    this.protocol = request.headers.get("sec-websocket-protocol")?.split(",")[0]?.trim() || null;
   }
 
   // Bun's send returns -1 once the message waits (backpressure) and 0 once it dropped it, which
@@ -53,10 +56,6 @@ class BunSocket implements SocketDriver {
   get readyState(): 0 | 1 | 2 | 3 {
     return this.raw.readyState;
   }
-
-  get protocol(): string | null {
-    return (this.raw as { protocol?: string }).protocol ?? null;
-  }
 }
 
 /**
@@ -80,7 +79,7 @@ export function bunWebSocket(config: Config, websockets: WebSockets, logger: Log
     open(ws) {
       // Binary messages reach the app as ArrayBuffer, as on the other runtimes.
       ws.binaryType = "arraybuffer";
-      const events = websockets.accept(ws.data.upgrade, new BunSocket(ws));
+      const events = websockets.accept(ws.data.upgrade, new BunSocket(ws, ws.data.upgrade.request));
       ws.data.events = events;
       events.open();
     },
