@@ -221,7 +221,7 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
     maxIdleTimeoutMs: null,
     longLived: {
       pings:
-        "the platform's on Cloudflare Workers: a worker's WebSocket has no ping(), and workerd answers a client's pings itself and sends none, so WEBSOCKET_PING_INTERVAL has nothing to drive (adapters/cloudflare/mod.ts)",
+        "the platform's on Cloudflare Workers: a worker's WebSocket has no ping(), and workerd answers a client's pings itself and sends none, so WEBSOCKET_PING_INTERVAL has nothing to drive (adapters/cloudflare/_websocket.ts)",
       tooBigBeforeBuffered:
         "workerd hands a worker only whole messages, under a size limit of its own that a worker cannot set: WEBSOCKET_MAX_MESSAGE is applied once a message has arrived whole",
     },

@@ -534,6 +534,7 @@ export function conformance(target: Target): void {
       WORKERS: "2",
       BUN_ENGINE: "bun-serve",
       DENO_ENGINE: "deno-per-connection",
+      WEBSOCKET_PING_INTERVAL: "30s",
     };
     const ownedNames = Object.keys(caps.ownedVariables).sort();
     scenario(

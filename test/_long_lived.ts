@@ -89,6 +89,8 @@ export function longLived(target: Target): void {
     if (text === null) return;
     expect(text).toContain("websocket_connections_open");
     expect(sample(text, "websocket_connections_open")).toBe(open);
+    // Every upgrade is counted as the 101 it became, not as the marked 501 the app answered.
+    expect(sample(text, 'http_requests_total{class="1xx"}')).toBeGreaterThanOrEqual(1);
     for (const reason of ["client", "unresponsive", "too_big", "slow_reader", "shutdown"]) {
       expect({ reason, count: sample(text, `websocket_closed_total{reason="${reason}"}`) }).toEqual({
         reason,
@@ -140,6 +142,8 @@ export function longLived(target: Target): void {
         await client.waitFor((c) => c.pongs.length === 1, 2_000, "a pong");
         expect(client.pongs[0]!.payload.toString()).toBe("are you there");
         await expectCounts(server, 1, {});
+        const exposition = await scrape(server);
+        if (exposition !== null) expect(sample(exposition, 'http_requests_total{class="5xx"}')).toBe(0);
 
         client.sendClose(1000, "bye");
         const close = await client.waitForCloseFrame(2_000);

@@ -2,6 +2,7 @@ import type { Context } from "hono";
 import { errorResponse, markLogged } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
 import type { LongLived } from "./long_lived.ts";
+import { countedStatus } from "./upgrade.ts";
 import { pathOf } from "./url.ts";
 import type { FetchHandler } from "./types.ts";
 
@@ -125,7 +126,7 @@ export interface LifecycleOptions {
 export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutcome, onResponse, longLived }: LifecycleOptions): F {
   const shared: Shared = { logger, onOutcome, longLived };
   const answered = (state: RequestState, res: Response): Response => {
-    onResponse?.(res.status);
+    onResponse?.(countedStatus(res));
     if (state.outcome) return res;
     const body = state.tracked || isStreaming(res) ? res.body : null;
     if (body === null) {
@@ -166,7 +167,7 @@ export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutc
     }
     if (!state && isStreaming(res)) state = (request as WithState)[STATE] = new RequestState(shared, request);
     if (state) return answered(state, res);
-    onResponse?.(res.status);
+    onResponse?.(countedStatus(res));
     onOutcome?.("finished");
     return res;
   } as F;

@@ -17,6 +17,9 @@
 import type { Context } from "hono";
 import { defineWebSocketHelper, type SendOptions, WSContext, type WSEvents, type WSReadyState } from "hono/ws";
 import type { Logger } from "./log.ts";
+import { markUpgrade, type Upgrade, UPGRADE_STATUS } from "./upgrade.ts";
+
+export { type Upgrade, upgradeOf } from "./upgrade.ts";
 import { requestLongLived } from "./lifecycle.ts";
 import type { LongLived } from "./long_lived.ts";
 import type { Counter, Registry } from "./metrics.ts";
@@ -25,24 +28,6 @@ import { pathOf } from "./url.ts";
 
 /** Why a WebSocket closed, as `websocket_closed_total{reason}` counts it. */
 export type CloseReason = "client" | "unresponsive" | "too_big" | "slow_reader" | "shutdown" | "error";
-
-/** What the app's upgrade asked for: its events, for the engine to attach to the socket it makes. */
-export interface Upgrade {
-  readonly events: WSEvents<unknown>;
-  readonly request: Request;
-}
-
-/** The status of the marked response: what an engine that cannot upgrade sends as it is. */
-const UNSUPPORTED = 501;
-const UPGRADES = new WeakMap<Response, Upgrade>();
-
-/**
- * The WebSocket upgrade the app asked for with `response`, or undefined. Engines ask only about a
- * 501, so a response of any other status costs nothing more than the comparison.
- */
-export function upgradeOf(response: Response): Upgrade | undefined {
-  return response.status === UNSUPPORTED ? UPGRADES.get(response) : undefined;
-}
 
 /** Hono's `upgradeWebSocket`, the same on every runtime: `app.get("/ws", upgradeWebSocket((c) => ({ onMessage... })))`. */
 export const upgradeWebSocket = defineWebSocketHelper<unknown>((c: Context, events: WSEvents<unknown>) => {
@@ -56,9 +41,9 @@ export const upgradeWebSocket = defineWebSocketHelper<unknown>((c: Context, even
   }
   const response = jsonResponse(
     { error: "websocket_unsupported", message: `This server's engine cannot upgrade ${pathOf(request.url)} to a WebSocket` },
-    UNSUPPORTED,
+    UPGRADE_STATUS,
   );
-  UPGRADES.set(response, { events, request });
+  markUpgrade(response, { events, request });
   return response;
 });
 
