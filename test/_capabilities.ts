@@ -66,7 +66,7 @@ export interface Capabilities {
 }
 
 /** The parts of the long-lived policy a target may be unable to hold (test/_long_lived.ts). */
-export type LongLivedGap = "pings" | "tooBigBeforeBuffered" | "slowReader" | "connectionLimit";
+export type LongLivedGap = "pings" | "tooBigBeforeBuffered" | "slowReader" | "connectionLimit" | "closingHandshake";
 
 /** What a server engine's parser does with hostile input, which the hardening suite reads. */
 export interface EngineCapabilities extends Capabilities {
@@ -146,6 +146,8 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
     longLived: {
       connectionLimit:
         "Bun.serve cannot count its connections, so bun-serve refuses MAX_CONNECTIONS at startup (BUN_ENGINE=bun-node-http enforces it, WebSockets included)",
+      closingHandshake:
+        "Bun.serve's ws.close() sends the close frame and the FIN at once, and reports the socket closed within the call, with no way to wait for the client's answer: the server is done once every 1001 is sent, and exits then (docs/runtimes.md#bun-closes-a-websocket-without-waiting-for-the-answer)",
     },
     unsupported: {
       keepAliveHintOnClose:
@@ -228,10 +230,7 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
     unsupported: {
       closeNoticeWhileSilent:
         "workerd hears of a client that closed (FIN) only when it next writes to it, and a handler at work or a body with only its end left writes nothing (docs/runtimes.md#workerd-learns-of-a-client-that-left-when-it-writes); the mid-stream scenario holds it to its next write, and test/workerd.test.ts checks the silence as declared",
-      listeningAddress:
-        "npm run start:workerd's listening line gives the URL only, with no address or port field (src/main/workerd.ts), so the address bound cannot be read from it",
-      trustProxy:
-        "on Workers the request URL is the platform's (the edge sets its scheme), and the worker takes TRUST_PROXY without acting on it: src/main/_workerd_config.ts keeps BODY_LIMIT only, and does not refuse TRUST_PROXY as the platform's",
+      trustProxy: `the platform's on Cloudflare Workers: TRUST_PROXY ${PLATFORM_OWNED.TRUST_PROXY}`,
       metrics:
         "no /metrics on Cloudflare Workers: a scrape would reach one isolate of many, whose counters neither add up nor last (docs/policy.md#cloudflare-workers-workerd); test/workerd.test.ts checks its 404",
     },

@@ -535,6 +535,7 @@ export function conformance(target: Target): void {
       BUN_ENGINE: "bun-serve",
       DENO_ENGINE: "deno-per-connection",
       WEBSOCKET_PING_INTERVAL: "30s",
+      TRUST_PROXY: "true",
     };
     const ownedNames = Object.keys(caps.ownedVariables).sort();
     scenario(

@@ -22,6 +22,7 @@ export const PLATFORM_OWNED: Readonly<Record<string, string>> = {
   SHUTDOWN_TIMEOUT: NO_PROCESS,
   SHUTDOWN_DELAY: NO_PROCESS,
   MAX_CONNECTIONS: "a worker sees requests, never connections: the platform accepts and limits them",
+  TRUST_PROXY: "the request URL is the platform's: Cloudflare's edge terminates TLS and sets the scheme a worker sees",
   WEBSOCKET_PING_INTERVAL:
     "a worker's WebSocket has no ping(): the platform answers a client's pings itself and sends none (local workerd keeps a silent client's socket open, 40 s measured)",
   WORKERS: "the platform runs as many isolates as the load needs",

@@ -85,6 +85,9 @@ function run(): void {
     cleanup();
     logger.info("listening", {
       runtime: "workerd",
+      // As the other entries say it: the address bound, and a URL a client on this machine can use.
+      address: host,
+      port: message.port,
       url: displayUrl(host, message.port!),
       // workerd's: the process that holds the socket and runs the worker.
       pid: child.pid,
