@@ -30,7 +30,7 @@ export function guardBody(request: Request, guard: BodyGuard): Request {
 
 /**
  * `request` held to the body limit alone: for node:http, whose parser keeps REQUEST_TIMEOUT itself,
- * and Workers, where the platform owns it; made only for a body without a declared length.
+ * and Cloudflare Workers, where the platform owns it; made only for a body without a declared length.
  */
 export function limitBody(request: Request, limitBytes: number): Request {
   return guardBody(request, { timeoutMs: 0, limitBytes, onExpire: () => {} });

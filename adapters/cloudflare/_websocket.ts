@@ -1,13 +1,13 @@
 /**
- * The app's WebSockets on Workers: the upgrade the app asked for (`upgradeWebSocket`'s marked
+ * The app's WebSockets on Cloudflare Workers: the upgrade the app asked for (`upgradeWebSocket`'s marked
  * `501`) made with a `WebSocketPair`, its server end driven by the policy core
- * (src/policy/websocket.ts). What Workers' WebSocket offers, measured on local workerd, and what the
+ * (src/policy/websocket.ts). What Cloudflare Workers' WebSocket offers, measured on local workerd, and what the
  * platform owns instead, is in docs/policy.md#cloudflare-workers-workerd.
  */
 import { jsonResponse } from "../../src/policy/respond.ts";
 import type { SocketDriver, SocketEvents, Upgrade, WebSockets } from "../../src/policy/websocket.ts";
 
-/** Workers' server-side WebSocket, as far as the adapter uses it (the project has no @cloudflare/workers-types). */
+/** Cloudflare Workers' server-side WebSocket, as far as the adapter uses it (the project has no @cloudflare/workers-types). */
 export interface WorkersWebSocket extends EventTarget {
   accept(): void;
   send(data: string | ArrayBuffer | ArrayBufferView): void;
@@ -28,7 +28,7 @@ const CLOSE_EVENT_WAIT_MS = 1_000;
 type WebSocketPairClass = new () => { 0: WorkersWebSocket; 1: WorkersWebSocket };
 
 /**
- * The app's WebSocket, as Workers makes one: a `WebSocketPair`, whose server end is accepted here
+ * The app's WebSocket, as Cloudflare Workers makes one: a `WebSocketPair`, whose server end is accepted here
  * and handed to the policy, and a `101` carrying the client end. Undefined where there is no
  * `WebSocketPair` (a worker run outside workerd): the app's `501` is the answer then.
  */
@@ -47,7 +47,7 @@ export function upgraded(websockets: WebSockets, upgrade: Upgrade): Response | u
 
 /**
  * Hands `socket`, accepted, to the policy: its driver, and its events reported to the policy.
- * What Workers' WebSocket lacks (docs/policy.md#cloudflare-workers-workerd): no ping (workerd
+ * What Cloudflare Workers' WebSocket lacks (docs/policy.md#cloudflare-workers-workerd): no ping (workerd
  * answers a client's pings itself and sends none), and no way to drop a connection.
  */
 export function attach(websockets: WebSockets, upgrade: Upgrade, socket: WorkersWebSocket): SocketEvents {
@@ -65,7 +65,7 @@ export function attach(websockets: WebSockets, upgrade: Upgrade, socket: Workers
       if (socket.readyState >= 2) return;
       socket.close(code, reason);
     },
-    // Workers cannot drop a connection: the socket is given up as closed (1006), and the platform
+    // Cloudflare Workers cannot drop a connection: the socket is given up as closed (1006), and the platform
     // ends the connection once the client or the network does.
     terminate: () => reportClose(1006, ""),
     ping: undefined,

@@ -35,7 +35,7 @@ export interface CloudflareOptions {
   readonly logger?: Logger;
 }
 
-/** The module worker's handler, as Workers calls it: `export default worker(app)`. */
+/** The module worker's handler, as Cloudflare Workers calls it: `export default worker(app)`. */
 export interface CloudflareHandler {
   fetch(request: Request, env: Record<string, unknown>, ctx: unknown): Promise<Response>;
 }
@@ -51,7 +51,7 @@ type Isolate =
 const DEFAULT_BODY_LIMIT = 1_048_576;
 
 /**
- * No metrics registry on Workers: a scrape reaches one isolate of many, which the platform starts
+ * No metrics registry on Cloudflare Workers: a scrape reaches one isolate of many, which the platform starts
  * and evicts at will, so its counters neither add up nor last (docs/policy.md#cloudflare-workers-workerd).
  * An app that uses `context.registry` fails with this, logged, and answers 500.
  */
@@ -73,7 +73,7 @@ const NO_REGISTRY = new Proxy({}, {
  * are logged once per isolate (`config_invalid`).
  */
 export function worker(made: AppExport, configure: Configure = () => ({ ok: true, config: {} })): CloudflareHandler {
-  // Bindings are fixed for an isolate's life; the key is the env object Workers passes each request.
+  // Bindings are fixed for an isolate's life; the key is the env object Cloudflare Workers passes each request.
   // Kept as a value once made: a promise made during one request is best not awaited by the next.
   const isolates = new WeakMap<object, Isolate | Promise<Isolate>>();
   return {
@@ -150,7 +150,7 @@ function prepare(made: AppExport, configured: ConfigResult<CloudflareOptions>): 
 }
 
 /**
- * Where the WebSocket policy's gauge and close counter go on Workers: nowhere, as there is no
+ * Where the WebSocket policy's gauge and close counter go on Cloudflare Workers: nowhere, as there is no
  * registry (NO_REGISTRY); the `websocket_closed` events still say why the policy closed a socket.
  */
 const NO_METRICS = {

@@ -9,7 +9,7 @@ const HEAD = "the platform closes a connection whose request head is late itself
 const NO_PROCESS = "a worker has no process to signal: the platform drains and replaces isolates itself";
 
 /**
- * The server variables that belong to the platform on Workers, each with why a worker cannot honour
+ * The server variables that belong to the platform on Cloudflare Workers, each with why a worker cannot honour
  * it. A binding of one of these is refused (docs/policy.md#cloudflare-workers-workerd); the local
  * runner takes PORT and HOST for the socket it asks workerd to bind, before they could become bindings.
  */
@@ -31,7 +31,7 @@ export const PLATFORM_OWNED: Readonly<Record<string, string>> = {
 };
 
 /**
- * Why the WebSub module is not offered on Workers; every `WEBSUB_*` binding is refused with it. Its
+ * Why the WebSub module is not offered on Cloudflare Workers; every `WEBSUB_*` binding is refused with it. Its
  * subscriptions live in a SQLite file or Redis, and its lease renewals run on a process's timers.
  */
 export const WEBSUB_OUT_OF_SCOPE =

@@ -26,7 +26,7 @@ export function internalError(): Response {
 }
 
 /**
- * The one answer to an error the app did not answer itself, on every engine and on Workers (as
+ * The one answer to an error the app did not answer itself, on every engine and on Cloudflare Workers (as
  * srvx's error plugin): an `HTTPException` its own response; any error while reading a body cut at
  * the body limit, 413; a Host and target that form no URL, 400; anything else 500
  * `{"error":"internal_error"}` and one `handler_error` event, its stack in the `error` field.

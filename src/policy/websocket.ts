@@ -4,7 +4,7 @@
  * `upgradeWebSocket` has Hono's signature and is the same import on every runtime: it answers an
  * upgrade request with a marked response, and the engine that carries the request performs the
  * upgrade its runtime's way (`ws` on node:http, Bun.serve's `server.upgrade`, `Deno.upgradeWebSocket`,
- * Workers' `WebSocketPair`) and hands the socket to `WebSockets.accept`, which holds the policy:
+ * Cloudflare Workers' `WebSocketPair`) and hands the socket to `WebSockets.accept`, which holds the policy:
  * - WEBSOCKET_PING_INTERVAL: a socket quiet for an interval is pinged; one that answers nothing
  *   within another is closed (`unresponsive`), so a vanished client is gone within two intervals;
  * - WEBSOCKET_MAX_MESSAGE: a larger message closes it with 1009 (`too_big`), before it is buffered
