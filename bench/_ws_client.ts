@@ -12,7 +12,7 @@
  *
  * `echo` opens CLIENTS WebSockets, prints `ready`, and on `go` (stdin) runs one loop per socket
  * for SECONDS: send a text message of BYTES bytes, wait for its echo, send the next. Prints `done`
- * with the echoes received and the elapsed ms, and exits.
+ * with the echoes received, the elapsed ms and its own CPU time over them, and exits.
  *
  * Every line on stdout is JSON. The process ends by itself after 15 minutes, whatever it was told.
  */
@@ -106,6 +106,7 @@ if (mode === "hold") {
   while ((await command()) !== "go");
   let echoes = 0;
   let wrong = 0;
+  const cpuBefore = process.cpuUsage();
   const started = performance.now();
   const end = started + seconds * 1_000;
   await Promise.all(sockets.map((ws) =>
@@ -121,8 +122,9 @@ if (mode === "hold") {
     })
   ));
   const elapsedMs = performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
   closing = true;
   for (const ws of sockets) ws.close();
-  emit("done", { clients: sockets.length, echoes, wrong, elapsedMs, closedByServer, closeCodes });
+  emit("done", { clients: sockets.length, echoes, wrong, elapsedMs, cpuMs: (cpu.user + cpu.system) / 1_000, closedByServer, closeCodes });
   process.exit(0);
 }

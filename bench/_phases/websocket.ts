@@ -223,20 +223,14 @@ async function echoRound(servers: Record<WsKind, Server>, seconds: number): Prom
   try {
     await Promise.all(clients.map((c) => c.waitFor("ready", 30_000)));
     const serverCpu = kinds.map((kind) => cpuMs(servers[kind].pid));
-    const clientCpu = clients.map((c) => cpuMs(c.proc.pid));
     const started = performance.now();
     await Promise.all(clients.map((c) => tell(c, "go")));
     const done = await Promise.all(clients.map((c) => c.waitFor("done", (seconds + 30) * 1_000)));
     // The clients print `done` as they stop; both ran the same `seconds` from the same `go`.
     const wallMs = performance.now() - started;
     const usedServer = kinds.map((kind, i) => cpuMs(servers[kind].pid) - serverCpu[i]!);
-    const usedClient = clients.map((c, i) => {
-      try {
-        return cpuMs(c.proc.pid) - clientCpu[i]!;
-      } catch {
-        return Number.NaN;
-      }
-    });
+    // The clients' own CPU over their loop, as each measured it (they exit right after `done`).
+    const usedClient = done.map((d) => Number(d.cpuMs));
     for (const [i, d] of done.entries()) {
       if (Number(d.wrong) > 0 || Number(d.closedByServer) > 0 || Number(d.clients) !== WS_CLIENTS) {
         throw new Error(
