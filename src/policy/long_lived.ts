@@ -35,11 +35,26 @@ export interface Closer {
   cut(): void;
 }
 
+/**
+ * Connections of one kind that track themselves (a server's WebSockets): joined once, so that each
+ * connection costs LongLived nothing (no entry, no closer, no closure of its own). The group calls
+ * `LongLived.left()` whenever one of its connections is gone.
+ */
+export interface CloserGroup {
+  /** How many of its connections are open. */
+  readonly size: number;
+  /** Step 5: asks each of them to end. */
+  closeAll(): void;
+  /** Drops each of them; returns how many. */
+  cutAll(): number;
+}
+
 /** One server's long-lived connections, and whether it is shutting down. */
 export class LongLived {
   readonly policy: LongLivedPolicy;
   #closing = false;
   #open = new Set<Closer>();
+  #groups: CloserGroup[] = [];
   #empty: (() => void) | undefined;
 
   constructor(policy: LongLivedPolicy = LONG_LIVED_DEFAULTS) {
@@ -53,7 +68,19 @@ export class LongLived {
 
   /** How many are open. */
   get size(): number {
-    return this.#open.size;
+    let size = this.#open.size;
+    for (const group of this.#groups) size += group.size;
+    return size;
+  }
+
+  /** Tracks the connections of `group`, from now on. */
+  addGroup(group: CloserGroup): void {
+    this.#groups.push(group);
+  }
+
+  /** One of a group's connections is gone. */
+  left(): void {
+    if (this.#empty && this.size === 0) this.#empty();
   }
 
   /** Tracks one connection until the function returned is called (once it has closed, for whatever reason); refused (undefined) once closing. */
@@ -61,7 +88,7 @@ export class LongLived {
     this.#open.add(closer);
     return () => {
       this.#open.delete(closer);
-      if (this.#open.size === 0) this.#empty?.();
+      this.left();
     };
   }
 
@@ -76,9 +103,10 @@ export class LongLived {
    */
   closeAll(): Promise<void> {
     this.#closing = true;
-    if (this.#open.size === 0) return Promise.resolve();
+    if (this.size === 0) return Promise.resolve();
     const empty = new Promise<void>((resolve) => (this.#empty = resolve));
     for (const closer of [...this.#open]) closer.close();
+    for (const group of this.#groups) group.closeAll();
     return empty;
   }
 
@@ -86,6 +114,8 @@ export class LongLived {
   cut(): number {
     const open = [...this.#open];
     for (const closer of open) closer.cut();
-    return open.length;
+    let cut = open.length;
+    for (const group of this.#groups) cut += group.cutAll();
+    return cut;
   }
 }

@@ -21,7 +21,7 @@ import { markUpgrade, type Upgrade, UPGRADE_STATUS } from "./upgrade.ts";
 
 export { type Upgrade, upgradeOf } from "./upgrade.ts";
 import { requestLongLived } from "./lifecycle.ts";
-import type { LongLived } from "./long_lived.ts";
+import type { CloserGroup, LongLived } from "./long_lived.ts";
 import type { Counter, Registry } from "./metrics.ts";
 import { jsonResponse } from "./respond.ts";
 import { pathOf } from "./url.ts";
@@ -67,7 +67,7 @@ export interface SocketDriver {
 /** What the engine reports of a socket it made for an upgrade. */
 export interface SocketEvents {
   open(): void;
-  /** A whole message; `bytes` its size on the wire. */
+  /** A whole message; `bytes` its size on the wire, or 0 where the runtime refused a larger one itself (its limit set to ours). */
   message(data: string | ArrayBuffer, bytes: number): void;
   pong(): void;
   /** The runtime refused a message over its own limit (set to ours) and is closing with 1009: the policy's close. */
@@ -77,26 +77,75 @@ export interface SocketEvents {
   error(error: unknown): void;
 }
 
+/**
+ * WSContext's prototype without its constructor: Hono's constructor keeps a `new URL` and an init
+ * object of closures on every socket, for the socket's life. `PolicyWSContext` extends it (so it
+ * is a WSContext, `instanceof` included) and overrides everything that constructor sets up, keeping
+ * one field: the socket's session.
+ */
+const WSContextPrototype = function () {} as unknown as typeof WSContext;
+WSContextPrototype.prototype = WSContext.prototype;
+
+/** What the app's WSContext reads of its socket. */
+interface ContextSession {
+  readonly driver: SocketDriver;
+  readonly href: string;
+  send(data: string | ArrayBuffer | Uint8Array, options: SendOptions | undefined): void;
+}
+
 /** `ws` in the app's handlers: Hono's WSContext, with what waits for the client. */
-export class PolicyWSContext extends WSContext<unknown> {
-  readonly #driver: SocketDriver;
-  constructor(driver: SocketDriver, url: string, send: (data: string | ArrayBuffer | Uint8Array, options: SendOptions) => void) {
-    super({
-      send,
-      close: (code, reason) => driver.close(code ?? 1000, reason ?? ""),
-      raw: driver.raw,
-      get readyState() {
-        return driver.readyState;
-      },
-      url,
-      protocol: driver.protocol ?? null,
-    });
-    this.#driver = driver;
+export class PolicyWSContext extends WSContextPrototype<unknown> {
+  declare readonly raw: unknown;
+  declare readonly url: URL | null;
+  declare readonly protocol: string | null;
+  declare binaryType: BinaryType;
+  readonly #session: ContextSession;
+  #url: URL | null | undefined;
+
+  constructor(session: ContextSession) {
+    super(undefined as never);
+    this.#session = session;
+  }
+
+  override send(source: string | ArrayBuffer | Uint8Array, options?: SendOptions): void {
+    this.#session.send(source, options);
+  }
+
+  override close(code?: number, reason?: string): void {
+    this.#session.driver.close(code ?? 1000, reason ?? "");
+  }
+
+  override get readyState(): WSReadyState {
+    return this.#session.driver.readyState;
   }
 
   /** Bytes queued for the client and not yet sent: WEBSOCKET_MAX_BUFFERED closes the socket above it. */
   get bufferedAmount(): number {
-    return this.#driver.bufferedAmount;
+    return this.#session.driver.bufferedAmount;
+  }
+
+  static {
+    // Accessors where WSContext has fields (TypeScript allows no accessor over a field): the URL
+    // is made the first time it is asked for, not for every socket.
+    Object.defineProperties(this.prototype, {
+      raw: {
+        get(this: PolicyWSContext) {
+          return this.#session.driver.raw;
+        },
+      },
+      url: {
+        get(this: PolicyWSContext) {
+          if (this.#url === undefined) this.#url = this.#session.href ? new URL(this.#session.href) : null;
+          return this.#url;
+        },
+      },
+      protocol: {
+        get(this: PolicyWSContext) {
+          return this.#session.driver.protocol ?? null;
+        },
+      },
+      binaryType: { value: "arraybuffer", writable: true },
+    });
   }
 }
 
@@ -111,28 +160,42 @@ const POLICY_CLOSES = {
   shutdown: [1001, "server shutting down"],
 } as const satisfies Partial<Record<CloseReason, readonly [number, string]>>;
 
-class Session implements SocketEvents {
+/**
+ * One socket: the policy's state, and what the engine reports to (SocketEvents). Nothing per socket
+ * but this, its WSContext and the app's events: no closure, no timer until the policy closes it,
+ * no reference to the upgrade's request (only its URL, as a string).
+ */
+class Session implements SocketEvents, ContextSession {
   readonly ctx: PolicyWSContext;
-  lastSeen = Date.now();
-  pingedAt: number | undefined;
+  readonly driver: SocketDriver;
+  readonly href: string;
+  readonly #owner: WebSockets;
+  readonly #events: WSEvents<unknown>;
+  /** When the sweep last saw the client active (or the socket open). */
+  #lastSeen: number;
+  /** Whether anything came from the client since the sweep last looked: a flag, not a clock read per message. */
+  #seen = false;
+  /** When the sweep pinged it, 0 if it has not since the client was last seen. */
+  #pingedAt = 0;
   #reason: CloseReason | undefined;
   #closed = false;
   #grace: ReturnType<typeof setTimeout> | undefined;
-  #forget: (() => void) | undefined;
-  readonly #owner: WebSockets;
-  readonly #driver: SocketDriver;
-  readonly #events: WSEvents<unknown>;
 
   constructor(owner: WebSockets, upgrade: Upgrade, driver: SocketDriver) {
     this.#owner = owner;
-    this.#driver = driver;
+    this.driver = driver;
     this.#events = upgrade.events;
-    const maxBuffered = owner.policy.maxBufferedBytes;
-    this.ctx = new PolicyWSContext(driver, upgrade.request.url, (data, options) => {
-      if (this.#closed || this.#reason) return;
-      driver.send(data, options);
-      if (driver.bufferedAmount > maxBuffered) this.end("slow_reader", true);
-    });
+    this.href = upgrade.request.url;
+    this.#lastSeen = Date.now();
+    this.ctx = new PolicyWSContext(this);
+  }
+
+  /** The app's `ws.send`: nothing once closing; a send that leaves too much waiting closes the socket (1008). */
+  send(data: string | ArrayBuffer | Uint8Array, options: SendOptions | undefined): void {
+    if (this.#closed || this.#reason) return;
+    const driver = this.driver;
+    driver.send(data, options);
+    if (driver.bufferedAmount > this.#owner.policy.maxBufferedBytes) this.end("slow_reader", true);
   }
 
   /** Closes the socket for the policy's `reason` (logged and counted); `drop` drops it at once. */
@@ -141,36 +204,34 @@ class Session implements SocketEvents {
     this.#reason = reason;
     const [code, text] = POLICY_CLOSES[reason];
     if (reason !== "shutdown") this.#logged(reason, code);
-    this.#driver.close(code, text);
-    if (drop) this.#driver.terminate();
-    else this.#grace = setTimeout(() => this.#driver.terminate(), CLOSE_GRACE_MS);
+    this.driver.close(code, text);
+    if (drop) this.driver.terminate();
+    else this.#grace = setTimeout(terminate, CLOSE_GRACE_MS, this.driver);
   }
 
   cut(): void {
-    this.#driver.terminate();
+    this.driver.terminate();
   }
 
   /** The `websocket_closed` event of a close the policy made. */
   #logged(reason: CloseReason, code: number): void {
-    this.#owner.logger.info("websocket_closed", { reason, code, path: pathOf(this.ctx.url?.href ?? "") });
+    this.#owner.logger.info("websocket_closed", { reason, code, path: pathOf(this.href) });
   }
 
   open(): void {
-    this.#forget = this.#owner.track(this);
+    this.#owner.track(this);
     this.#events.onOpen?.(new Event("open"), this.ctx);
   }
 
   message(data: string | ArrayBuffer, bytes: number): void {
-    this.lastSeen = Date.now();
-    this.pingedAt = undefined;
+    this.#seen = true;
     // Where the runtime's own limit is not ours (Deno's is fixed), the message is refused here.
     if (bytes > this.#owner.policy.maxMessageBytes) return this.end("too_big");
     this.#events.onMessage?.(new MessageEvent("message", { data }), this.ctx);
   }
 
   pong(): void {
-    this.lastSeen = Date.now();
-    this.pingedAt = undefined;
+    this.#seen = true;
   }
 
   tooBig(): void {
@@ -181,7 +242,7 @@ class Session implements SocketEvents {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#grace);
-    this.#forget?.();
+    this.#owner.untrack(this);
     const why = this.#reason ?? this.#owner.reasonOf(code, reason);
     // A close the runtime made for the policy (its own message limit, Deno's ping timeout) is
     // logged as the policy's own are; a client's is only counted.
@@ -195,21 +256,33 @@ class Session implements SocketEvents {
     this.#events.onError?.(new ErrorEvent("error", { error }), this.ctx);
   }
 
-  /** One sweep: a ping after an interval of quiet, a close after another without an answer. */
+  /**
+   * One sweep: a ping after an interval of quiet, a close after another without an answer. What
+   * came since the last sweep counts as seen at this one: at most a sweep period late, which the
+   * sweep's early margin covers.
+   */
   sweep(now: number, pingAfterMs: number): void {
-    if (this.pingedAt === undefined) {
-      if (now - this.lastSeen < pingAfterMs) return;
-      this.pingedAt = now;
-      this.#driver.ping?.();
-    } else if (now - this.pingedAt >= pingAfterMs) this.end("unresponsive");
+    if (this.#seen) {
+      this.#seen = false;
+      this.#lastSeen = now;
+      this.#pingedAt = 0;
+      return;
+    }
+    if (this.#pingedAt === 0) {
+      if (now - this.#lastSeen < pingAfterMs) return;
+      this.#pingedAt = now;
+      this.driver.ping?.();
+    } else if (now - this.#pingedAt >= pingAfterMs) this.end("unresponsive");
   }
 }
+
+const terminate = (driver: SocketDriver) => driver.terminate();
 
 /**
  * The WebSockets of one server: the policy, the sweep that pings them, their gauge and close
  * counter, and their part in shutdown (through the server's LongLived).
  */
-export class WebSockets {
+export class WebSockets implements CloserGroup {
   readonly policy: LongLived["policy"];
   readonly logger: Logger;
   readonly #longLived: LongLived;
@@ -226,6 +299,7 @@ export class WebSockets {
     this.#runtimePings = options.runtimePings ?? false;
     registry.collect("websocket_connections_open", "Open WebSocket connections.", "gauge", () => [{ value: this.#open.size }]);
     this.#closes = registry.counter("websocket_closed_total", "WebSocket connections closed, by why.", ["reason"]);
+    longLived.addGroup(this);
   }
 
   /** How many are open. */
@@ -247,16 +321,29 @@ export class WebSockets {
   }
 
   /** @internal A socket opened: tracked for the sweep and for shutdown. */
-  track(session: Session): () => void {
+  track(session: Session): void {
     this.#open.add(session);
-    const forget = this.#longLived.add({ close: () => session.end("shutdown"), cut: () => session.cut() });
     if (this.#longLived.closing) session.end("shutdown");
     this.#startSweep();
-    return () => {
-      this.#open.delete(session);
-      forget();
-      if (this.#open.size === 0) this.#stopSweep();
-    };
+  }
+
+  /** @internal A socket closed: no longer tracked. */
+  untrack(session: Session): void {
+    if (!this.#open.delete(session)) return;
+    if (this.#open.size === 0) this.#stopSweep();
+    this.#longLived.left();
+  }
+
+  /** Step 5 of shutdown (LongLived): 1001 to every socket. */
+  closeAll(): void {
+    for (const session of [...this.#open]) session.end("shutdown");
+  }
+
+  /** SHUTDOWN_TIMEOUT is over (LongLived): drops every socket; returns how many. */
+  cutAll(): number {
+    const open = [...this.#open];
+    for (const session of open) session.cut();
+    return open.length;
   }
 
   /** @internal A socket closed, for `reason`. */
