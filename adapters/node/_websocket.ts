@@ -6,7 +6,8 @@ import { INTERNAL_ERROR } from "../../src/policy/errors.ts";
 import { isTrackedStream, reportClientGone } from "../../src/policy/lifecycle.ts";
 import type { Logger } from "../../src/policy/log.ts";
 import type { FetchHandler } from "../../src/policy/types.ts";
-import { type SocketDriver, upgradeOf, type WebSockets } from "../../src/policy/websocket.ts";
+import type { SendOptions } from "hono/ws";
+import { type SocketDriver, type SocketEvents, type Upgrade, upgradeOf, type WebSockets } from "../../src/policy/websocket.ts";
 
 /**
  * WebSockets on node:http (Node's, Bun's and Deno's), with the `ws` package: an upgrade request
@@ -136,24 +137,44 @@ async function writeAnswer(socket: Socket, response: Response, method: string | 
   endSocket(socket);
 }
 
-/** The policy's view of one `ws` socket. */
-function driverOf(ws: WebSocket): SocketDriver {
-  return {
-    send: (data, options) => ws.send(data, { compress: options?.compress ?? false }),
-    close: (code, reason) => ws.close(code, reason),
-    terminate: () => ws.terminate(),
-    ping: () => ws.ping(),
-    get bufferedAmount() {
-      return ws.bufferedAmount;
-    },
-    get readyState() {
-      return ws.readyState as 0 | 1 | 2 | 3;
-    },
-    raw: ws,
-    get protocol() {
-      return ws.protocol;
-    },
-  };
+/** `ws`'s send options when the app asks for no compression (a new object per send otherwise). */
+const UNCOMPRESSED = { compress: false } as const;
+const COMPRESSED = { compress: true } as const;
+
+/** The policy's view of one `ws` socket: methods on the prototype, one field. */
+class NodeSocket implements SocketDriver {
+  readonly raw: WebSocket;
+  constructor(ws: WebSocket) {
+    this.raw = ws;
+  }
+
+  send(data: string | ArrayBuffer | Uint8Array, options?: SendOptions): void {
+    this.raw.send(data, options?.compress ? COMPRESSED : UNCOMPRESSED);
+  }
+
+  close(code: number, reason: string): void {
+    this.raw.close(code, reason);
+  }
+
+  terminate(): void {
+    this.raw.terminate();
+  }
+
+  ping(): void {
+    this.raw.ping();
+  }
+
+  get bufferedAmount(): number {
+    return this.raw.bufferedAmount;
+  }
+
+  get readyState(): 0 | 1 | 2 | 3 {
+    return this.raw.readyState as 0 | 1 | 2 | 3;
+  }
+
+  get protocol(): string {
+    return this.raw.protocol;
+  }
 }
 
 /** A whole message as the app's handlers get it: text as a string, binary as an ArrayBuffer. */
@@ -161,6 +182,28 @@ function messageOf(data: RawData, isBinary: boolean): string | ArrayBuffer {
   const buffer = data as Buffer;
   if (!isBinary) return buffer.toString("utf8");
   return buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength) as ArrayBuffer;
+}
+
+/** Where a `ws` socket keeps the policy's events: the listeners below are shared, not closures per socket. */
+const EVENTS = Symbol("events");
+type Attached = WebSocket & { [EVENTS]: SocketEvents };
+
+function onMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
+  (this as Attached)[EVENTS].message(messageOf(data, isBinary), (data as Buffer).byteLength);
+}
+
+function onPong(this: WebSocket): void {
+  (this as Attached)[EVENTS].pong();
+}
+
+function onError(this: WebSocket, error: Error & { code?: string }): void {
+  // Over maxPayload: ws has sent 1009 and closes; the policy's close, not the app's error.
+  if (error.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") (this as Attached)[EVENTS].tooBig();
+  else (this as Attached)[EVENTS].error(error);
+}
+
+function onClose(this: WebSocket, code: number, reason: Buffer): void {
+  (this as Attached)[EVENTS].close(code, reason.toString("utf8"));
 }
 
 /**
@@ -178,36 +221,38 @@ export function carryWebSockets(
   // ws refuses a larger message from its frame header, before buffering it: close 1009.
   const wss = new WebSocketServer({ noServer: true, clientTracking: false, maxPayload: config.websocketMaxMessageBytes });
   const taken = new Set<Socket>();
-  const answering = new Set<Socket>();
+  /** Sockets whose upgrade request is not answered yet, with the request once it is made. */
+  const answering = new Map<Socket, Request | undefined>();
   const ignore = () => {};
+  // One listener for every taken socket, not a closure per socket: a closure made here would keep
+  // the upgrade's IncomingMessage and Request (its scope) for the WebSocket's life.
+  function onTakenClose(this: Socket): void {
+    taken.delete(this);
+    const request = answering.get(this);
+    // Gone before the answer: the lifecycle hears it as from any client that leaves early.
+    if (answering.delete(this) && request) reportClientGone(request);
+  }
 
-  const attach = (ws: WebSocket, upgrade: NonNullable<ReturnType<typeof upgradeOf>>) => {
-    const events = websockets.accept(upgrade, driverOf(ws));
-    ws.on("message", (data, isBinary) => events.message(messageOf(data, isBinary), (data as Buffer).byteLength));
-    ws.on("pong", () => events.pong());
-    ws.on("error", (error: Error & { code?: string }) => {
-      // Over maxPayload: ws has sent 1009 and closes; the policy's close, not the app's error.
-      if (error.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") events.tooBig();
-      else events.error(error);
-    });
-    ws.on("close", (code, reason) => events.close(code, reason.toString("utf8")));
-    events.open();
+  const attach = (ws: WebSocket, upgrade: Upgrade) => {
+    (ws as Attached)[EVENTS] = websockets.accept(upgrade, new NodeSocket(ws));
+    ws.on("message", onMessage);
+    ws.on("pong", onPong);
+    ws.on("error", onError);
+    ws.on("close", onClose);
+    (ws as Attached)[EVENTS].open();
   };
 
   server.on("upgrade", (incoming: IncomingMessage, socket: Socket, head: Buffer) => {
     // node:http took its listeners off the socket: an error (a reset) would otherwise be thrown.
     socket.on("error", ignore);
     taken.add(socket);
-    answering.add(socket);
-    let request: Request | undefined;
-    socket.once("close", () => {
-      taken.delete(socket);
-      // Gone before the answer: the lifecycle hears it as from any client that leaves early.
-      if (answering.delete(socket) && request) reportClientGone(request);
-    });
+    answering.set(socket, undefined);
+    socket.on("close", onTakenClose);
+    let request: Request;
     try {
       target(incoming);
       request = upgradeRequest(incoming);
+      answering.set(socket, request);
     } catch (error) {
       answering.delete(socket);
       rawJson(socket, 400, { error: "bad_request", message: `The upgrade request is not valid (${(error as Error).message})` });
