@@ -60,7 +60,7 @@ export function serveBun(fetch: FetchHandler, config: Config, logger: Logger, we
    * timer of the request does not follow it.
    */
   const upgrade = (request: Request, raw: Request, asked: Upgrade, timerOff = false): Response | undefined => {
-    const data: SocketData = { upgrade: asked };
+    const data: SocketData = { upgrade: asked, events: undefined, url: raw.url };
     if (server.upgrade(raw, { data })) return undefined;
     // Bun refuses a handshake it cannot complete (no Sec-WebSocket-Key, say): the client's request is at fault.
     const refused = jsonResponse({ error: "bad_request", message: "The WebSocket handshake is incomplete" }, 400, { connection: "close" });

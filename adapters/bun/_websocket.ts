@@ -4,10 +4,15 @@ import type { Logger } from "../../src/policy/log.ts";
 import { pathOf } from "../../src/policy/url.ts";
 import type { SocketDriver, SocketEvents, Upgrade, WebSockets } from "../../src/policy/websocket.ts";
 
-/** What an upgraded socket carries from `server.upgrade()` to Bun's handlers. */
+/**
+ * What an upgraded socket carries from `server.upgrade()` to Bun's handlers: the upgrade until the
+ * socket opens (then let go, so its Request is not kept for the socket's life), its events after.
+ */
 export interface SocketData {
-  readonly upgrade: Upgrade;
-  events?: SocketEvents;
+  upgrade: Upgrade | undefined;
+  events: SocketEvents | undefined;
+  /** The upgrade's URL, for the log of a handler's error. */
+  url: string;
 }
 
 type Socket = ServerWebSocket<SocketData>;
@@ -25,20 +30,25 @@ const INTERNAL_ERROR = 1011;
 /** One Bun ServerWebSocket as the policy drives it. */
 class BunSocket implements SocketDriver {
   readonly raw: Socket;
-  readonly ping: () => void;
   /** Bun answers with the first subprotocol the client offers, and does not say which on the socket. */
   readonly protocol: string | null;
+  /** Whether the last send may have left something queued: else bufferedAmount is 0 without asking Bun. */
+  #queued = true;
   constructor(ws: Socket, request: Request) {
     this.raw = ws;
-    this.ping = () => void ws.ping();
     this.protocol = request.headers.get("sec-websocket-protocol")?.split(",")[0]?.trim() || null;
   }
 
-  // Bun's send returns -1 once the message waits (backpressure) and 0 once it dropped it, which
-  // happens only when more than backpressureLimit (= WEBSOCKET_MAX_BUFFERED) was already queued:
-  // the policy closes the socket after the send that takes it over the limit, before that.
+  ping(): void {
+    this.raw.ping();
+  }
+
+  // Bun's send returns the bytes sent when the message went out whole with nothing queued, -1 once
+  // it waits (backpressure) and 0 once it dropped it, which happens only when more than
+  // backpressureLimit (= WEBSOCKET_MAX_BUFFERED) was already queued: the policy closes the socket
+  // after the send that takes it over the limit, before that.
   send(data: string | ArrayBuffer | Uint8Array, options?: { compress?: boolean }): void {
-    this.raw.send(data, options?.compress);
+    this.#queued = this.raw.send(data, options?.compress) <= 0;
   }
 
   close(code: number, reason: string): void {
@@ -50,7 +60,7 @@ class BunSocket implements SocketDriver {
   }
 
   get bufferedAmount(): number {
-    return this.raw.getBufferedAmount();
+    return this.#queued ? this.raw.getBufferedAmount() : 0;
   }
 
   get readyState(): 0 | 1 | 2 | 3 {
@@ -79,15 +89,17 @@ export function bunWebSocket(config: Config, websockets: WebSockets, logger: Log
     open(ws) {
       // Binary messages reach the app as ArrayBuffer, as on the other runtimes.
       ws.binaryType = "arraybuffer";
-      const events = websockets.accept(ws.data.upgrade, new BunSocket(ws, ws.data.upgrade.request));
-      ws.data.events = events;
+      const data = ws.data;
+      const upgrade = data.upgrade!;
+      data.upgrade = undefined;
+      const events = websockets.accept(upgrade, new BunSocket(ws, upgrade.request));
+      data.events = events;
       events.open();
     },
     message(ws, received) {
       // An ArrayBuffer when binary (binaryType, set at open), whatever the declared type says.
-      const message = received as string | ArrayBuffer;
-      const bytes = typeof message === "string" ? Buffer.byteLength(message) : message.byteLength;
-      ws.data.events?.message(message, bytes);
+      // Bun refused a larger one already (maxPayloadLength): its size is not counted again.
+      ws.data.events?.message(received as string | ArrayBuffer, 0);
     },
     pong(ws) {
       ws.data.events?.pong();
@@ -107,7 +119,7 @@ export function bunWebSocket(config: Config, websockets: WebSockets, logger: Log
     // One of the handlers above threw (the app's onOpen or onMessage): the app's onError hears of
     // it, and the socket, in a state nobody knows, is closed with 1011 (counted `error`).
     error(error, ws) {
-      logger.error("handler_error", { path: pathOf(ws.data.upgrade.request.url), error });
+      logger.error("handler_error", { path: pathOf(ws.data.url), error });
       try {
         ws.data.events?.error(error);
       } finally {
