@@ -92,66 +92,111 @@ const dropped = new WeakSet<WebSocket>();
  * (the client sees 1006); where that resource cannot be found, a close frame 1001 is all it can do.
  */
 export function denoDriver(socket: WebSocket): SocketDriver {
-  return {
-    send: (data) => socket.send(data),
-    close(code, reason) {
-      if (socket.readyState < WebSocket.CLOSING) socket.close(code, reason);
-    },
-    terminate() {
-      if (socket.readyState === WebSocket.CLOSED) return;
-      const rid = socketRid(socket);
-      const found = findCore();
-      if (rid !== undefined && found) {
-        dropped.add(socket);
-        found.tryClose(rid);
-      } else if (socket.readyState < WebSocket.CLOSING) socket.close(1001, "");
-    },
-    ping: undefined,
-    get bufferedAmount() {
-      return socket.bufferedAmount;
-    },
-    get readyState() {
-      return socket.readyState as 0 | 1 | 2 | 3;
-    },
-    raw: socket,
-    get protocol() {
-      return socket.protocol;
-    },
-  };
+  return new DenoSocket(socket);
+}
+
+/** Methods on the prototype, one field: no closure per socket. */
+class DenoSocket implements SocketDriver {
+  readonly raw: WebSocket;
+  readonly ping = undefined;
+  constructor(socket: WebSocket) {
+    this.raw = socket;
+  }
+
+  send(data: string | ArrayBuffer | Uint8Array): void {
+    this.raw.send(data);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.raw.readyState < WebSocket.CLOSING) this.raw.close(code, reason);
+  }
+
+  terminate(): void {
+    const socket = this.raw;
+    if (socket.readyState === WebSocket.CLOSED) return;
+    const rid = socketRid(socket);
+    const found = findCore();
+    if (rid !== undefined && found) {
+      dropped.add(socket);
+      found.tryClose(rid);
+    } else if (socket.readyState < WebSocket.CLOSING) socket.close(1001, "");
+  }
+
+  get bufferedAmount(): number {
+    return this.raw.bufferedAmount;
+  }
+
+  get readyState(): 0 | 1 | 2 | 3 {
+    return this.raw.readyState as 0 | 1 | 2 | 3;
+  }
+
+  get protocol(): string {
+    return this.raw.protocol;
+  }
 }
 
 /** Reports `socket`'s events to the policy's `events`; `opened` runs first on open, `closed` last on close. */
 export function reportEvents(socket: WebSocket, events: SocketEvents, opened: () => void, closed: () => void): void {
   socket.binaryType = "arraybuffer";
-  socket.addEventListener("open", () => {
-    opened();
-    events.open();
-  });
-  socket.addEventListener("message", (event) => {
-    const data = event.data as string | ArrayBuffer;
-    events.message(data, typeof data === "string" ? utf8Length(data) : data.byteLength);
-  });
-  // Deno fires `error` just before the `close` of a connection that ended without a closing
-  // handshake: "Unexpected EOF" for a client's FIN, "Connection reset by peer" for its RST, "No
-  // response from ping frame." for its own ping timeout. Those are the close itself (the client
-  // left; unresponsive), as the other runtimes report them: only an error that does not come with
-  // such a close is the app's onError (and the policy's `error`).
-  let pending: unknown;
-  socket.addEventListener("error", (event) => {
-    const message = (event as ErrorEvent).message;
-    const error = (event as ErrorEvent).error ?? new Error(message);
-    if (socket.readyState === WebSocket.CLOSED || message === PING_TIMEOUT_REASON) pending = error;
-    else events.error(error);
-  });
-  socket.addEventListener("close", (event) => {
-    closed();
-    const abnormal = event.code === 0 || event.code === 1006;
-    const pingTimeout = event.code === 1001 && event.reason === PING_TIMEOUT_REASON;
-    if (pending !== undefined && !abnormal && !pingTimeout) events.error(pending);
-    // A connection that ended without a closing handshake (the client's FIN or RST, which Deno
-    // reports as code 0, or our drop) is 1006, as the other runtimes and the standard say.
-    events.close(abnormal || dropped.has(socket) ? 1006 : event.code, event.reason);
-  });
+  const listener = new SocketListener(socket, events, opened, closed);
+  socket.addEventListener("open", listener);
+  socket.addEventListener("message", listener);
+  socket.addEventListener("error", listener);
+  socket.addEventListener("close", listener);
+}
+
+/** One listener object for a socket's four events, rather than four closures. */
+class SocketListener {
+  readonly #socket: WebSocket;
+  readonly #events: SocketEvents;
+  readonly #opened: () => void;
+  readonly #closed: () => void;
+  /**
+   * Deno fires `error` just before the `close` of a connection that ended without a closing
+   * handshake: "Unexpected EOF" for a client's FIN, "Connection reset by peer" for its RST, "No
+   * response from ping frame." for its own ping timeout. Those are the close itself (the client
+   * left; unresponsive), as the other runtimes report them: only an error that does not come with
+   * such a close is the app's onError (and the policy's `error`).
+   */
+  #pending: unknown;
+
+  constructor(socket: WebSocket, events: SocketEvents, opened: () => void, closed: () => void) {
+    this.#socket = socket;
+    this.#events = events;
+    this.#opened = opened;
+    this.#closed = closed;
+  }
+
+  handleEvent(event: Event): void {
+    switch (event.type) {
+      case "message": {
+        const data = (event as MessageEvent).data as string | ArrayBuffer;
+        this.#events.message(data, typeof data === "string" ? utf8Length(data) : data.byteLength);
+        return;
+      }
+      case "open":
+        this.#opened();
+        this.#events.open();
+        return;
+      case "error": {
+        const message = (event as ErrorEvent).message;
+        const error = (event as ErrorEvent).error ?? new Error(message);
+        if (this.#socket.readyState === WebSocket.CLOSED || message === PING_TIMEOUT_REASON) this.#pending = error;
+        else this.#events.error(error);
+        return;
+      }
+      case "close": {
+        const { code, reason } = event as CloseEvent;
+        this.#closed();
+        const abnormal = code === 0 || code === 1006;
+        const pingTimeout = code === 1001 && reason === PING_TIMEOUT_REASON;
+        if (this.#pending !== undefined && !abnormal && !pingTimeout) this.#events.error(this.#pending);
+        // A connection that ended without a closing handshake (the client's FIN or RST, which Deno
+        // reports as code 0, or our drop) is 1006, as the other runtimes and the standard say.
+        this.#events.close(abnormal || dropped.has(this.#socket) ? 1006 : code, reason);
+      }
+    }
+  }
 }
 
 /** An upgrade Deno refused (a request that is not a valid WebSocket handshake). */
