@@ -20,29 +20,41 @@ export interface DisconnectWatch {
 }
 
 /**
- * Starts the sweep; one per server. Requests wait in two generations rather than with a timestamp
- * each: those started since the last sweep, and those started before it, which the next sweep
- * watches (they have run 25 to 50 ms by then). Per request that is one Map insert and one delete,
- * without an object, a clock read or a closure.
+ * One per server. Requests wait in two generations rather than with a timestamp each: those
+ * started since the last sweep, and those started before it, which the next sweep watches (they
+ * have run 25 to 50 ms by then). Per request that is one Map insert and one delete, without an
+ * object, a clock read or a closure. The sweep runs only while a request waits: a sweep every
+ * 25 ms cost an idle server ~0.5% of a core (bench/README.md#an-idle-server).
  */
 export function watchDisconnects(): DisconnectWatch {
   let young = new Map<Request, Request>();
   let old = new Map<Request, Request>();
   const watched = new Set<Request>();
-  const sweep = setInterval(() => {
+  let sweep: ReturnType<typeof setInterval> | undefined;
+  const sweepOnce = () => {
     for (const [request, raw] of old) {
       watched.add(request);
       const signal = raw.signal;
       if (signal.aborted) reportClientGone(request);
       else signal.addEventListener("abort", () => watched.has(request) && reportClientGone(request), { once: true });
     }
+    if (young.size === 0) {
+      // Nothing left to watch: the next start() sweeps again.
+      clearInterval(sweep);
+      sweep = undefined;
+      old.clear();
+      return;
+    }
     old = young;
     young = new Map();
-  }, WATCH_AFTER_MS);
-  sweep.unref?.();
+  };
   return {
     start(request, raw) {
       young.set(request, raw);
+      if (sweep === undefined) {
+        sweep = setInterval(sweepOnce, WATCH_AFTER_MS);
+        sweep.unref?.();
+      }
     },
     stop(request) {
       if (!young.delete(request) && !old.delete(request)) watched.delete(request);
