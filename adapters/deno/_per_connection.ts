@@ -18,7 +18,7 @@ import { type DisconnectWatch, watchDisconnects } from "../_disconnect_watch.ts"
 import { guardBody, releaseBody } from "../_request_body.ts";
 import { fromConnection } from "../_request_url.ts";
 import { displayUrl, type EngineServer } from "../_types.ts";
-import { badUpgrade, type DenoCore, denoDriver, findCore, idleTimeoutOf, releaseHttp, reportEvents, ridOf } from "./_websocket.ts";
+import { badUpgrade, type DenoCore, denoDriver, findCore, idleTimeoutOf, releaseHttp, reportEvents, serveTracked } from "./_websocket.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
 export interface ConnectionInfo {
@@ -26,6 +26,12 @@ export interface ConnectionInfo {
   /** Settles when the response is done, whether it was delivered or cut off. */
   readonly completed: Promise<void>;
 }
+
+/**
+ * How many microtask turns an app's answer is waited for inside the dispatch that runs it, to know
+ * whether an upgrade came within it (see Connection#upgradeIfAsked).
+ */
+const DISPATCH_TURNS = 32;
 
 /** How long a response handed over to Deno gets to reach the socket before a hard close. */
 const FLUSH_BEFORE_ABORT_MS = 50;
@@ -127,7 +133,6 @@ export function serveConnections(
     core,
     websockets: core ? options.websockets : undefined,
     idleTimeout: idleTimeoutOf(options.websockets?.pingIntervalMs ?? 0),
-    last: undefined,
     // One of each per server rather than per connection: an idle connection's memory is what
     // this engine costs on top of Deno.serve (see Connection).
     onError: (error) => options.onError(error),
@@ -156,10 +161,7 @@ export function serveConnections(
         options.onRefused();
         continue;
       }
-      const rid = ridOf(conn, core);
-      // The connection before bounds where its "http" resource can be (see releaseHttp).
-      if (server.last) server.last.nextRid = rid;
-      open.add(server.last = new Connection(conn, rid, server));
+      open.add(new Connection(conn, server));
     }
   })();
 
@@ -172,7 +174,6 @@ export function serveConnections(
     openConnections: () => open.size,
     drain() {
       listener.close();
-      server.last = undefined;
       const done = new Promise<void>((resolve) => (closed = resolve));
       if (open.size === 0) return Promise.resolve();
       for (const connection of open) connection.close();
@@ -203,8 +204,6 @@ interface Server {
   websockets: ConnectionsOptions["websockets"];
   /** Deno's idleTimeout for an upgraded socket, in seconds (0: no pings). */
   idleTimeout: number;
-  /** The connection accepted last, until the next. */
-  last: Connection | undefined;
 }
 
 /**
@@ -232,17 +231,17 @@ class Connection implements CancelSignal {
   #gone = false;
   #requests: Set<Request> | undefined;
   #remote: Deno.NetAddr;
-  /** The connection's resource id, and the next connection's: where its "http" resource is. */
-  readonly #rid: number;
-  nextRid = Infinity;
+  /** The id of the "http" resource Deno serves this connection under (-1: unknown, no upgrades). */
+  readonly #httpRid: number = -1;
   /** The socket this connection was upgraded to, until it closes: it holds the connection open. */
   #socket: WebSocket | undefined;
 
-  constructor(conn: Deno.Conn, rid: number, server: Server) {
+  constructor(conn: Deno.Conn, server: Server) {
     this.#server = server;
-    this.#rid = rid;
     this.#remote = conn.remoteAddr as Deno.NetAddr;
-    this.#served = server.serveOne(conn, this, (request, info) => this.#handle(request, info), server.onError, server.onListen);
+    const serve = () => server.serveOne(conn, this, (request, info) => this.#handle(request, info), server.onError, server.onListen);
+    if (server.core && server.websockets) ({ served: this.#served, httpRid: this.#httpRid } = serveTracked(server.core, serve));
+    else this.#served = serve();
     // A reset rejects `finished`; either way the connection is gone, and so is every request on it.
     const gone = () => this.#goneNow();
     this.#served.finished.then(gone, gone);
@@ -367,11 +366,27 @@ class Connection implements CancelSignal {
     if (result instanceof Promise) {
       watched = true;
       this.#server.options.disconnects.start(request, arrived);
-      return this.#server.websockets ? result.then((response) => this.#upgradeIfAsked(arrived, response)) : result;
+      if (!this.#server.websockets) return result;
+      if (arrived.method !== "GET") return result.then((response) => this.#upgradeIfAsked(arrived, response, false));
+      // Whether the app answers within the dispatch Deno runs it in (see #upgradeIfAsked): a chain
+      // of microtasks keeps that dispatch's microtask checkpoint running until the answer comes, or
+      // for DISPATCH_TURNS turns at most (1-3 µs for a GET that waits on I/O; only a GET upgrades).
+      let answered = false;
+      let inDispatch = true;
+      let turns = DISPATCH_TURNS;
+      const turn = () => {
+        if (answered || --turns === 0) inDispatch = false;
+        else queueMicrotask(turn);
+      };
+      queueMicrotask(turn);
+      return result.then((response) => {
+        answered = true;
+        return this.#upgradeIfAsked(arrived, response, inDispatch);
+      });
     }
     // No Keep-Alive header: adding one to a response from JavaScript costs Deno's server about
     // 40% of its throughput (docs/runtimes.md#deno-serve-sends-no-keep-alive-header).
-    return result.status === 501 ? this.#upgradeIfAsked(arrived, result) : result;
+    return result.status === 501 ? this.#upgradeIfAsked(arrived, result, true) : result;
   }
 
   /**
@@ -379,12 +394,12 @@ class Connection implements CancelSignal {
    * for its URL cannot be upgraded), kept alive past the per-connection server's end, and handed to
    * the policy; any other response as it is, and the 501 itself where this Deno cannot keep it.
    */
-  #upgradeIfAsked(arrived: Request, response: Response): Response {
+  #upgradeIfAsked(arrived: Request, response: Response, inDispatch: boolean): Response {
     if (response.status !== 501) return response;
     const websockets = this.#server.websockets;
     const core = this.#server.core;
     const upgrade = upgradeOf(response);
-    if (!upgrade || !websockets || !core) return response;
+    if (!upgrade || !websockets || !core || this.#httpRid < 0) return response;
     let pair: { socket: WebSocket; response: Response };
     try {
       pair = Deno.upgradeWebSocket(arrived, { idleTimeout: this.#server.idleTimeout });
@@ -396,12 +411,19 @@ class Connection implements CancelSignal {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     const events = websockets.sockets.accept(upgrade, denoDriver(socket));
+    // The per-connection server closes every socket upgraded on it once it ends, unless its "http"
+    // resource is gone by then; closing that resource cancels the connection, unless Deno writes
+    // the 101 in the same poll of the connection's task. It does when the app answers within the
+    // dispatch Deno calls it in: then the resource is closed now. An answer that came later (after
+    // an await on I/O or a timer) is only safe to release once the socket opens, which under a
+    // burst of handshakes can come after the server's end (docs/runtimes.md).
+    let released = inDispatch && releaseHttp(core, this.#httpRid);
     reportEvents(
       socket,
       events,
-      // Not sooner: closing it before the 101 is written cancels the connection, and a turn of
-      // the event loop later the socket is already closed (docs/runtimes.md).
-      () => releaseHttp(core, this.#rid, this.nextRid),
+      () => {
+        if (!released) released = releaseHttp(core, this.#httpRid);
+      },
       () => {
         this.#socket = undefined;
         if (this.#gone) this.#server.gone(this);

@@ -4,10 +4,10 @@
  * `Deno.upgradeWebSocket` works on a connection served by `serveHttpOnConnection`, but the socket
  * is force-closed as soon as that connection's server finishes, which it does right after the 101:
  * Deno's `serveHttpOn` then calls `op_http_close(rid, false)`, which closes every WebSocket
- * upgraded through that server. Closing the connection's `"http"` resource ourselves when the
- * socket opens makes that call fail (BadResource, which Deno swallows), and the socket lives.
- * That needs Deno's internal core (`resources()`, `tryClose()`, `internalRidSymbol`), feature-
- * detected here: without it the engine answers an upgrade with the marker's 501.
+ * upgraded through that server. Closing the connection's `"http"` resource ourselves first makes
+ * that call fail (BadResource, which Deno swallows), and the socket lives. That needs Deno's
+ * internal core (`resources()`, `tryClose()`, `createCancelHandle()`), feature-detected here:
+ * without it the engine answers an upgrade with the marker's 501.
  */
 import { jsonResponse } from "../../src/policy/respond.ts";
 import type { SocketDriver, SocketEvents } from "../../src/policy/websocket.ts";
@@ -16,7 +16,8 @@ import type { SocketDriver, SocketEvents } from "../../src/policy/websocket.ts";
 export interface DenoCore {
   resources(): Record<string, string>;
   tryClose(rid: number): void;
-  readonly internalRidSymbol: symbol;
+  /** Adds a resource (a cancel handle) and returns its id: the next id of the resource table. */
+  createCancelHandle(): number;
 }
 
 let core: DenoCore | null | undefined;
@@ -29,33 +30,43 @@ export function findCore(): DenoCore | null {
   ];
   const found = internal?.core;
   core = found && typeof found.resources === "function" && typeof found.tryClose === "function" &&
-      typeof found.internalRidSymbol === "symbol"
+      typeof found.createCancelHandle === "function"
     ? found as DenoCore
     : null;
   return core;
 }
 
-/** The resource id of an accepted connection, or -1 where Deno does not say. */
-export function ridOf(conn: Deno.Conn, found: DenoCore | null): number {
-  const rid = found ? (conn as unknown as Record<symbol, unknown>)[found.internalRidSymbol] : undefined;
-  return typeof rid === "number" ? rid : -1;
+/** Whether `serveHttpOnConnection` was seen to add its "http" resource where `serveTracked` expects it. */
+let layoutChecked: boolean | undefined;
+
+/**
+ * Serves one connection with `serve` (a call of `serveHttpOnConnection`) and returns the id of the
+ * `"http"` resource it made, or -1 where that cannot be told. Resource ids only grow, and
+ * `serveHttpOnConnection` adds that resource synchronously, first: it is the id right after a
+ * probe added just before. Checked once by name against `resources()` (which lists every open
+ * resource, too much to read per upgrade with thousands open: docs/runtimes.md).
+ */
+export function serveTracked<T>(found: DenoCore, serve: () => T): { served: T; httpRid: number } {
+  if (layoutChecked === false) return { served: serve(), httpRid: -1 };
+  const probe = found.createCancelHandle();
+  let served: T;
+  try {
+    served = serve();
+  } finally {
+    found.tryClose(probe);
+  }
+  const httpRid = probe + 1;
+  if (layoutChecked === undefined) layoutChecked = found.resources()[String(httpRid)] === "http";
+  return { served, httpRid: layoutChecked ? httpRid : -1 };
 }
 
 /**
- * Closes the `"http"` resource `serveHttpOnConnection` made for the connection `connRid`: the first
- * one after it and before `beforeRid` (the next connection accepted). Connections are accepted one
- * at a time and each is served as soon as it is accepted, so exactly that resource lies between the
- * two; none there means it is already gone (and the socket with it), and nothing is closed.
+ * Closes the connection's `"http"` resource (`serveTracked`), so that the per-connection server's
+ * end no longer closes the socket upgraded on it; false where there is none to close.
  */
-export function releaseHttp(found: DenoCore, connRid: number, beforeRid: number): boolean {
-  if (connRid < 0) return false;
-  let rid = Infinity;
-  for (const [key, name] of Object.entries(found.resources())) {
-    const n = Number(key);
-    if (name === "http" && n > connRid && n < beforeRid && n < rid) rid = n;
-  }
-  if (rid === Infinity) return false;
-  found.tryClose(rid);
+export function releaseHttp(found: DenoCore, httpRid: number): boolean {
+  if (httpRid < 0) return false;
+  found.tryClose(httpRid);
   return true;
 }
 
