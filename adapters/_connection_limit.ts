@@ -14,11 +14,23 @@ export const FD_RESERVE = 32;
 const REPORT_EVERY_MS = 1_000;
 
 /**
- * How often the descriptor watchdog counts descriptors. The count is the size of /proc/self/fd
- * (countFdsCheaply): a few microseconds at any count, where listing the directory took 12 ms at
- * 10,000. Idle, the one wake-up a second is within the noise of 60 s of /proc (bench/README.md#an-idle-server).
+ * How often the descriptor watchdog counts descriptors: before the headroom under the limit could
+ * run out, at the rate they were last seen to grow or FD_GROWTH_PER_S, whichever is faster; every
+ * second at the least, every 10 s at the most. Under `ulimit -n 1024` that is every second, as
+ * before; far from the limit (20,000, say) an idle server looks every 10 s. The count is the size
+ * of /proc/self/fd (countFdsCheaply): microseconds at any count, where listing the directory took
+ * 10-25 ms at 10,000. What a look costs an idle server: bench/README.md#an-idle-server.
  */
-const FD_WATCH_EVERY_MS = 1_000;
+const FD_WATCH_MIN_MS = 1_000;
+const FD_WATCH_MAX_MS = 10_000;
+/** New descriptors a second the watchdog assumes can come until it has seen them come faster. */
+const FD_GROWTH_PER_S = 1_000;
+
+/** When the watchdog looks next, `open` of `limit` in use, after they grew by `grewPerS` a second since the last look. */
+export function fdWatchDelayMs(limit: number, open: number, grewPerS: number): number {
+  const lastsMs = ((limit - open) / Math.max(FD_GROWTH_PER_S, grewPerS)) * 1_000;
+  return Math.min(FD_WATCH_MAX_MS, Math.max(FD_WATCH_MIN_MS, lastsMs));
+}
 
 /** Descriptors left for connections under the soft limit, or undefined where it cannot be read. */
 export function fdBudget(): { budget: number; limit: number; open: number } | undefined {
@@ -108,13 +120,15 @@ export function watchFds(logger: Logger): () => void {
   const limit = maxFds();
   if (limit === undefined || !Number.isFinite(limit)) return () => {};
   let exhausted = false;
-  const timer = setInterval(() => {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let last = { open: 0, at: Date.now() };
+  const look = () => {
     let open: number;
     try {
       open = countFdsCheaply();
     } catch (error) {
       // Where the count falls back to listing the directory, that needs a descriptor too: failing for want of one is the answer.
-      if (codeOf(error) !== "EMFILE" && codeOf(error) !== "ENFILE") return;
+      if (codeOf(error) !== "EMFILE" && codeOf(error) !== "ENFILE") return next(last.open);
       open = limit;
     }
     if (!exhausted && open >= limit - 2) {
@@ -128,9 +142,17 @@ export function watchFds(logger: Logger): () => void {
       exhausted = false;
       logger.info("fd_recovered", { openFds: open, limit });
     }
-  }, FD_WATCH_EVERY_MS);
-  unref(timer);
-  return () => clearInterval(timer);
+    next(open);
+  };
+  const next = (open: number) => {
+    const now = Date.now();
+    const grewPerS = ((open - last.open) * 1_000) / Math.max(1, now - last.at);
+    last = { open, at: now };
+    timer = setTimeout(look, fdWatchDelayMs(limit, open, grewPerS));
+    unref(timer);
+  };
+  look();
+  return () => clearTimeout(timer);
 }
 
 function codeOf(error: unknown): string | undefined {

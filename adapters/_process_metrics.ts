@@ -16,16 +16,19 @@ const BUN_OMITS = [
 
 /**
  * How often the event-loop-delay monitor behind `nodejs_eventloop_lag_{min,max,mean,stddev,p50,p90,p99}_seconds`
- * samples. Its timer wakes the process whether or not anything scrapes: prom-client's 10 ms cost an
- * idle server 0.6-0.8% of a core on each runtime, 100 ms a tenth of that (docs/observability.md#cost).
+ * samples, per runtime. Its timer wakes the process whether or not anything scrapes: prom-client's
+ * 10 ms cost an idle server 0.6-0.8% of a core on each runtime; at 100 ms, 0.08% on Node and
+ * 0.12-0.15% on Bun and Deno, whose idle floor is higher too, so they sample every 250 ms
+ * (docs/observability.md#cost). A stall shorter than the interval is seen only if it holds up a
+ * sample: one of 50 ms in 1 of 2 at 100 ms, in 1 of 5 at 250 ms.
  */
-export const LAG_SAMPLE_MS = 100;
+export const LAG_SAMPLE_MS: Record<Runtime, number> = { node: 100, bun: 250, deno: 250 };
 
 /**
  * The lag figures that are one sample each. Node's monitor records each whole interval between two
  * of its ticks, the interval included (an idle Node read 0.0102 s at 10 ms, 0.100 s at 100 ms); Bun
  * and Deno record only the delay beyond it. Node's are shifted by the interval, so every runtime
- * reports the delay beyond it, and the figures do not move with LAG_SAMPLE_MS. The stddev does not move.
+ * reports the delay beyond it, and the figures do not move with the interval. The stddev does not move.
  */
 const LAG_SHIFTED = [
   "nodejs_eventloop_lag_min_seconds",
@@ -49,9 +52,9 @@ export function registerProcessMetrics(registry: Registry, runtime: Runtime): vo
   // A registry of the user's that has them already (prom-client's global one, say) keeps its own.
   if (registry.prom.getSingleMetric("process_cpu_user_seconds_total")) return;
   const before = new Set(registry.prom.getMetricsAsArray().map((metric) => metric.name));
-  collectDefaultMetrics({ register: registry.prom, eventLoopMonitoringPrecision: LAG_SAMPLE_MS });
+  collectDefaultMetrics({ register: registry.prom, eventLoopMonitoringPrecision: LAG_SAMPLE_MS[runtime] });
   if (runtime === "bun") { for (const name of BUN_OMITS) registry.prom.removeSingleMetric(name); }
-  if (runtime === "node") { for (const name of LAG_SHIFTED) shiftBy(registry.prom.getSingleMetric(name), LAG_SAMPLE_MS / 1_000); }
+  if (runtime === "node") { for (const name of LAG_SHIFTED) shiftBy(registry.prom.getSingleMetric(name), LAG_SAMPLE_MS.node / 1_000); }
   for (const metric of registry.prom.getMetricsAsArray()) {
     if (before.has(metric.name) || !(metric instanceof Gauge)) continue;
     registry.aggregate(metric.name, metric.name === SAME_IN_EVERY_WORKER ? "first" : "worker");

@@ -5,7 +5,15 @@ import { HTTPException } from "hono/http-exception";
 import { BUN_MAX_IDLE_MS, BUN_MAX_IDLE_SECONDS, bunIdleSeconds, rearmBeforeEnd } from "../../adapters/bun/_idle.ts";
 import { BUN_TICK_MS, BUN_TICK_SLOP_MS, capabilities } from "../_capabilities.ts";
 import { reapIdleConnections } from "../../adapters/node/_idle_reaper.ts";
-import { acceptFailures, checkConnectionLimit, connectionLimit, FD_RESERVE, fdBudget, refusals } from "../../adapters/_connection_limit.ts";
+import {
+  acceptFailures,
+  checkConnectionLimit,
+  connectionLimit,
+  FD_RESERVE,
+  fdBudget,
+  fdWatchDelayMs,
+  refusals,
+} from "../../adapters/_connection_limit.ts";
 import { bodyWithLimits, guardBody, releaseBody } from "../../adapters/_request_body.ts";
 import { overBodyLimit } from "../../src/policy/body.ts";
 import { optionWording, resolveServeOptions } from "../../src/policy/config.ts";
@@ -322,6 +330,15 @@ describe("connection limit (adapters/_connection_limit.ts)", () => {
     expect(fds).toBeDefined(); // Linux: /proc/self is there
     expect(connectionLimit(config(null))).toEqual({ max: fds!.budget, source: "fd limit" });
     expect(fds!.budget).toBe(fds!.limit - fds!.open - FD_RESERVE);
+  });
+
+  test("the fd watchdog looks before the headroom could run out: every second near the limit, every 10 s far from it", () => {
+    expect(fdWatchDelayMs(256, 20, 0)).toBe(1_000); // the incident's ulimit -n 256
+    expect(fdWatchDelayMs(1_024, 20, 0)).toBeCloseTo(1_004);
+    expect(fdWatchDelayMs(20_000, 20, 0)).toBe(10_000);
+    expect(fdWatchDelayMs(5_000, 20, 0)).toBeCloseTo(4_980);
+    expect(fdWatchDelayMs(20_000, 20, 10_000)).toBeCloseTo(1_998); // growing fast: sooner
+    expect(fdWatchDelayMs(256, 256, 0)).toBe(1_000); // exhausted: every second, to see it recover
   });
 
   test("a maxConnections above the fd limit's room is refused, naming the option", () => {
