@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, maxHeaderSize, type ServerOptions, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, maxHeaderSize, type Server, type ServerOptions, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import process from "node:process";
@@ -36,9 +36,41 @@ export function hasKeepAliveBufferOption(): boolean {
 /**
  * How often Node checks headersTimeout and requestTimeout. Its default, 30 s, lets a 3 s deadline
  * fire at 29.7 s; 250 ms keeps the deadlines within 0.5 s at the cost of a walk over the
- * connection list four times a second.
+ * connection list four times a second, while a connection is open (checkOnlyWithConnections).
  */
 const CONNECTIONS_CHECKING_INTERVAL_MS = 250;
+
+/**
+ * Runs node:http's deadline check only while a connection is open: with none there is nothing to
+ * expire, and its four wake-ups a second cost an idle Node ~0.07% of a core (bench/README.md#an-idle-server).
+ * node:http keeps the check's timer under a private symbol and starts it on 'listening'; where
+ * that timer is not there as on Node and Bun (Deno's node:http), it is left alone. server.close()
+ * clears whichever timer runs.
+ */
+function checkOnlyWithConnections(server: Server, sockets: ReadonlySet<unknown>): { opened(): void; closed(): void } {
+  const slot = server as unknown as Record<symbol, { _onTimeout?: unknown } | undefined>;
+  let key: symbol | undefined;
+  let check: (() => void) | undefined;
+  server.once("listening", () => {
+    key = Object.getOwnPropertySymbols(server).find((s) => s.description === "http.server.connectionsCheckingInterval");
+    const timer = key === undefined ? undefined : slot[key];
+    if (typeof timer?._onTimeout !== "function") return;
+    check = timer._onTimeout as () => void;
+    if (sockets.size === 0) clearInterval(timer as Parameters<typeof clearInterval>[0]);
+  });
+  return {
+    opened() {
+      if (check === undefined || key === undefined || sockets.size !== 1) return;
+      clearInterval(slot[key] as Parameters<typeof clearInterval>[0]);
+      const timer = setInterval(check, CONNECTIONS_CHECKING_INTERVAL_MS);
+      timer.unref();
+      slot[key] = timer as unknown as { _onTimeout?: unknown };
+    },
+    closed() {
+      if (check !== undefined && key !== undefined && sockets.size === 0) clearInterval(slot[key] as Parameters<typeof clearInterval>[0]);
+    },
+  };
+}
 
 /** A complete response that closes the connection, with a JSON body saying what was wrong. */
 function clientErrorResponse(status: number, reason: string, error: string, message: string): string {
@@ -261,8 +293,10 @@ export function serveNodeHttp(
   // are read off the socket (node:http keeps the response in flight as socket._httpMessage until
   // it finishes), which spares every request a 'close' listener of its own.
   const sockets = new Set<Socket_>();
+  const checking = checkOnlyWithConnections(server, sockets);
   function socketClosed(this: Socket_) {
     sockets.delete(this);
+    checking.closed();
     const res = this._httpMessage;
     // Closed while a response was unfinished: the client left early. Tell the lifecycle, without
     // the cost of an AbortSignal listener on every request.
@@ -286,6 +320,7 @@ export function serveNodeHttp(
       return;
     }
     sockets.add(socket);
+    checking.opened();
     socket.on("close", socketClosed);
   });
   // An upgrade request counts until its answer is decided; a WebSocket is not a request in flight.
