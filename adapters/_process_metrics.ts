@@ -16,17 +16,16 @@ const BUN_OMITS = [
 
 /**
  * How often the event-loop-delay monitor behind `nodejs_eventloop_lag_{min,max,mean,stddev,p50,p90,p99}_seconds`
- * samples, per runtime. Its timer wakes the process whether or not anything scrapes: prom-client's
- * 10 ms cost an idle server 0.6-0.8% of a core on each runtime; at 100 ms, 0.08% on Node and
- * 0.12-0.15% on Bun and Deno, whose idle floor is higher too, so they sample every 250 ms
+ * samples. Its timer wakes the process whether or not anything scrapes: prom-client's 10 ms cost an
+ * idle server 0.6-0.8% of a core on each runtime, 100 ms 0.08-0.15%, 250 ms 0.03-0.1%
  * (docs/observability.md#cost). A stall shorter than the interval is seen only if it holds up a
- * sample: one of 50 ms in 1 of 2 at 100 ms, in 1 of 5 at 250 ms.
+ * sample: one of 50 ms in 1 of 5 at 250 ms; one of 250 ms or more always.
  */
-export const LAG_SAMPLE_MS: Record<Runtime, number> = { node: 100, bun: 250, deno: 250 };
+export const LAG_SAMPLE_MS: Record<Runtime, number> = { node: 250, bun: 250, deno: 250 };
 
 /**
  * The lag figures that are one sample each. Node's monitor records each whole interval between two
- * of its ticks, the interval included (an idle Node read 0.0102 s at 10 ms, 0.100 s at 100 ms); Bun
+ * of its ticks, the interval included (an idle Node read p50 0.0102 s at 10 ms, 0.100 s at 100 ms); Bun
  * and Deno record only the delay beyond it. Node's are shifted by the interval, so every runtime
  * reports the delay beyond it, and the figures do not move with the interval. The stddev does not move.
  */
