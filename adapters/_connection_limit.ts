@@ -151,7 +151,8 @@ export function watchFds(logger: Logger): () => void {
     timer = setTimeout(look, fdWatchDelayMs(limit, open, grewPerS));
     unref(timer);
   };
-  look();
+  timer = setTimeout(look, FD_WATCH_MIN_MS);
+  unref(timer);
   return () => clearTimeout(timer);
 }
 
