@@ -248,12 +248,12 @@ class Session implements SocketEvents, ContextSession {
     // logged as the policy's own are; a client's is only counted.
     if (this.#reason === undefined && why !== "client") this.#logged(why, code);
     this.#owner.closed(why);
-    this.#events.onClose?.(new CloseEvent("close", { code, reason, wasClean: code !== 1006 }), this.ctx);
+    this.#events.onClose?.(closeEvent(code, reason), this.ctx);
   }
 
   error(error: unknown): void {
     this.#reason ??= "error";
-    this.#events.onError?.(new ErrorEvent("error", { error }), this.ctx);
+    this.#events.onError?.(errorEvent(error), this.ctx);
   }
 
   /**
@@ -369,4 +369,20 @@ export class WebSockets implements CloserGroup {
     clearInterval(this.#sweep);
     this.#sweep = undefined;
   }
+}
+
+/**
+ * A `CloseEvent`, where the runtime has the class (Bun, Deno, Node 23+); on Node 22, which has
+ * neither `CloseEvent` nor `ErrorEvent`, an `Event` with the same fields.
+ */
+function closeEvent(code: number, reason: string): CloseEvent {
+  const wasClean = code !== 1006;
+  if (typeof globalThis.CloseEvent === "function") return new CloseEvent("close", { code, reason, wasClean });
+  return Object.assign(new Event("close"), { code, reason, wasClean }) as CloseEvent;
+}
+
+/** An `ErrorEvent` where the runtime has the class, else an `Event` with its `error` and `message`. */
+function errorEvent(error: unknown): ErrorEvent {
+  if (typeof globalThis.ErrorEvent === "function") return new ErrorEvent("error", { error });
+  return Object.assign(new Event("error"), { error, message: error instanceof Error ? error.message : String(error) }) as ErrorEvent;
 }
