@@ -10,7 +10,7 @@
  * without it the engine answers an upgrade with the marker's 501.
  */
 import { jsonResponse } from "../../src/policy/respond.ts";
-import type { SocketDriver, SocketEvents } from "../../src/policy/websocket.ts";
+import { type SocketDriver, type SocketEvents, StandardSocketDriver } from "../../src/policy/websocket.ts";
 
 /** What of `Deno[Deno.internal].core` keeping an upgraded socket alive needs. */
 export interface DenoCore {
@@ -107,12 +107,8 @@ export function denoDriver(socket: WebSocket): SocketDriver {
 }
 
 /** Methods on the prototype, one field: no closure per socket. */
-class DenoSocket implements SocketDriver {
-  readonly raw: WebSocket;
+class DenoSocket extends StandardSocketDriver<WebSocket> implements SocketDriver {
   readonly ping = undefined;
-  constructor(socket: WebSocket) {
-    this.raw = socket;
-  }
 
   send(data: string | ArrayBuffer | Uint8Array): void {
     this.raw.send(data);
@@ -131,18 +127,6 @@ class DenoSocket implements SocketDriver {
       dropped.add(socket);
       found.tryClose(rid);
     } else if (socket.readyState < WebSocket.CLOSING) socket.close(1001, "");
-  }
-
-  get bufferedAmount(): number {
-    return this.raw.bufferedAmount;
-  }
-
-  get readyState(): 0 | 1 | 2 | 3 {
-    return this.raw.readyState as 0 | 1 | 2 | 3;
-  }
-
-  get protocol(): string {
-    return this.raw.protocol;
   }
 }
 

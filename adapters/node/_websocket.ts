@@ -7,7 +7,14 @@ import { isTrackedStream, reportClientGone } from "../../src/policy/lifecycle.ts
 import type { Logger } from "../../src/policy/log.ts";
 import type { FetchHandler } from "../../src/policy/types.ts";
 import type { SendOptions } from "hono/ws";
-import { type SocketDriver, type SocketEvents, type Upgrade, upgradeOf, type WebSockets } from "../../src/policy/websocket.ts";
+import {
+  type SocketDriver,
+  type SocketEvents,
+  StandardSocketDriver,
+  type Upgrade,
+  upgradeOf,
+  type WebSockets,
+} from "../../src/policy/websocket.ts";
 
 /**
  * WebSockets on node:http (Node's, Bun's and Deno's), with the `ws` package: an upgrade request
@@ -142,12 +149,7 @@ const UNCOMPRESSED = { compress: false } as const;
 const COMPRESSED = { compress: true } as const;
 
 /** The policy's view of one `ws` socket: methods on the prototype, one field. */
-class NodeSocket implements SocketDriver {
-  readonly raw: WebSocket;
-  constructor(ws: WebSocket) {
-    this.raw = ws;
-  }
-
+class NodeSocket extends StandardSocketDriver<WebSocket> implements SocketDriver {
   send(data: string | ArrayBuffer | Uint8Array, options?: SendOptions): void {
     this.raw.send(data, options?.compress ? COMPRESSED : UNCOMPRESSED);
   }
@@ -162,18 +164,6 @@ class NodeSocket implements SocketDriver {
 
   ping(): void {
     this.raw.ping();
-  }
-
-  get bufferedAmount(): number {
-    return this.raw.bufferedAmount;
-  }
-
-  get readyState(): 0 | 1 | 2 | 3 {
-    return this.raw.readyState as 0 | 1 | 2 | 3;
-  }
-
-  get protocol(): string {
-    return this.raw.protocol;
   }
 }
 

@@ -64,6 +64,36 @@ export interface SocketDriver {
   readonly protocol?: string | null;
 }
 
+/** A runtime socket with the WHATWG WebSocket's state fields (Deno's `WebSocket`, `ws`'s). */
+interface StandardSocket {
+  readonly bufferedAmount: number;
+  readonly readyState: number;
+  readonly protocol: string;
+}
+
+/**
+ * The state half of a driver over such a socket, read straight from it (on the prototype: nothing
+ * per socket but `raw`); sending, closing and pinging are each engine's (its class `implements SocketDriver`).
+ */
+export abstract class StandardSocketDriver<S extends StandardSocket> {
+  readonly raw: S;
+  constructor(raw: S) {
+    this.raw = raw;
+  }
+
+  get bufferedAmount(): number {
+    return this.raw.bufferedAmount;
+  }
+
+  get readyState(): WSReadyState {
+    return this.raw.readyState as WSReadyState;
+  }
+
+  get protocol(): string {
+    return this.raw.protocol;
+  }
+}
+
 /** What the engine reports of a socket it made for an upgrade. */
 export interface SocketEvents {
   open(): void;
