@@ -3,8 +3,8 @@
  * platform owns instead is in ./_workerd_platform.ts and docs/policy.md#cloudflare-workers-workerd.
  */
 import type { CloudflareOptions } from "../../adapters/cloudflare/mod.ts";
-import { type ConfigResult, readEnv } from "../policy/config.ts";
-import { EnvSchema } from "./_env.ts";
+import type { ConfigResult } from "../policy/config.ts";
+import { EnvSchema, loadConfig } from "./_env.ts";
 import { MAX_MESSAGE_OVER, PLATFORM_OWNED, WEBSUB_OUT_OF_SCOPE, WORKERD_LIMITS } from "./_workerd_platform.ts";
 
 /**
@@ -26,20 +26,13 @@ export function loadCloudflareConfig(bindings: Record<string, unknown>): ConfigR
       else problems.push(`${name} is not a text binding: set it as a text variable (vars in wrangler.jsonc)`);
     }
   }
-  const result = readEnv(EnvSchema, env);
+  // The entries' own reading of the variables into options, of which a worker takes its part.
+  const result = loadConfig(env);
   if (!result.ok) problems.push(...result.problems);
-  else if (result.config.WEBSOCKET_MAX_MESSAGE > WORKERD_LIMITS.maxMessageBytes) {
+  else if (result.config.websocketMaxMessageBytes > WORKERD_LIMITS.maxMessageBytes) {
     problems.push(`WEBSOCKET_MAX_MESSAGE "${env.WEBSOCKET_MAX_MESSAGE}" ${MAX_MESSAGE_OVER}`);
   }
   if (!result.ok || problems.length > 0) return { ok: false, problems };
-  const out = result.config;
-  return {
-    ok: true,
-    config: {
-      bodyLimitBytes: out.BODY_LIMIT,
-      websocketMaxMessageBytes: out.WEBSOCKET_MAX_MESSAGE,
-      websocketMaxBufferedBytes: out.WEBSOCKET_MAX_BUFFERED,
-      sseHeartbeatMs: out.SSE_HEARTBEAT,
-    },
-  };
+  const { bodyLimitBytes, websocketMaxMessageBytes, websocketMaxBufferedBytes, sseHeartbeatMs } = result.config;
+  return { ok: true, config: { bodyLimitBytes, websocketMaxMessageBytes, websocketMaxBufferedBytes, sseHeartbeatMs } };
 }
