@@ -6,6 +6,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { streamSSE as honoStreamSSE } from "hono/streaming";
 import { payloadTooLarge, readBody } from "../src/policy/body.ts";
 import { jsonErrors } from "../src/policy/errors.ts";
 import { requestLifecycle } from "../src/policy/lifecycle.ts";
@@ -123,6 +124,20 @@ export default function fixture({ logger, bodyLimitBytes }: AppContext): Hono {
       return streamSSE(c, async (stream) => {
         const last = Number(stream.lastEventId);
         let id = Number.isSafeInteger(last) && last >= 0 ? last : 0;
+        while (!stream.aborted && !stream.closed) {
+          id += 1;
+          await stream.writeSSE({ id: String(id), event: "tick", data: JSON.stringify({ id }) });
+          await stream.sleep(interval);
+        }
+      });
+    })
+    // The same stream as a plain Hono app writes it, with Hono's own streamSSE and none of our
+    // helpers: the event-stream policy must hold for it too. Hono's onAbort is logged.
+    .get("/plain-events", (c) => {
+      const interval = intQuery(c, "interval", 1, 3_600_000, 1_000);
+      return honoStreamSSE(c, async (stream) => {
+        let id = 0;
+        stream.onAbort(() => logger.info("plain_events_aborted", { sent: id }));
         while (!stream.aborted && !stream.closed) {
           id += 1;
           await stream.writeSSE({ id: String(id), event: "tick", data: JSON.stringify({ id }) });

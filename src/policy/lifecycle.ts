@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import { errorResponse, markLogged } from "./errors.ts";
+import { eventStreamBody, isEventStream } from "./event_stream.ts";
 import { createLogger, type Logger } from "./log.ts";
 import type { LongLived } from "./long_lived.ts";
 import { countedStatus } from "./upgrade.ts";
@@ -133,7 +134,10 @@ export function withLifecycle<F extends FetchHandler>(fetch: F, { logger, onOutc
       state.settle("finished");
       return res;
     }
-    const tracked = new Response(trackBody(body, (outcome, error) => state.settle(outcome, error)), {
+    const onEnd = (outcome: Outcome, error?: unknown) => state.settle(outcome, error);
+    // Any event stream, however the app made it, is under the event-stream policy.
+    const passed = isStreaming(res) && isEventStream(res.headers) ? eventStreamBody(body, longLived, onEnd) : trackBody(body, onEnd);
+    const tracked = new Response(passed, {
       status: res.status,
       statusText: res.statusText,
       headers: res.headers,

@@ -53,6 +53,8 @@ export interface CloserGroup {
 export class LongLived {
   readonly policy: LongLivedPolicy;
   #closing = false;
+  /** True from step 5 on: one that joins now is asked to end at once. */
+  #closed = false;
   #open = new Set<Closer>();
   #groups: CloserGroup[] = [];
   #empty: (() => void) | undefined;
@@ -83,9 +85,14 @@ export class LongLived {
     if (this.#empty && this.size === 0) this.#empty();
   }
 
-  /** Tracks one connection until the function returned is called (once it has closed, for whatever reason); refused (undefined) once closing. */
+  /**
+   * Tracks one connection until the function returned is called (once it has closed, for whatever
+   * reason). After step 5 (an event stream that began on a connection still draining), it is asked
+   * to end as soon as it is set up.
+   */
   add(closer: Closer): () => void {
     this.#open.add(closer);
+    if (this.#closed) queueMicrotask(() => closer.close());
     return () => {
       this.#open.delete(closer);
       this.left();
@@ -103,6 +110,7 @@ export class LongLived {
    */
   closeAll(): Promise<void> {
     this.#closing = true;
+    this.#closed = true;
     if (this.size === 0) return Promise.resolve();
     const empty = new Promise<void>((resolve) => (this.#empty = resolve));
     for (const closer of [...this.#open]) closer.close();
