@@ -5,17 +5,24 @@
  * WEBSUB_STORE. To remove it, delete this folder, its line in src/main/modules.ts and the `websub`
  * script in package.json (docs/websub.md).
  */
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import process from "node:process";
+import { pathToFileURL } from "node:url";
 import { Hono } from "hono";
 import * as v from "valibot";
-import { fromParser, parseDurationMs, readEnv } from "../policy/config.ts";
+import { DEFAULTS, formatDuration, fromParser, parseDurationMs, parseSizeBytes, readEnv } from "../policy/config.ts";
+import type { Logger } from "../policy/log.ts";
 import type { ConfigResult, Module } from "../policy/types.ts";
 import { jsonErrors } from "../policy/errors.ts";
 import { type CountedEvent, countEvents } from "../policy/telemetry.ts";
 import { handleContent } from "./content.ts";
+import { PROCESSING_DEFAULTS, type ProcessingOptions, startProcessor } from "./processing.ts";
+import type { InboxLimits } from "./store/inbox.ts";
 import { openStore, parseStoreSpec, type StoreSpec } from "./store/open.ts";
 import type { SubscriptionStore } from "./store/types.ts";
 import { startSubscriber, type Subscriber } from "./subscriber.ts";
-import { websubRoutes } from "./websub.ts";
+import { type Delivery, websubRoutes } from "./websub.ts";
 
 const isHttpUrl = (value: string) => URL.canParse(value) && /^https?:$/.test(new URL(value).protocol);
 
@@ -30,6 +37,39 @@ export function parseTopics(value: string): string[] {
   if (bad !== undefined) throw new Error(`"${bad}" is not an http(s) URL: give one or more topic URLs, separated by commas`);
   if (topics.length === 0) throw new Error(`"${value}" names no topic: give one or more topic URLs, separated by commas`);
   return topics;
+}
+
+/** The inbox's default bounds: a day of a busy feed's deliveries, and what a small disk or Redis spares. */
+export const INBOX_DEFAULTS: InboxLimits = { maxCount: 10_000, maxBytes: 50 * 1_048_576 };
+
+/** A whole number from `min` to `max`, said as `what` in its messages. */
+function Count(fallback: string, min: number, max: number, what: string) {
+  return v.optional(
+    v.pipe(
+      v.string(),
+      v.trim(),
+      v.regex(/^\d+$/, (issue) => `"${issue.input}" is not ${what}: use a whole number from ${min} to ${max}`),
+      v.transform(Number),
+      v.minValue(min, (issue) => `"${issue.input}" is under the minimum of ${min}`),
+      v.maxValue(max, (issue) => `"${issue.input}" is over the maximum of ${max}`),
+    ),
+    fallback,
+  );
+}
+
+/** A duration of at least 1 ms (0 would mean nothing here). */
+function Positive(fallback: string, meaning: string) {
+  return v.optional(
+    v.pipe(
+      v.string(),
+      fromParser((value) => {
+        const ms = parseDurationMs(value);
+        if (ms === 0) throw new Error(`"${value}" is zero: ${meaning}, so use e.g. ${fallback}`);
+        return ms;
+      }),
+    ),
+    fallback,
+  );
 }
 
 /** The variables the WebSub module reads. */
@@ -62,6 +102,29 @@ export const WebSubEnvSchema = v.object({
     ),
   ),
   WEBSUB_STORE: v.optional(v.pipe(v.string(), fromParser(parseStoreSpec)), "data/websub.sqlite"),
+  /** A module exporting the `handleContent` to run instead of src/websub/content.ts's. */
+  WEBSUB_HANDLER: v.optional(
+    v.pipe(
+      v.string(),
+      v.trim(),
+      v.check(
+        (path) => existsSync(resolve(process.cwd(), path)),
+        (issue) => `"${issue.input}" does not exist: give the path of a module that exports handleContent`,
+      ),
+    ),
+  ),
+  /** `subscription`: a subscription's deliveries one at a time, in arrival order; `none`: any order, at once. */
+  WEBSUB_ORDER: v.optional(
+    v.picklist(["subscription", "none"], (issue) => `${JSON.stringify(issue.input)} is not an order: use subscription or none`),
+    "subscription",
+  ),
+  WEBSUB_CONCURRENCY: Count(String(PROCESSING_DEFAULTS.concurrency), 1, 1_000, "a count of deliveries"),
+  WEBSUB_PROCESSING_LEASE: Positive(formatDuration(PROCESSING_DEFAULTS.leaseMs), "a claim must last a while"),
+  WEBSUB_RETRY_ATTEMPTS: Count(String(PROCESSING_DEFAULTS.attempts), 1, 1_000, "a count of attempts"),
+  WEBSUB_RETRY_FIRST: Positive(formatDuration(PROCESSING_DEFAULTS.retryFirstMs), "a retry must wait"),
+  WEBSUB_RETRY_MAX: Positive(formatDuration(PROCESSING_DEFAULTS.retryMaxMs), "a retry must wait"),
+  WEBSUB_INBOX_LIMIT: Count(String(INBOX_DEFAULTS.maxCount), 1, 10_000_000, "a count of deliveries"),
+  WEBSUB_INBOX_BYTES: v.optional(v.pipe(v.string(), fromParser(parseSizeBytes)), `${INBOX_DEFAULTS.maxBytes / 1_048_576}mb`),
 });
 
 /** What the subscriber asks hubs for, once the server listens (W3C WebSub 5.1). */
@@ -78,10 +141,21 @@ export interface WebSubConfig {
   readonly callbackUrl?: string;
   /** Where subscriptions are kept. */
   readonly store: StoreSpec;
+  /** The module whose `handleContent` processes deliveries (absolute); the template's own without it. */
+  readonly handler?: string;
+  /** How deliveries are processed. */
+  readonly processing: ProcessingOptions;
+  /** The inbox's bounds. */
+  readonly limits: InboxLimits;
+  /** SHUTDOWN_TIMEOUT: how long deliveries in progress may take to finish once the server has drained. */
+  readonly shutdownTimeoutMs: number;
 }
 
 const DELIVERIES = "websub_deliveries_total";
 const DELIVERIES_HELP = "WebSub content deliveries by result.";
+const PROCESSING = "websub_processing_total";
+const PROCESSING_HELP = "Attempts of handleContent by result: processed, retried after a throw, failed (kept as a dead letter).";
+const INBOX = "websub_inbox_deliveries";
 
 /** The module's events that count on /metrics. */
 export const WEBSUB_EVENTS: Record<string, CountedEvent> = {
@@ -89,6 +163,11 @@ export const WEBSUB_EVENTS: Record<string, CountedEvent> = {
   websub_signature_rejected: [DELIVERIES, DELIVERIES_HELP, { result: "signature_rejected" }],
   websub_gone: [DELIVERIES, DELIVERIES_HELP, { result: "gone" }],
   websub_too_large: [DELIVERIES, DELIVERIES_HELP, { result: "too_large" }],
+  websub_inbox_full: [DELIVERIES, DELIVERIES_HELP, { result: "inbox_full" }],
+  websub_inbox_write_failed: [DELIVERIES, DELIVERIES_HELP, { result: "store_failed" }],
+  websub_processed: [PROCESSING, PROCESSING_HELP, { result: "processed" }],
+  websub_processing_failed: [PROCESSING, PROCESSING_HELP, { result: "retried" }],
+  websub_dead_letter: [PROCESSING, PROCESSING_HELP, { result: "failed" }],
 };
 
 const SUBSCRIPTIONS = "websub_subscriptions";
@@ -105,14 +184,40 @@ export function loadWebSubConfig(env: Readonly<Record<string, string | undefined
   if (!result.ok) return result;
   const out = result.config;
   if (out.WEBSUB_TOPIC === undefined) {
-    const stray = (["WEBSUB_HUB", "WEBSUB_SECRET", "WEBSUB_LEASE", "WEBSUB_CALLBACK_URL", "WEBSUB_STORE"] as const)
-      .find((k) => env[k] !== undefined && env[k]!.trim() !== "");
+    const stray = Object.keys(WebSubEnvSchema.entries).find((k) => k !== "WEBSUB_TOPIC" && env[k] !== undefined && env[k]!.trim() !== "");
     if (stray === undefined) return { ok: true, config: null };
     return { ok: false, problems: [`WEBSUB_TOPIC "" is missing: ${stray} is set, and there is nothing to subscribe to`] };
   }
+  const problems: string[] = [];
+  if (out.WEBSUB_RETRY_MAX < out.WEBSUB_RETRY_FIRST) {
+    problems.push(
+      `WEBSUB_RETRY_MAX "${formatDuration(out.WEBSUB_RETRY_MAX)}" is shorter than WEBSUB_RETRY_FIRST "${
+        formatDuration(out.WEBSUB_RETRY_FIRST)
+      }": use at least that`,
+    );
+  }
+  // A delivery the inbox could never hold would be refused (503) for ever, and the hub retry in vain.
+  const bodyLimitBytes = sizeOr(env.BODY_LIMIT, DEFAULTS.bodyLimitBytes);
+  if (out.WEBSUB_INBOX_BYTES < bodyLimitBytes) {
+    problems.push(
+      `WEBSUB_INBOX_BYTES "${env.WEBSUB_INBOX_BYTES}" is smaller than BODY_LIMIT (${bodyLimitBytes} bytes): the inbox must hold at least one delivery of the largest size accepted`,
+    );
+  }
+  if (problems.length > 0) return { ok: false, problems };
   return {
     ok: true,
     config: {
+      handler: out.WEBSUB_HANDLER === undefined ? undefined : resolve(process.cwd(), out.WEBSUB_HANDLER),
+      processing: {
+        ordered: out.WEBSUB_ORDER === "subscription",
+        concurrency: out.WEBSUB_CONCURRENCY,
+        leaseMs: out.WEBSUB_PROCESSING_LEASE,
+        attempts: out.WEBSUB_RETRY_ATTEMPTS,
+        retryFirstMs: out.WEBSUB_RETRY_FIRST,
+        retryMaxMs: out.WEBSUB_RETRY_MAX,
+      },
+      limits: { maxCount: out.WEBSUB_INBOX_LIMIT, maxBytes: out.WEBSUB_INBOX_BYTES },
+      shutdownTimeoutMs: durationOr(env.SHUTDOWN_TIMEOUT, DEFAULTS.shutdownTimeoutMs),
       topics: out.WEBSUB_TOPIC,
       hub: out.WEBSUB_HUB,
       secret: out.WEBSUB_SECRET,
@@ -146,12 +251,28 @@ export const websub: Module<WebSubConfig> = {
       if (seen === undefined) return [];
       return STATES.map((state) => ({ labels: { state }, value: seen.filter((s) => s.state === state).length }));
     });
+    const handle = await loadHandler(config.handler);
+    // Started at once, before the server listens: what waits from before a restart is resumed first.
+    const processor = startProcessor({ inbox: store.inbox, logger, handle }, config.processing);
+    // Every process processes; each reports the store's inbox as of its last look, so the largest is the freshest.
+    context.registry.collect(
+      INBOX,
+      "WebSub deliveries in the inbox: pending (waiting or in progress) and failed (dead letters).",
+      "gauge",
+      () => {
+        const seen = processor.stats();
+        if (seen === undefined) return [];
+        return [{ labels: { state: "pending" }, value: seen.pending }, { labels: { state: "failed" }, value: seen.failed }];
+      },
+      { aggregation: "max" },
+    );
     const routes = websubRoutes({
       store,
       logger,
       maxBodyBytes: context.bodyLimitBytes,
       secret: config.secret,
-      onDelivery: (delivery) => handleContent(delivery, logger),
+      limits: config.limits,
+      onStored: () => processor.wake(),
       onChange: () => subscriber?.wake(),
     });
     const app = jsonErrors(new Hono(), logger).route("/websub", routes);
@@ -171,12 +292,47 @@ export const websub: Module<WebSubConfig> = {
         });
       },
       async close() {
-        await subscriber?.stop();
+        await Promise.all([subscriber?.stop(), processor.stop(config.shutdownTimeoutMs)]);
         await store.close();
       },
     };
   },
 };
+
+// The server's own variables, which the entries validate (an invalid one stops the server before
+// this matters): read here only for what the module derives from them.
+function sizeOr(value: string | undefined, fallback: number): number {
+  try {
+    return value === undefined || value.trim() === "" ? fallback : parseSizeBytes(value);
+  } catch {
+    return fallback;
+  }
+}
+
+function durationOr(value: string | undefined, fallback: number): number {
+  try {
+    return value === undefined || value.trim() === "" ? fallback : parseDurationMs(value);
+  } catch {
+    return fallback;
+  }
+}
+
+type HandleContent = (delivery: Delivery, logger: Logger) => unknown;
+
+/** `handleContent` of the module at `path` (WEBSUB_HANDLER), or the template's own. */
+async function loadHandler(path: string | undefined): Promise<HandleContent> {
+  if (path === undefined) return handleContent;
+  let loaded: Record<string, unknown>;
+  try {
+    loaded = await import(pathToFileURL(path).href);
+  } catch (error) {
+    throw new Error(`WEBSUB_HANDLER "${path}" cannot be loaded: ${(error as Error).message}`);
+  }
+  if (typeof loaded.handleContent !== "function") {
+    throw new Error(`WEBSUB_HANDLER "${path}" exports no function handleContent: export one, (delivery, logger) => void | Promise<void>`);
+  }
+  return loaded.handleContent as HandleContent;
+}
 
 function describe(spec: StoreSpec): string {
   return spec.kind === "memory" ? '"memory"' : spec.kind === "sqlite" ? `"${spec.path}"` : `"${spec.description}"`;

@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import { readBody } from "../policy/body.ts";
 import type { Logger } from "../policy/log.ts";
 import { renewAtMs, toUnsubscribe } from "./subscriber.ts";
+import type { DeliveredTo, InboxLimits } from "./store/inbox.ts";
 import type { Subscription, SubscriptionStore } from "./store/types.ts";
 
 /** HMAC hashes a hub may sign content with (WebSub 7.1.1). */
@@ -54,14 +55,33 @@ export async function signBody(body: Uint8Array, secret: string, algorithm: Hash
 }
 
 export type { Subscription, SubscriptionStore } from "./store/types.ts";
+export type { DeliveredTo } from "./store/inbox.ts";
 
-/** Content a hub distributed whose signature (if any) checked out. */
+/** Content a hub distributed whose signature (if any) checked out, as `handleContent` receives it. */
 export interface Delivery {
-  subscription: Subscription;
+  /** Stable across attempts and restarts: processing keyed on it can be idempotent. */
+  id: string;
+  /** 1 the first time; more when an earlier attempt threw or its process ended (docs/websub.md#processing). */
+  attempt: number;
+  /** The subscription it came for, as it stood when it arrived (never its secret). */
+  subscription: DeliveredTo;
+  /** The hub's headers that describe the content (see CONTENT_HEADERS), names in lower case. */
+  headers: Record<string, string>;
   body: Uint8Array;
+  /** `headers["content-type"]`, or null. */
   contentType: string | null;
+  /** Epoch ms when it was stored, just before the hub's 2xx. */
   receivedAtMs: number;
 }
+
+/**
+ * The request headers kept with a delivery: what describes the content (the topic's `Link`
+ * rel=self and rel=hub, WebSub 7), nothing about the connection or its credentials.
+ */
+export const CONTENT_HEADERS = ["content-type", "content-encoding", "content-language", "link", "last-modified", "etag", "date"] as const;
+
+/** Seconds a hub is asked to wait (`Retry-After`) when the inbox is full or cannot be written. */
+export const RETRY_AFTER_SECONDS = 30;
 
 /** Configuration of the callback routes. */
 export interface WebSubOptions {
@@ -74,8 +94,10 @@ export interface WebSubOptions {
    * the moment the server runs with it, whatever secret (or none) the subscription was made with.
    */
   secret?: string;
-  /** Called after the 2xx has been sent, for content whose signature checked out. Errors are logged, never thrown. */
-  onDelivery(delivery: Delivery): void | Promise<void>;
+  /** The inbox's bounds (WEBSUB_INBOX_LIMIT, WEBSUB_INBOX_BYTES): past them, 503. */
+  limits: InboxLimits;
+  /** Called once a delivery is in the store's inbox, before its 2xx: the processor looks at once. */
+  onStored?(): void;
   /** Called after the store changed (a verification), so that the subscriber looks again. */
   onChange?(): void;
   /** Clock for lease expiry; tests pin it. */
@@ -212,14 +234,37 @@ export function websubRoutes(options: WebSubOptions): Hono {
         return accepted(c);
       }
     }
-    logger.info("websub_delivery", { id, bytes: body.byteLength });
-    const delivery: Delivery = { subscription: sub, body, contentType: c.req.header("content-type") ?? null, receivedAtMs: now() };
-    // After the response: a slow consumer must not hold the hub's connection open.
-    setTimeout(() => {
-      Promise.resolve()
-        .then(() => options.onDelivery(delivery))
-        .catch((error: unknown) => logger.error("websub_delivery_failed", { id, error }));
-    }, 0);
+    // Stored before the 2xx: a hub never sends acknowledged content again, so from here on it is
+    // ours to keep (docs/websub.md#delivered). A slow consumer does not hold the hub's connection.
+    const headers: Record<string, string> = {};
+    for (const name of CONTENT_HEADERS) {
+      const value = c.req.header(name);
+      if (value !== undefined) headers[name] = value;
+    }
+    const to: DeliveredTo = { id: sub.id, source: sub.source, topic: sub.topic, hub: sub.hub, callbackUrl: sub.callbackUrl };
+    const delivery = { id: crypto.randomUUID(), subscription: to, headers, body, receivedAtMs: now() };
+    let stored: boolean;
+    try {
+      stored = await store.inbox.add(delivery, options.limits);
+    } catch (error) {
+      // Not acknowledged: the hub sends it again (§7), which is the only copy there is.
+      logger.error("websub_inbox_write_failed", { id, error });
+      return c.json(
+        { error: "inbox_unavailable", message: "The delivery could not be stored; send it again later." },
+        503,
+        { "retry-after": String(RETRY_AFTER_SECONDS) },
+      );
+    }
+    if (!stored) {
+      logger.warn("websub_inbox_full", { id, bytes: body.byteLength, ...options.limits });
+      return c.json(
+        { error: "inbox_full", message: "Too many deliveries wait to be processed; send it again later." },
+        503,
+        { "retry-after": String(RETRY_AFTER_SECONDS) },
+      );
+    }
+    logger.info("websub_delivery", { id, delivery: delivery.id, bytes: body.byteLength });
+    options.onStored?.();
     return accepted(c);
   });
 

@@ -250,7 +250,7 @@ function run(defer: Defer, cmd: string[], onLine: (line: string) => void = () =>
 
 describe("sqlite store", () => {
   test(
-    "creates its folder (0700) and a 0600 file, whose -wal and -shm files are 0600 too, in WAL mode at schema version 1",
+    "creates its folder (0700) and a 0600 file, whose -wal and -shm files are 0600 too, in WAL mode at schema version 2",
     () =>
       using(async (defer) => {
         const path = join(scratch(defer), "data", "nested", "subscriptions.db");
@@ -264,7 +264,7 @@ describe("sqlite store", () => {
         defer(() => db.close());
         expect(db.prepare("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
         expect(db.prepare("PRAGMA user_version").get()).toEqual({ user_version: SQLITE_SCHEMA_VERSION });
-        expect(SQLITE_SCHEMA_VERSION).toBe(1);
+        expect(SQLITE_SCHEMA_VERSION).toBe(2);
         expect(db.prepare("SELECT id, topic, state, next_attempt_at_ms FROM subscriptions").all()).toEqual([
           { id: "a", topic: full("a").topic, state: "active", next_attempt_at_ms: 1_899_999_000_000 },
         ]);
@@ -298,7 +298,7 @@ describe("sqlite store", () => {
       db.exec("PRAGMA user_version = 7");
       db.close();
       expect((await failure(sqliteStore(path))).message).toBe(
-        `SQLite database "${path}" has schema version 7: this code knows up to 1, upgrade it`,
+        `SQLite database "${path}" has schema version 7: this code knows up to 2, upgrade it`,
       );
     }), TIMEOUT_MS);
 

@@ -147,7 +147,7 @@ async function world(defer: Defer, options: { pinned?: boolean; reply?: Replier;
       logger,
       maxBodyBytes: 1024,
       secret: options.secret,
-      onDelivery: () => {},
+      limits: { maxCount: 100, maxBytes: 1_000_000 },
       onChange: () => subscribers.forEach((s) => s.wake()),
       now,
       random: () => 0.5,

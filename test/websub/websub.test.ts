@@ -1,11 +1,13 @@
 import { describe, expect, test } from "bun:test";
 import { Hono } from "hono";
 import { createLogger } from "../../src/policy/log.ts";
-import { loadWebSubConfig, parseTopics } from "../../src/websub/mod.ts";
+import { INBOX_DEFAULTS, loadWebSubConfig, parseTopics } from "../../src/websub/mod.ts";
 import { memoryStore } from "../../src/websub/store/types.ts";
 import { callbackUrlOf } from "../../src/websub/subscriber.ts";
 import { signBody, verifySignature, websubRoutes } from "../../src/websub/websub.ts";
-import type { Delivery, HashAlgorithm, Subscription } from "../../src/websub/websub.ts";
+import type { Delivery, HashAlgorithm, Subscription, SubscriptionStore } from "../../src/websub/websub.ts";
+import { PROCESSING_DEFAULTS, toDelivery } from "../../src/websub/processing.ts";
+import type { InboxLimits } from "../../src/websub/store/inbox.ts";
 
 const encoder = new TextEncoder();
 const NOW = 1_700_000_000_000;
@@ -15,13 +17,20 @@ const BASE = "https://me.example";
 const TEST_MS = 5_000;
 
 function setup(
-  options: { maxBodyBytes?: number; onDelivery?: (d: Delivery) => void | Promise<void>; random?: () => number; secret?: string } = {},
+  options: { maxBodyBytes?: number; limits?: InboxLimits; random?: () => number; secret?: string; store?: SubscriptionStore } = {},
 ) {
   const lines: Array<Record<string, unknown>> = [];
   const logger = createLogger((line) => lines.push(JSON.parse(line)));
   const clock = { now: NOW };
-  const store = memoryStore(() => clock.now);
+  const store = options.store ?? memoryStore(() => clock.now);
   const deliveries: Delivery[] = [];
+  /** Takes what the route stored into `deliveries`, as the processor would claim it. */
+  const settle = async () => {
+    for (let entry; (entry = await store.inbox.claim("test", 60_000, true)) !== undefined;) {
+      deliveries.push(toDelivery(entry));
+      await store.inbox.done(entry.id, "test");
+    }
+  };
   const changes = { count: 0 };
   const app = new Hono();
   app.route(
@@ -31,7 +40,7 @@ function setup(
       logger,
       maxBodyBytes: options.maxBodyBytes ?? 1024,
       secret: options.secret,
-      onDelivery: options.onDelivery ?? ((d) => void deliveries.push(d)),
+      limits: options.limits ?? { maxCount: 100, maxBytes: 1_000_000 },
       onChange: () => void changes.count++,
       now: () => clock.now,
       random: options.random ?? (() => 0.5),
@@ -49,7 +58,7 @@ function setup(
       updatedAtMs: NOW - 1_000,
       ...s,
     });
-  return { app, store, clock, deliveries, lines, changes, put, named: (event: string) => lines.filter((l) => l.event === event) };
+  return { app, store, clock, deliveries, settle, lines, changes, put, named: (event: string) => lines.filter((l) => l.event === event) };
 }
 
 function verify(id: string, params: Record<string, string>) {
@@ -62,9 +71,6 @@ const subscribe = (challenge: string, extra: Record<string, string> = {}) => ({
   "hub.challenge": challenge,
   ...extra,
 });
-
-// onDelivery runs from setTimeout(…, 0); two macrotask turns let an async consumer settle.
-const settle = () => new Promise((resolve) => setTimeout(resolve, 5));
 
 describe("verifySignature", () => {
   const body = encoder.encode("<feed>hello</feed>");
@@ -403,11 +409,12 @@ describe("content distribution", () => {
   const post = (body: BodyInit | null, headers: Record<string, string> = {}, id = "a") =>
     new Request(`http://localhost/websub/${id}`, { method: "POST", body, headers });
 
-  test("accepted content answers 202 at once and reaches onDelivery once, byte for byte, afterwards", async () => {
-    const { app, put, deliveries, named } = setup();
+  test("accepted content is stored in the inbox before the 202, once, byte for byte, with the hub's content headers", async () => {
+    const { app, put, deliveries, settle, named } = setup();
     await put({ id: "a" });
     const bytes = new Uint8Array([0, 255, 10, 13, 0xc3, 0x28, 7]); // not valid UTF-8 on purpose
-    const res = await app.request(post(bytes, { "content-type": "application/octet-stream" }));
+    const link = '<https://publisher.example/feed>; rel="self", <https://hub.example/>; rel="hub"';
+    const res = await app.request(post(bytes, { "content-type": "application/octet-stream", link, cookie: "c=1", "x-hub-signature": "x" }));
     expect(res.status).toBe(202);
     expect(await res.json()).toEqual({ status: "accepted" });
     expect(deliveries).toHaveLength(0);
@@ -416,12 +423,14 @@ describe("content distribution", () => {
     expect(Array.from(deliveries[0]!.body)).toEqual(Array.from(bytes));
     expect(deliveries[0]!.contentType).toBe("application/octet-stream");
     expect(deliveries[0]!.receivedAtMs).toBe(NOW);
-    expect(deliveries[0]!.subscription.id).toBe("a");
-    expect(named("websub_delivery")).toMatchObject([{ id: "a", bytes: 7 }]);
+    expect(deliveries[0]!.subscription).toEqual({ id: "a", source: TOPIC, topic: TOPIC, hub: HUB, callbackUrl: callbackUrlOf(BASE, "a") });
+    expect(deliveries[0]!.headers).toEqual({ "content-type": "application/octet-stream", link });
+    expect(deliveries[0]!.attempt).toBe(1);
+    expect(named("websub_delivery")).toMatchObject([{ id: "a", delivery: deliveries[0]!.id, bytes: 7 }]);
   }, TEST_MS);
 
   test("signed content with a valid signature is delivered", async () => {
-    const { app, put, deliveries } = setup();
+    const { app, put, deliveries, settle } = setup();
     await put({ id: "a", secret: "s3cret" });
     const body = encoder.encode("<entry/>");
     const res = await app.request(post(body, { "x-hub-signature": await signBody(body, "s3cret", "sha512") }));
@@ -431,7 +440,7 @@ describe("content distribution", () => {
   }, TEST_MS);
 
   test("with a secret, content without X-Hub-Signature is 401 signature_required and not delivered (websub.rocks 302)", async () => {
-    const { app, put, deliveries, named } = setup();
+    const { app, put, deliveries, settle, named } = setup();
     await put({ id: "a", secret: "s3cret" });
     const res = await app.request(post(encoder.encode("<entry/>"), { "content-type": "application/atom+xml" }));
     expect(res.status).toBe(401);
@@ -449,7 +458,7 @@ describe("content distribution", () => {
   test(
     "a mismatching, malformed or unsupported signature is acknowledged 202 (WebSub 7.1.2 allows it) but dropped, with a warning",
     async () => {
-      const { app, put, deliveries, named } = setup();
+      const { app, put, deliveries, settle, named } = setup();
       await put({ id: "a", secret: "s3cret" });
       const body = encoder.encode("<entry/>");
       const headers = [
@@ -478,7 +487,7 @@ describe("content distribution", () => {
   );
 
   test("with WEBSUB_SECRET set, unsigned content is refused 401 for every subscription, one made without a secret too", async () => {
-    const { app, put, deliveries, named } = setup({ secret: "s3cret" });
+    const { app, put, deliveries, settle, named } = setup({ secret: "s3cret" });
     await put({ id: "a" });
     await put({ id: "b", secret: "s3cret" });
     for (const id of ["a", "b"]) {
@@ -497,7 +506,7 @@ describe("content distribution", () => {
   }, TEST_MS);
 
   test("signed with the secret a re-subscription replaces, before the hub verified it: 401 signature_outdated, not delivered", async () => {
-    const { app, put, deliveries, named } = setup({ secret: "s3cret-2" });
+    const { app, put, deliveries, settle, named } = setup({ secret: "s3cret-2" });
     // Requested with the new secret, not verified yet (the hub signs with the old one until then, WebSub 5.1) ...
     await put({ id: "a", secret: "s3cret-2", previousSecret: "s3cret-1", pending: "subscribe" });
     // ... or not requested yet: the server runs with the new secret, the subscriber has not looked at it.
@@ -524,7 +533,7 @@ describe("content distribution", () => {
   }, TEST_MS);
 
   test("without a secret, unsigned content is delivered", async () => {
-    const { app, put, deliveries } = setup();
+    const { app, put, deliveries, settle } = setup();
     await put({ id: "a" });
     expect((await app.request(post("x"))).status).toBe(202);
     await settle();
@@ -545,7 +554,7 @@ describe("content distribution", () => {
   }, TEST_MS);
 
   test("content during a requested renewal is still accepted: the subscription stays active", async () => {
-    const { app, put, deliveries } = setup();
+    const { app, put, deliveries, settle } = setup();
     await put({ id: "a", pending: "subscribe", leaseSeconds: 60, expiresAtMs: NOW + 60_000 });
     expect((await app.request(post("x"))).status).toBe(202);
     await settle();
@@ -553,7 +562,7 @@ describe("content distribution", () => {
   }, TEST_MS);
 
   test("unknown ids and subscriptions that are not active are 410 Gone", async () => {
-    const { app, put, deliveries, named } = setup();
+    const { app, put, deliveries, settle, named } = setup();
     const states = ["pending", "unsubscribing", "denied", "failed", "expired"] as const;
     for (const state of states) await put({ id: state, state });
     for (const id of ["nope", ...states]) expect((await app.request(post("x", {}, id))).status).toBe(410);
@@ -563,7 +572,7 @@ describe("content distribution", () => {
   }, TEST_MS);
 
   test("a body over maxBodyBytes by Content-Length is 413 before it is read", async () => {
-    const { app, put, deliveries, named } = setup({ maxBodyBytes: 100 });
+    const { app, put, deliveries, settle, named } = setup({ maxBodyBytes: 100 });
     await put({ id: "a" });
     let pulled = false;
     const body = new ReadableStream<Uint8Array>({
@@ -586,7 +595,7 @@ describe("content distribution", () => {
   }, TEST_MS);
 
   test("a streamed body without Content-Length is cut off at maxBodyBytes with 413", async () => {
-    const { app, put, deliveries } = setup({ maxBodyBytes: 100 });
+    const { app, put, deliveries, settle } = setup({ maxBodyBytes: 100 });
     await put({ id: "a" });
     let sent = 0;
     const body = new ReadableStream<Uint8Array>({
@@ -605,18 +614,40 @@ describe("content distribution", () => {
     expect(deliveries).toHaveLength(0);
   }, TEST_MS);
 
-  test("a failing onDelivery is logged, not thrown", async () => {
-    const { app, put, named } = setup({
-      onDelivery: () => Promise.reject(new Error("consumer broke")),
-    });
+  test("a delivery the store cannot write is not acknowledged: 503 with Retry-After, and an error event", async () => {
+    const store = memoryStore(() => NOW);
+    store.inbox.add = () => Promise.reject(new Error("disk I/O error"));
+    const { app, put, named } = setup({ store });
     await put({ id: "a" });
-    expect((await app.request(post("x"))).status).toBe(202);
+    const res = await app.request(post("x"));
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("30");
+    expect(await res.json()).toMatchObject({ error: "inbox_unavailable" });
+    expect(named("websub_inbox_write_failed")).toMatchObject([{ level: "error", id: "a", error: { message: "disk I/O error" } }]);
+    expect(named("websub_delivery")).toEqual([]);
+  }, TEST_MS);
+
+  test("past the inbox's count or bytes a delivery gets 503 with Retry-After, and nothing is stored", async () => {
+    const { app, put, deliveries, settle, named, store } = setup({ limits: { maxCount: 2, maxBytes: 10 } });
+    await put({ id: "a" });
+    expect((await app.request(post("12345"))).status).toBe(202);
+    // 5 + 6 bytes would pass 10.
+    const big = await app.request(post("123456"));
+    expect([big.status, big.headers.get("retry-after")]).toEqual([503, "30"]);
+    expect(await big.json()).toMatchObject({ error: "inbox_full" });
+    expect((await app.request(post("1"))).status).toBe(202);
+    // A third would pass 2 deliveries.
+    expect((await app.request(post("2"))).status).toBe(503);
+    expect(named("websub_inbox_full")).toMatchObject([{ level: "warn", bytes: 6 }, { level: "warn", bytes: 1 }]);
+    expect(await store.inbox.stats()).toEqual({ pending: 2, failed: 0, bytes: 6 });
     await settle();
-    expect(named("websub_delivery_failed")).toMatchObject([{ level: "error", id: "a", error: { message: "consumer broke" } }]);
+    expect(deliveries.map((d) => new TextDecoder().decode(d.body))).toEqual(["12345", "1"]);
+    // Processed, they leave room.
+    expect((await app.request(post("2"))).status).toBe(202);
   }, TEST_MS);
 
   test("a full round trip: requested, verified, then signed content delivered and unsigned content refused", async () => {
-    const { app, put, deliveries } = setup();
+    const { app, put, deliveries, settle } = setup();
     await put({ id: "a", state: "pending", pending: "subscribe", secret: "s3cret" });
     const res = await app.request(verify("a", subscribe("hi", { "hub.lease_seconds": "60" })));
     expect(await res.text()).toBe("hi");
@@ -655,6 +686,9 @@ describe("configuration (WEBSUB_*)", () => {
         leaseSeconds: 3_600,
         callbackUrl: "https://me.example/hooks",
         store: { kind: "memory" },
+        processing: PROCESSING_DEFAULTS,
+        limits: INBOX_DEFAULTS,
+        shutdownTimeoutMs: 10_000,
       },
     });
   });

@@ -6,6 +6,7 @@
  * (never its password) and the command.
  */
 import { MaxRetriesPerRequestError, Redis } from "ioredis";
+import { redisInbox } from "./_redis_inbox.ts";
 import { parseRedisUrl } from "./_redis_url.ts";
 import type { Subscription, SubscriptionStore } from "./types.ts";
 
@@ -167,6 +168,7 @@ export async function redisStore(url: string, options: RedisStoreOptions = {}): 
   const hash = `${keyPrefix}subscriptions`;
   return {
     description,
+    inbox: redisInbox(client, keyPrefix, command),
     get: async (id) => parse(await command("HGET", () => client.hget(hash, id)), id),
     async put(s) {
       await command("HSET", () => client.hset(hash, s.id, JSON.stringify(s)));

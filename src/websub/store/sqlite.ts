@@ -7,6 +7,7 @@ import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import process from "node:process";
 import type { DatabaseSync, StatementSync } from "node:sqlite";
+import type { ClaimedEntry, DeliveredTo, Inbox, InboxSummary } from "./inbox.ts";
 import type { Subscription, SubscriptionStore } from "./types.ts";
 
 /** Options for {@link sqliteStore}. */
@@ -23,7 +24,7 @@ export interface SqliteStoreOptions {
 }
 
 /** The schema this code writes, kept in `PRAGMA user_version`; a later one adds a migration step. */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 
 const SCHEMA_V1 = `
   CREATE TABLE subscriptions (
@@ -43,6 +44,44 @@ const SCHEMA_V1 = `
     until_ms INTEGER NOT NULL
   ) STRICT;
 `;
+
+// The inbox (docs/websub.md#delivered): one row per delivery, `seq` its arrival order. The totals
+// row is kept by triggers, so that the limit check on each delivery reads one row, not the table.
+const SCHEMA_V2 = `
+  CREATE TABLE inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    subscription_id TEXT NOT NULL,
+    -- 'pending' (waiting, claimed, or waiting for a retry) or 'failed' (a dead letter).
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at_ms INTEGER NOT NULL,
+    owner TEXT,
+    -- The claim's lease: another process may take it from then on.
+    until_ms INTEGER NOT NULL DEFAULT 0,
+    received_at_ms INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    -- JSON: what it was delivered to, and the hub's headers.
+    meta TEXT NOT NULL,
+    body BLOB NOT NULL,
+    last_error TEXT
+  ) STRICT;
+  CREATE INDEX inbox_subscription ON inbox (subscription_id, state, seq);
+  CREATE INDEX inbox_state ON inbox (state, seq);
+  CREATE TABLE inbox_totals (one INTEGER PRIMARY KEY CHECK (one = 1), count INTEGER NOT NULL, bytes INTEGER NOT NULL) STRICT;
+  INSERT INTO inbox_totals VALUES (1, 0, 0);
+  CREATE TRIGGER inbox_added AFTER INSERT ON inbox BEGIN
+    UPDATE inbox_totals SET count = count + 1, bytes = bytes + NEW.bytes;
+  END;
+  CREATE TRIGGER inbox_removed AFTER DELETE ON inbox BEGIN
+    UPDATE inbox_totals SET count = count - 1, bytes = bytes - OLD.bytes;
+  END;
+`;
+
+// Deliveries `claim` may take: pending ones, or (ordered) only the oldest pending one of each subscription.
+const CANDIDATES = "i.state = 'pending'";
+const HEADS = `${CANDIDATES} AND NOT EXISTS
+  (SELECT 1 FROM inbox j WHERE j.subscription_id = i.subscription_id AND j.state = 'pending' AND j.seq < i.seq)`;
 
 let sqlite: Promise<typeof import("node:sqlite")> | undefined;
 
@@ -99,7 +138,8 @@ function migrate(db: DatabaseSync, path: string): void {
       );
     }
     if (version < 1) db.exec(SCHEMA_V1);
-    // Later versions: `if (version < 2) db.exec(SCHEMA_V2_CHANGES);` and so on, in order.
+    if (version < 2) db.exec(SCHEMA_V2);
+    // Later versions: `if (version < 3) db.exec(SCHEMA_V3_CHANGES);` and so on, in order.
     db.exec(`PRAGMA user_version = ${SQLITE_SCHEMA_VERSION}`);
     db.exec("COMMIT");
   } catch (error) {
@@ -144,6 +184,7 @@ export async function sqliteStore(path: string, options: SqliteStoreOptions = {}
     throw openError(path, error);
   }
   let statements: Record<"get" | "put" | "delete" | "list" | "claim" | "release", StatementSync>;
+  let inbox: Record<InboxStatement, StatementSync>;
   try {
     // First, so that switching to WAL and the migration wait for a worker that is doing the same.
     db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
@@ -152,6 +193,9 @@ export async function sqliteStore(path: string, options: SqliteStoreOptions = {}
     if (path !== ":memory:" && mode !== "wal") {
       throw new Error(`SQLite database "${path}" cannot use WAL journal mode (it stays "${mode}"): put it on a local disk`);
     }
+    // Each commit is synced to the WAL before it returns, so a delivery acknowledged after its
+    // insert survives a power cut too (the runtimes' builds default to it; said here so it holds).
+    db.exec("PRAGMA synchronous = FULL");
     migrate(db, path);
     statements = {
       get: db.prepare("SELECT data FROM subscriptions WHERE id = ?"),
@@ -172,6 +216,7 @@ export async function sqliteStore(path: string, options: SqliteStoreOptions = {}
       ),
       release: db.prepare("DELETE FROM locks WHERE name = ? AND owner = ?"),
     };
+    inbox = prepareInbox(db);
   } catch (error) {
     db.close();
     throw openError(path, error);
@@ -187,8 +232,86 @@ export async function sqliteStore(path: string, options: SqliteStoreOptions = {}
     return JSON.parse(row.data as string) as Subscription;
   };
 
+  const inboxOpen = () => (open(), inbox);
+  const ms = (delayMs: number) => Math.ceil(now() + delayMs);
+  const claimed = (row: Record<string, unknown> | undefined): ClaimedEntry | undefined => {
+    if (row === undefined) return undefined;
+    const meta = JSON.parse(row.meta as string) as { subscription: DeliveredTo; headers: Record<string, string> };
+    return {
+      id: row.id as string,
+      subscription: meta.subscription,
+      headers: meta.headers,
+      body: row.body as Uint8Array,
+      receivedAtMs: row.received_at_ms as number,
+      attempt: row.attempts as number,
+    };
+  };
+  const changed = (result: { changes: number | bigint }) => Number(result.changes) > 0;
+  const sqliteInbox: Inbox = {
+    add: (entry, limits) =>
+      attempt(() => {
+        const bytes = entry.body.byteLength;
+        const meta = JSON.stringify({ subscription: entry.subscription, headers: entry.headers });
+        return changed(
+          inboxOpen().add.run(
+            entry.id,
+            entry.subscription.id,
+            now(),
+            entry.receivedAtMs,
+            bytes,
+            meta,
+            entry.body,
+            limits.maxCount,
+            limits.maxBytes,
+          ),
+        );
+      }),
+    claim: (owner, leaseMs, ordered) =>
+      attempt(() => {
+        const at = now();
+        return claimed(inboxOpen()[ordered ? "claimOrdered" : "claimAny"].get(owner, ms(leaseMs), at));
+      }),
+    extend: (id, owner, leaseMs) => attempt(() => changed(inboxOpen().extend.run(ms(leaseMs), id, owner, now()))),
+    done: (id, owner) => attempt(() => changed(inboxOpen().done.run(id, owner))),
+    retry: (id, owner, delayMs, error) => attempt(() => changed(inboxOpen().retry.run(ms(delayMs), error, id, owner))),
+    fail: (id, owner, error) => attempt(() => changed(inboxOpen().fail.run(error, id, owner))),
+    nextDueInMs: (ordered) =>
+      attempt(() => {
+        const { at } = inboxOpen()[ordered ? "dueOrdered" : "dueAny"].get() as { at: number | null };
+        return at === null ? undefined : Math.max(0, at - now());
+      }),
+    stats: () =>
+      attempt(() => {
+        const row = inboxOpen().stats.get() as { pending: number | null; failed: number | null; bytes: number | null };
+        return { pending: row.pending ?? 0, failed: row.failed ?? 0, bytes: row.bytes ?? 0 };
+      }),
+    list: () =>
+      attempt(() => {
+        const at = now();
+        return inboxOpen().list.all().map((row): InboxSummary => {
+          const meta = JSON.parse(row.meta as string) as { subscription: DeliveredTo };
+          const failed = row.state === "failed";
+          const until = row.until_ms as number;
+          return {
+            id: row.id as string,
+            subscriptionId: row.subscription_id as string,
+            topic: meta.subscription.topic,
+            state: failed ? "failed" : until > at ? "processing" : "pending",
+            attempts: row.attempts as number,
+            bytes: row.bytes as number,
+            receivedAtMs: row.received_at_ms as number,
+            ...(failed ? {} : { nextAttemptAtMs: Math.max(row.due_at_ms as number, until) }),
+            ...(row.last_error === null ? {} : { lastError: row.last_error as string }),
+          };
+        });
+      }),
+    requeue: (id) => attempt(() => changed(inboxOpen().requeue.run(now(), id))),
+    drop: (id) => attempt(() => changed(inboxOpen().drop.run(id))),
+  };
+
   return {
     description: path,
+    inbox: sqliteInbox,
     get: (id) => attempt(() => parse(open().get.get(id))),
     put: (s) =>
       attempt(() => {
@@ -212,5 +335,58 @@ export async function sqliteStore(path: string, options: SqliteStoreOptions = {}
         closed = true;
         db.close();
       }),
+  };
+}
+
+type InboxStatement =
+  | "add"
+  | "claimOrdered"
+  | "claimAny"
+  | "extend"
+  | "done"
+  | "retry"
+  | "fail"
+  | "dueOrdered"
+  | "dueAny"
+  | "stats"
+  | "list"
+  | "requeue"
+  | "drop";
+
+/** The inbox's statements: each one statement, so each is atomic without a transaction of ours. */
+function prepareInbox(db: DatabaseSync): Record<InboxStatement, StatementSync> {
+  // Claims the first candidate that is due and not under another's lease, counting the attempt.
+  const claim = (candidates: string) =>
+    db.prepare(
+      `UPDATE inbox SET owner = ?1, until_ms = ?2, attempts = attempts + 1
+       WHERE seq = (SELECT i.seq FROM inbox i WHERE ${candidates} AND i.due_at_ms <= ?3 AND i.until_ms <= ?3 ORDER BY i.seq LIMIT 1)
+       RETURNING id, attempts, received_at_ms, meta, body`,
+    );
+  const due = (candidates: string) => db.prepare(`SELECT min(max(i.due_at_ms, i.until_ms)) AS at FROM inbox i WHERE ${candidates}`);
+  // A claimed delivery changes only while its owner holds it: pending, and `owner` its claimant.
+  const held = "id = ? AND owner = ? AND state = 'pending'";
+  return {
+    // Inserted only while the totals stay within both limits (?8 deliveries, ?9 bytes).
+    add: db.prepare(
+      `INSERT INTO inbox (id, subscription_id, state, due_at_ms, received_at_ms, bytes, meta, body)
+       SELECT ?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7 FROM inbox_totals WHERE count + 1 <= ?8 AND bytes + ?5 <= ?9`,
+    ),
+    claimOrdered: claim(HEADS),
+    claimAny: claim(CANDIDATES),
+    extend: db.prepare("UPDATE inbox SET until_ms = ?1 WHERE id = ?2 AND owner = ?3 AND state = 'pending' AND until_ms > ?4"),
+    done: db.prepare(`DELETE FROM inbox WHERE ${held}`),
+    retry: db.prepare(`UPDATE inbox SET owner = NULL, until_ms = 0, due_at_ms = ?, last_error = ? WHERE ${held}`),
+    fail: db.prepare(`UPDATE inbox SET owner = NULL, until_ms = 0, state = 'failed', last_error = ? WHERE ${held}`),
+    dueOrdered: due(HEADS),
+    dueAny: due(CANDIDATES),
+    stats: db.prepare(
+      `SELECT count - (SELECT count(*) FROM inbox WHERE state = 'failed') AS pending,
+         (SELECT count(*) FROM inbox WHERE state = 'failed') AS failed, bytes FROM inbox_totals`,
+    ),
+    list: db.prepare(
+      "SELECT id, subscription_id, state, attempts, due_at_ms, until_ms, received_at_ms, bytes, meta, last_error FROM inbox ORDER BY seq",
+    ),
+    requeue: db.prepare("UPDATE inbox SET state = 'pending', attempts = 0, due_at_ms = ? WHERE id = ? AND state = 'failed'"),
+    drop: db.prepare("DELETE FROM inbox WHERE id = ? AND state = 'failed'"),
   };
 }

@@ -2,6 +2,7 @@
  * Where the subscriber keeps its subscriptions: the interface every store implements (memory,
  * SQLite, Redis), so that any worker, and the server after a restart, sees the same ones.
  */
+import { type Inbox, memoryInbox } from "./inbox.ts";
 
 /** Where a subscription stands with its hub. */
 export type SubscriptionState =
@@ -72,6 +73,8 @@ export interface SubscriptionStore {
   claim(name: string, owner: string, ttlMs: number): Promise<boolean>;
   /** Gives the named lock up if `owner` holds it, so that another process can take it at once. */
   release(name: string, owner: string): Promise<void>;
+  /** The deliveries waiting for `handleContent`, in the same database. */
+  readonly inbox: Inbox;
   /** Releases what the store holds (file handles, sockets). */
   close(): Promise<void>;
 }
@@ -96,6 +99,7 @@ export function memoryStore(now: () => number = Date.now): SubscriptionStore {
       if (locks.get(name)?.owner === owner) locks.delete(name);
       return Promise.resolve();
     },
+    inbox: memoryInbox(now),
     close: () => Promise.resolve(),
   };
 }
