@@ -67,7 +67,8 @@ export function toDelivery(entry: ClaimedEntry): Delivery {
     attempt: entry.attempt,
     subscription: entry.subscription,
     headers: entry.headers,
-    body: entry.body,
+    // Every store hands out bodies on an ArrayBuffer of their own (a copy, SQLite's, ioredis' Buffer).
+    body: entry.body as Uint8Array<ArrayBuffer>,
     contentType: entry.headers["content-type"] ?? null,
     receivedAtMs: entry.receivedAtMs,
   };

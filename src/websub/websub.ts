@@ -67,7 +67,8 @@ export interface Delivery {
   subscription: DeliveredTo;
   /** The hub's headers that describe the content (see CONTENT_HEADERS), names in lower case. */
   headers: Record<string, string>;
-  body: Uint8Array;
+  /** The raw body, as signed; on an ArrayBuffer, so that it can be sent on as it is (`fetch(url, { body })`). */
+  body: Uint8Array<ArrayBuffer>;
   /** `headers["content-type"]`, or null. */
   contentType: string | null;
   /** Epoch ms when it was stored, just before the hub's 2xx. */
