@@ -1,17 +1,69 @@
 /**
- * `npm run websub -- list | subscribe <topic> | unsubscribe <topic>`: manages the subscriptions in
- * WEBSUB_STORE, also while the server runs. It only edits the store; the server's subscriber does
- * what the edit asks at its next look (within WEBSUB's poll, 5 s): discovery and the request to
- * the hub for a subscribe, the unsubscription request for an unsubscribe, deletion once the hub
- * verified it. Prints JSON lines; never prints a secret. Exit 0 done, 1 failed, 2 bad usage.
+ * `npm run websub -- list | subscribe <topic> | unsubscribe <topic> | inbox [retry|drop <id>]`:
+ * manages the subscriptions and the inbox in WEBSUB_STORE, also while the server runs. It only
+ * edits the store; the server's subscriber does what the edit asks at its next look (within
+ * WEBSUB's poll, 5 s): discovery and the request to the hub for a subscribe, the unsubscription
+ * request for an unsubscribe, deletion once the hub verified it; a dead letter retried is taken
+ * by a processor within its poll, 1 s. Prints JSON lines; never prints a secret or a body. Exit 0
+ * done, 1 failed, 2 bad usage.
  */
 import { readEnv } from "../policy/config.ts";
 import { parseTopics, WebSubEnvSchema } from "./mod.ts";
 import { openStore } from "./store/open.ts";
+import type { InboxSummary } from "./store/inbox.ts";
 import type { Subscription, SubscriptionStore } from "./store/types.ts";
 import { toUnsubscribe } from "./subscriber.ts";
 
-const USAGE = "usage: npm run websub -- list | subscribe <topic URL> | unsubscribe <topic URL>";
+const USAGE =
+  "usage: npm run websub -- list | subscribe <topic URL> | unsubscribe <topic URL> | inbox | inbox retry <id> | inbox drop <id>";
+
+/** What `inbox` shows of a delivery: no body, times as ISO strings. */
+export function describeDelivery(entry: InboxSummary): Record<string, unknown> {
+  return {
+    id: entry.id,
+    state: entry.state,
+    subscription: entry.subscriptionId,
+    topic: entry.topic,
+    attempts: entry.attempts,
+    bytes: entry.bytes,
+    receivedAt: new Date(entry.receivedAtMs).toISOString(),
+    nextAttemptAt: entry.nextAttemptAtMs === undefined ? null : new Date(entry.nextAttemptAtMs).toISOString(),
+    lastError: entry.lastError ?? null,
+  };
+}
+
+/** `inbox`: every delivery waiting, in progress or failed, then a summary; `inbox retry|drop <id>`: a dead letter. */
+async function inbox(args: string[], store: SubscriptionStore, print: (line: object) => void): Promise<number> {
+  const [action, id, ...rest] = args;
+  if (action === undefined) {
+    const entries = await store.inbox.list();
+    for (const entry of entries) print(describeDelivery(entry));
+    const count = (state: InboxSummary["state"]) => entries.filter((e) => e.state === state).length;
+    print({
+      event: "websub_inbox",
+      pending: count("pending"),
+      processing: count("processing"),
+      failed: count("failed"),
+      bytes: entries.reduce((sum, e) => sum + e.bytes, 0),
+    });
+    return 0;
+  }
+  if ((action !== "retry" && action !== "drop") || id === undefined || rest.length > 0) {
+    print({ error: "usage", message: USAGE });
+    return 2;
+  }
+  const done = action === "retry" ? await store.inbox.requeue(id) : await store.inbox.drop(id);
+  if (!done) {
+    print({ error: "not_failed", message: `No failed delivery "${id}": see npm run websub -- inbox` });
+    return 1;
+  }
+  print(
+    action === "retry"
+      ? { event: "websub_delivery_requeued", id, note: "a running server processes it within a second" }
+      : { event: "websub_delivery_dropped", id },
+  );
+  return 0;
+}
 
 /** What `list` shows of a subscription: everything but the secret, times as ISO strings. */
 export function describeSubscription(sub: Subscription): Record<string, unknown> {
@@ -46,6 +98,7 @@ export async function run(
     for (const sub of (await store.list()).sort((a, b) => a.source.localeCompare(b.source))) print(describeSubscription(sub));
     return 0;
   }
+  if (command === "inbox") return await inbox(args.slice(1), store, print);
   if ((command !== "subscribe" && command !== "unsubscribe") || target === undefined || rest.length > 0) {
     print({ error: "usage", message: USAGE });
     return 2;

@@ -136,15 +136,18 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
   }
 
   function start(entry: ClaimedEntry): void {
-    const work = attempt(entry).catch((error: unknown) => logger.error("websub_inbox_failed", { id: entry.id, error })).finally(() => {
-      running.delete(entry.id);
-      look();
-    });
+    const work = attempt(entry).catch((error: unknown) => logger.error("websub_inbox_failed", { delivery: entry.id, error })).finally(
+      () => {
+        running.delete(entry.id);
+        look();
+      },
+    );
     running.set(entry.id, work);
   }
 
   async function attempt(entry: ClaimedEntry): Promise<void> {
-    const fields = { id: entry.id, subscription: entry.subscription.id, topic: entry.subscription.topic, attempt: entry.attempt };
+    // `id` the subscription's, as in every websub_ event; `delivery` the stable id handleContent sees.
+    const fields = { id: entry.subscription.id, delivery: entry.id, topic: entry.subscription.topic, attempt: entry.attempt };
     if (entry.attempt > options.attempts) {
       // Claimed more often than allowed: the process stopped during the last attempt (a crash, or a
       // kill), perhaps because of this very delivery. Not run again; kept.
@@ -206,7 +209,7 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
       for (const id of running.keys()) {
         // Handed over now rather than when the lease ends: due again at once, for the next process.
         await inbox.retry(id, owner, 0, "The process stopped before this attempt finished").catch(() => {});
-        logger.warn("websub_processing_interrupted", { id });
+        logger.warn("websub_processing_interrupted", { delivery: id });
       }
     },
   };

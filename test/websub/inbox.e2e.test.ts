@@ -4,9 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { fetchOnce, metric } from "../../harness/http.ts";
+import { spawn } from "bun";
 import { ROOT } from "../../harness/process.ts";
 import { redisMissing, type RedisServer, startRedis } from "../../harness/redis.ts";
-import { startServer } from "../../harness/servers.ts";
+import { PROJECT_PATH, startServer } from "../../harness/servers.ts";
 import { using, within } from "../../harness/wait.ts";
 import type { Engine } from "../../src/policy/types.ts";
 import { signBody } from "../../src/websub/websub.ts";
@@ -69,6 +70,27 @@ async function publishAll(hub: { publish(body: string): Promise<Array<{ status: 
 }
 
 const unique = (list: string[]) => [...new Set(list)];
+
+/** `npm run websub -- ...args` on `store`; its JSON lines and exit code. */
+async function cli(args: string[], store: string): Promise<{ code: number; lines: Array<Record<string, unknown>> }> {
+  const child = spawn(["npm", "run", "--silent", "websub", "--", ...args], {
+    cwd: ROOT,
+    env: { ...process.env, PATH: PROJECT_PATH, WEBSUB_STORE: store },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  try {
+    const [out, err, code] = await within(
+      Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]),
+      15_000,
+      `npm run websub -- ${args.join(" ")}`,
+    );
+    expect(err).toBe("");
+    return { code, lines: out.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line)) };
+  } finally {
+    child.kill("SIGKILL");
+  }
+}
 
 const STORES: Array<{ engine: Engine; kind: Kind }> = [
   { engine: "node-http", kind: "sqlite" },
@@ -184,6 +206,34 @@ describe("the inbox: delivered means stored", () => {
         const [status] = await publishAll(hub, ["lost?"]);
         expect(status).toBeGreaterThanOrEqual(500);
         expect(status).toBeLessThan(600);
+      }),
+    30_000,
+  );
+
+  test.concurrent(
+    "node-http on sqlite: after WEBSUB_RETRY_ATTEMPTS a delivery is a dead letter; npm run websub -- inbox lists it with its error, and inbox retry has it processed",
+    () =>
+      using(async (defer) => {
+        const { store, hub, downstream, server } = await subscribed("node-http", "sqlite", defer, { WEBSUB_RETRY_ATTEMPTS: "2" });
+        downstream.answer = () => 500;
+        expect(await publishAll(hub, ["doomed"])).toEqual([202]);
+        const dead = await server.waitForEvent("websub_dead_letter", 5_000);
+        expect(dead).toMatchObject({ level: "error", attempts: 2, error: { message: "The API answered 500" } });
+        expect(downstream.received.map((r) => r.status)).toEqual([500, 500]);
+
+        const listed = await cli(["inbox"], store.spec);
+        expect(listed.code).toBe(0);
+        expect(listed.lines).toEqual([
+          expect.objectContaining({ id: dead.delivery, state: "failed", attempts: 2, lastError: "Error: The API answered 500" }),
+          expect.objectContaining({ event: "websub_inbox", pending: 0, failed: 1 }),
+        ]);
+        downstream.answer = () => 200;
+        const retried = await cli(["inbox", "retry", String(dead.delivery)], store.spec);
+        expect(retried.lines).toEqual([expect.objectContaining({ event: "websub_delivery_requeued", id: dead.delivery })]);
+        const processed = await server.waitForEvent("websub_processed", 5_000);
+        expect(processed).toMatchObject({ id: dead.id, delivery: dead.delivery, attempt: 1 });
+        expect(downstream.taken()).toEqual(["doomed"]);
+        expect((await cli(["inbox"], store.spec)).lines).toEqual([expect.objectContaining({ pending: 0, failed: 0 })]);
       }),
     30_000,
   );

@@ -6,6 +6,7 @@ import { DatabaseSync } from "node:sqlite";
 import { redisMissing, startRedis } from "../../harness/redis.ts";
 import { using } from "../../harness/wait.ts";
 import { createLogger } from "../../src/policy/log.ts";
+import { run } from "../../src/websub/cli.ts";
 import { startProcessor } from "../../src/websub/processing.ts";
 import type { InboxEntry, InboxLimits } from "../../src/websub/store/inbox.ts";
 import { redisStore } from "../../src/websub/store/redis.ts";
@@ -259,6 +260,39 @@ test("a SQLite file of schema version 1 (subscriptions only) gets the inbox, its
     expect(await store.inbox.add(entry("a"), ROOMY)).toBe(true);
     expect(await store.inbox.stats()).toMatchObject({ pending: 1 });
   }), TIMEOUT_MS);
+
+test(
+  "npm run websub -- inbox lists what waits and what failed (why, never a body); retry and drop take a dead letter's id",
+  () =>
+    using(async (defer) => {
+      const store = await sqliteStore(join(scratch(defer), "websub.sqlite"));
+      defer(() => store.close());
+      const [bad, waiting] = [entry("a", "secret body"), entry("b", "another body")];
+      await store.inbox.add(bad, ROOMY);
+      await store.inbox.add(waiting, ROOMY);
+      await store.inbox.claim("w", 10_000, false);
+      await store.inbox.fail(bad.id, "w", "Error: The API answered 500");
+      const lines: Array<Record<string, unknown>> = [];
+      const cli = (...args: string[]) => run(args, store, {}, (line) => lines.push(line as Record<string, unknown>));
+      expect(await cli("inbox")).toBe(0);
+      expect(lines).toEqual([
+        expect.objectContaining({ id: bad.id, state: "failed", subscription: "a", attempts: 1, lastError: "Error: The API answered 500" }),
+        expect.objectContaining({ id: waiting.id, state: "pending", subscription: "b", attempts: 0, lastError: null }),
+        { event: "websub_inbox", pending: 1, processing: 0, failed: 1, bytes: 23 },
+      ]);
+      expect(JSON.stringify(lines)).not.toContain("body");
+      lines.length = 0;
+      expect(await cli("inbox", "retry", waiting.id)).toBe(1);
+      expect(await cli("inbox", "retry", bad.id)).toBe(0);
+      expect(lines.map((l) => l.event ?? l.error)).toEqual(["not_failed", "websub_delivery_requeued"]);
+      expect((await store.inbox.claim("w", 10_000, true))?.id).toBe(bad.id);
+      await store.inbox.fail(bad.id, "w", "Error: again");
+      expect(await cli("inbox", "drop", bad.id)).toBe(0);
+      expect(await store.inbox.stats()).toEqual({ pending: 1, failed: 0, bytes: 12 });
+      expect(await cli("inbox", "frobnicate")).toBe(2);
+    }),
+  TIMEOUT_MS,
+);
 
 describe("processing (memory inbox)", () => {
   function setup(handle: (delivery: Delivery) => unknown, options: { attempts?: number } = {}) {
