@@ -239,6 +239,49 @@ describe("the inbox: delivered means stored", () => {
   );
 
   test.concurrent(
+    "bun-serve on sqlite: at SIGTERM processing in progress finishes within SHUTDOWN_TIMEOUT; what does not stays in the inbox and is processed after the restart",
+    () =>
+      using(async (defer) => {
+        const { hub, downstream, env, server } = await subscribed("bun-serve", "sqlite", defer, { SHUTDOWN_TIMEOUT: "2s" });
+        let release = () => {};
+        downstream.answer = () => new Promise<number>((resolve) => (release = () => resolve(200)));
+        expect(await publishAll(hub, ["finishes"])).toEqual([202]);
+        await downstream.until(() => downstream.received.length === 1, 5_000, "processing in progress");
+        const signalled = performance.now();
+        server.signal("SIGTERM");
+        setTimeout(() => release(), 300);
+        expect(await server.exitCode(5_000)).toBe(0);
+        const took = performance.now() - signalled;
+        expect(took).toBeGreaterThanOrEqual(290);
+        expect(took).toBeLessThan(2_000);
+        expect(server.named("websub_processed")).toMatchObject([{ attempt: 1 }]);
+
+        // Now it hangs past SHUTDOWN_TIMEOUT: the server exits on time, the delivery stays.
+        // The same port: the hub's callback.
+        const second = await startServer("bun-serve", { ...env, PORT: String(server.port) });
+        defer(() => second.kill());
+        downstream.answer = () => new Promise<number>(() => {});
+        expect(await publishAll(hub, ["outlasts"])).toEqual([202]);
+        await downstream.until(() => downstream.received.length === 2, 5_000, "processing in progress");
+        const again = performance.now();
+        second.signal("SIGTERM");
+        expect(await second.exitCode(6_000)).toBe(0);
+        const waited = performance.now() - again;
+        expect(waited).toBeGreaterThanOrEqual(1_900);
+        expect(waited).toBeLessThan(4_000);
+        expect(second.named("websub_processing_interrupted")).toHaveLength(1);
+
+        downstream.answer = () => 200;
+        const third = await startServer("bun-serve", env);
+        defer(() => third.kill());
+        const processed = await third.waitForEvent("websub_processed", 5_000);
+        expect(processed).toMatchObject({ attempt: 2 });
+        expect(downstream.taken()).toEqual(["finishes", "outlasts"]);
+      }),
+    30_000,
+  );
+
+  test.concurrent(
     "WORKERS=2 on one SQLite file: 20 deliveries over both workers, each processed exactly once",
     () =>
       using(async (defer) => {
