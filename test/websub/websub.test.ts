@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { Hono } from "hono";
 import { createLogger } from "../../src/policy/log.ts";
-import { INBOX_DEFAULTS, loadWebSubConfig, parseTopics } from "../../src/websub/mod.ts";
+import { createRegistry } from "../../src/policy/metrics.ts";
+import { INBOX_DEFAULTS, loadWebSubConfig, parseTopics, websub } from "../../src/websub/mod.ts";
 import { memoryStore } from "../../src/websub/store/types.ts";
 import { callbackUrlOf } from "../../src/websub/subscriber.ts";
 import { signBody, verifySignature, websubRoutes } from "../../src/websub/websub.ts";
@@ -725,6 +726,68 @@ describe("configuration (WEBSUB_*)", () => {
     expect(problems({ WEBSUB_TOPIC: " , ," })[0]).toStartWith("WEBSUB_TOPIC");
     expect(problems({ WEBSUB_TOPIC: " , ," })[0]).toContain("names no topic");
   });
+
+  test("the inbox's variables: defaults, and every bad value named with what is allowed", () => {
+    const config = loadWebSubConfig({
+      WEBSUB_TOPIC: T,
+      WEBSUB_STORE: "memory",
+      WEBSUB_ORDER: "none",
+      WEBSUB_CONCURRENCY: "8",
+      WEBSUB_PROCESSING_LEASE: "1m",
+      WEBSUB_RETRY_ATTEMPTS: "3",
+      WEBSUB_RETRY_FIRST: "250ms",
+      WEBSUB_RETRY_MAX: "5s",
+      WEBSUB_INBOX_LIMIT: "50",
+      WEBSUB_INBOX_BYTES: "2mb",
+      WEBSUB_HANDLER: "test/websub/_content.ts",
+      SHUTDOWN_TIMEOUT: "30s",
+    });
+    expect(config.ok && config.config).toMatchObject({
+      processing: { ordered: false, concurrency: 8, leaseMs: 60_000, attempts: 3, retryFirstMs: 250, retryMaxMs: 5_000 },
+      limits: { maxCount: 50, maxBytes: 2 * 1_048_576 },
+      shutdownTimeoutMs: 30_000,
+      handler: expect.stringMatching(/\/test\/websub\/_content\.ts$/),
+    });
+    expect(problems({
+      WEBSUB_TOPIC: T,
+      WEBSUB_ORDER: "fifo",
+      WEBSUB_CONCURRENCY: "0",
+      WEBSUB_PROCESSING_LEASE: "0",
+      WEBSUB_RETRY_ATTEMPTS: "many",
+      WEBSUB_RETRY_FIRST: "1",
+      WEBSUB_INBOX_LIMIT: "20000000",
+      WEBSUB_INBOX_BYTES: "1gb",
+      WEBSUB_HANDLER: "nowhere/content.ts",
+    })).toEqual([
+      'WEBSUB_HANDLER "nowhere/content.ts" does not exist: give the path of a module that exports handleContent',
+      'WEBSUB_ORDER "fifo" is not an order: use subscription or none',
+      'WEBSUB_CONCURRENCY "0" is under the minimum of 1',
+      'WEBSUB_PROCESSING_LEASE "0" is zero: a claim must last a while, so use e.g. 30s',
+      'WEBSUB_RETRY_ATTEMPTS "many" is not a count of attempts: use a whole number from 1 to 1000',
+      'WEBSUB_RETRY_FIRST "1" has no unit: use e.g. 1s or 1m',
+      'WEBSUB_INBOX_LIMIT "20000000" is over the maximum of 10000000',
+      'WEBSUB_INBOX_BYTES "1gb" is over the maximum of 100mb',
+    ]);
+    expect(problems({ WEBSUB_TOPIC: T, WEBSUB_RETRY_FIRST: "2m", WEBSUB_RETRY_MAX: "1m" })).toEqual([
+      'WEBSUB_RETRY_MAX "1m" is shorter than WEBSUB_RETRY_FIRST "2m": use at least that',
+    ]);
+    // The inbox must hold one delivery of the largest size the server accepts.
+    expect(problems({ WEBSUB_TOPIC: T, WEBSUB_INBOX_BYTES: "512kb" })).toEqual([
+      'WEBSUB_INBOX_BYTES "512kb" is smaller than BODY_LIMIT (1048576 bytes): the inbox must hold at least one delivery of the largest size accepted',
+    ]);
+    expect(loadWebSubConfig({ WEBSUB_TOPIC: T, WEBSUB_INBOX_BYTES: "512kb", BODY_LIMIT: "256kb" }).ok).toBe(true);
+    expect(problems({ WEBSUB_RETRY_ATTEMPTS: "3" })).toEqual([
+      'WEBSUB_TOPIC "" is missing: WEBSUB_RETRY_ATTEMPTS is set, and there is nothing to subscribe to',
+    ]);
+  });
+
+  test("a WEBSUB_HANDLER module without a handleContent function stops the module at startup, naming the variable", async () => {
+    const config = loadWebSubConfig({ WEBSUB_TOPIC: T, WEBSUB_STORE: "memory", WEBSUB_HANDLER: "test/websub/_hub.ts" });
+    if (!config.ok || config.config === null) throw new Error("expected a configuration");
+    const context = { logger: createLogger(() => {}), registry: createRegistry(), bodyLimitBytes: 1_024 };
+    const error = await Promise.resolve(websub.create(config.config, context)).then(() => undefined, (e: Error) => e);
+    expect(error?.message).toMatch(/^WEBSUB_HANDLER ".*\/test\/websub\/_hub\.ts" exports no function handleContent/);
+  }, TEST_MS);
 
   test("WEBSUB_HUB must be an http(s) URL", () => {
     expect(problems({ WEBSUB_TOPIC: T, WEBSUB_HUB: "ftp://hub.example/" })).toEqual([
