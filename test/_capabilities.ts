@@ -66,7 +66,14 @@ export interface Capabilities {
 }
 
 /** The parts of the long-lived policy a target may be unable to hold (test/_long_lived.ts). */
-export type LongLivedGap = "pings" | "tooBigBeforeBuffered" | "slowReader" | "connectionLimit" | "closingHandshake";
+export type LongLivedGap =
+  | "pings"
+  | "tooBigBeforeBuffered"
+  | "slowReader"
+  | "connectionLimit"
+  | "closingHandshake"
+  | "honoHelper"
+  | "honoHelperRefused";
 
 /** What a server engine's parser does with hostile input, which the hardening suite reads. */
 export interface EngineCapabilities extends Capabilities {
@@ -116,6 +123,10 @@ const nodeHttp: EngineCapabilities = {
   malformedStatuses: [400],
   headTooLargeStatus: 431,
   unsupported: {},
+  longLived: {
+    honoHelper:
+      "Hono's WebSocket helper for Node (@hono/node-ws) must be injected into the node:http server, which serve() owns: on Node the one import is upgradeWebSocket from src/policy/realtime.ts (docs/policy.md#websockets)",
+  },
 };
 
 /**
@@ -161,6 +172,7 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
     // headersTimeout about once a second (docs/runtimes.md#bun-node-http-compatibility).
     ...nodeHttp,
     deadlineLateMs: 1_500,
+    longLived: {},
   },
   "deno-per-connection": {
     ...serverEngine,
@@ -189,6 +201,10 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
   },
   "deno-node-http": {
     ...nodeHttp,
+    longLived: {
+      honoHelperRefused:
+        "hono/deno's helper calls Deno.upgradeWebSocket, which cannot upgrade a request served by node:http: the engine answers 501 websocket_unsupported naming the import that works on every engine (docs/policy.md#websockets)",
+    },
     unsupported: {
       fdExhaustionRecovery:
         "Deno's node:http stops accepting for good at its first EMFILE (docs/runtimes.md#deno-node-http-stops-accepting-at-its-first-emfile); the connection limit keeps it below the fd limit in steady state, but a burst of new connections can still reach it. The default per-connection engine recovers",
@@ -226,6 +242,8 @@ export const capabilities: Record<Engine, EngineCapabilities> & Record<"workerd"
         "the platform's on Cloudflare Workers: a worker's WebSocket has no ping(), and workerd answers a client's pings itself and sends none, so WEBSOCKET_PING_INTERVAL has nothing to drive (adapters/cloudflare/_websocket.ts)",
       tooBigBeforeBuffered:
         "workerd hands a worker only whole messages, under a size limit of its own that a worker cannot set: WEBSOCKET_MAX_MESSAGE is applied once a message has arrived whole",
+      honoHelper:
+        "Hono's helper for Workers (hono/cloudflare-workers) makes its own WebSocketPair and answers the 101 itself, which the platform carries: its sockets are not the worker's policy's, and the pings and shutdown are the platform's anyway (docs/policy.md#cloudflare-workers-workerd)",
     },
     unsupported: {
       closeNoticeWhileSilent:

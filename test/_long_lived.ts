@@ -407,6 +407,58 @@ export function longLived(target: Target): void {
     );
   });
 
+  describe(`${target}: a plain Hono app's WebSocket, made with Hono's own helper for its runtime`, () => {
+    /** A test body on a fresh server serving test/_plain_ws.ts (hono/bun or hono/deno) with the long-lived policy. */
+    const withPlainApp = (fn: (server: ServerProcess, defer: Defer) => Promise<void>) =>
+      serving(target, "test/_plain_ws.ts", policyEnv, fn);
+
+    if (gaps.honoHelperRefused) {
+      test.concurrent(
+        `the upgrade is refused clearly, and the server goes on: ${gaps.honoHelperRefused}`,
+        withPlainApp(async (server) => {
+          const refused = await tryUpgrade(server.port, "/ws");
+          expect(refused.answer.status).toBe(501);
+          expect(JSON.parse(refused.body)).toMatchObject({ error: "websocket_unsupported" });
+          expect((await server.waitForEvent("websocket_unsupported", 1_000)).message).toContain("src/policy/realtime.ts");
+          expect((await fetchOnce(`${server.url}/healthz`)).status).toBe(200);
+        }),
+        20_000,
+      );
+      return;
+    }
+
+    scenario(
+      "under the policy as with our import: echo; a client that answers no ping is closed (1001) within two intervals, logged unresponsive; SIGTERM sends 1001 and the process exits",
+      gaps.honoHelper ?? noPings ?? owned.shutdown,
+      withPlainApp(async (server, defer) => {
+        const answering = await openWebSocket(server.port, "/ws");
+        defer(() => answering.reset());
+        const silent = await openWebSocket(server.port, "/ws", { answerPings: false });
+        defer(() => silent.reset());
+        answering.send("hello");
+        expect((await answering.waitForMessage(1, 2_000)).data.toString()).toBe("hello");
+        const close = await silent.waitForCloseFrame(2 * INTERVAL_MS + LATE_MS + 1_000);
+        expectBetween(close.at - silent.openedAt, 2 * INTERVAL_MS - INTERVAL_MS / 10 - 50, 2 * INTERVAL_MS + LATE_MS);
+        expect(close.code).toBe(1001);
+        expect(await policyClose(server, "unresponsive")).toMatchObject({ code: 1001, path: "/ws" });
+        expect((await server.waitForEvent("app_onclose", 1_000)).code).toBe(1001);
+        const text = await scrape(server);
+        if (text !== null) {
+          expect(sample(text, "websocket_connections_open")).toBe(1);
+          expect(sample(text, 'websocket_closed_total{reason="unresponsive"}')).toBe(1);
+        }
+        // The one that answers pings is still open, until the shutdown closes it.
+        expect(answering.close).toBeNull();
+        server.signal("SIGTERM");
+        const shutdown = await answering.waitForCloseFrame(2_000);
+        expect({ code: shutdown.code, reason: shutdown.reason }).toEqual({ code: 1001, reason: "server shutting down" });
+        expect(await server.exited).toBe(0);
+        expect(server.named("app_onclose").map((e) => e.code)).toEqual([1001, 1001]);
+      }),
+      20_000,
+    );
+  });
+
   describe(`${target}: long-lived SSE`, () => {
     /** Opens `path` raw (the stream's bytes as they arrive), dropped when the test ends. */
     async function stream(server: ServerProcess, defer: Defer, path: string, headers = ""): Promise<RawClient> {

@@ -2,6 +2,7 @@ import type { ServerWebSocket, WebSocketHandler } from "bun";
 import type { Config } from "../../src/policy/config.ts";
 import type { Logger } from "../../src/policy/log.ts";
 import { pathOf } from "../../src/policy/url.ts";
+import { honoBunUpgrade } from "../../src/policy/upgrade.ts";
 import type { SocketDriver, SocketEvents, Upgrade, WebSockets } from "../../src/policy/websocket.ts";
 
 /**
@@ -34,9 +35,9 @@ class BunSocket implements SocketDriver {
   readonly protocol: string | null;
   /** Whether the last send may have left something queued: else bufferedAmount is 0 without asking Bun. */
   #queued = true;
-  constructor(ws: Socket, request: Request) {
+  constructor(ws: Socket, protocol: string | null) {
     this.raw = ws;
-    this.protocol = request.headers.get("sec-websocket-protocol")?.split(",")[0]?.trim() || null;
+    this.protocol = protocol;
   }
 
   ping(): void {
@@ -68,6 +69,23 @@ class BunSocket implements SocketDriver {
   }
 }
 
+const UNSUPPORTED = "a WebSocket upgraded by code other than upgradeWebSocket (src/policy/realtime.ts or hono/bun) has no events to run";
+
+/**
+ * What a plain Hono app for Bun writes, Hono's own `upgradeWebSocket` from `hono/bun`, calls Bun's
+ * `server.upgrade` itself (the server is the app's `c.env` here) with the app's events in the
+ * socket's data: it reaches the same handlers as ours and is put under the same policy.
+ */
+function fromHonoBun(data: SocketData): Upgrade | undefined {
+  const url = (data as unknown as { url: unknown }).url;
+  if (!(url instanceof URL)) return undefined;
+  const protocol = (data as unknown as { protocol?: unknown }).protocol;
+  const headers: Record<string, string> = typeof protocol === "string" && protocol ? { "sec-websocket-protocol": protocol } : {};
+  const upgrade = honoBunUpgrade(data, new Request(url, { headers }));
+  data.url = url.href;
+  return upgrade;
+}
+
 /**
  * Bun.serve's `websocket` option: its own limits set so they do not fight the policy's, and its
  * events handed to `websockets`.
@@ -90,9 +108,16 @@ export function bunWebSocket(config: Config, websockets: WebSockets, logger: Log
       // Binary messages reach the app as ArrayBuffer, as on the other runtimes.
       ws.binaryType = "arraybuffer";
       const data = ws.data;
-      const upgrade = data.upgrade!;
+      const upgrade = data.upgrade ?? fromHonoBun(data);
+      if (!upgrade) {
+        // Some other code called Bun's server.upgrade with data of its own: no events to run.
+        data.events = undefined;
+        logger.error("websocket_unsupported", { path: pathOf(String(data.url)), message: UNSUPPORTED });
+        return ws.close(INTERNAL_ERROR, "upgrade not made by upgradeWebSocket");
+      }
       data.upgrade = undefined;
-      const events = websockets.accept(upgrade, new BunSocket(ws, upgrade.request));
+      const protocol = upgrade.request.headers.get("sec-websocket-protocol")?.split(",")[0]?.trim() || null;
+      const events = websockets.accept(upgrade, new BunSocket(ws, protocol));
       data.events = events;
       events.open();
     },

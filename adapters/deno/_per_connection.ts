@@ -12,13 +12,24 @@ import { errorResponse } from "../../src/policy/errors.ts";
 import { reportClientGone } from "../../src/policy/lifecycle.ts";
 import type { Logger } from "../../src/policy/log.ts";
 import type { FetchHandler } from "../../src/policy/types.ts";
-import { upgradeOf, type WebSockets } from "../../src/policy/websocket.ts";
+import { type SocketEvents, type Upgrade, upgradeOf, type WebSockets } from "../../src/policy/websocket.ts";
 import { acceptFailures, connectionLimit, refusals } from "../_connection_limit.ts";
 import { type DisconnectWatch, watchDisconnects } from "../_disconnect_watch.ts";
 import { guardBody, releaseBody } from "../_request_body.ts";
 import { fromConnection } from "../_request_url.ts";
 import { displayUrl, type EngineServer } from "../_types.ts";
-import { badUpgrade, type DenoCore, denoDriver, findCore, idleTimeoutOf, releaseHttp, reportEvents, serveTracked } from "./_websocket.ts";
+import {
+  appUpgradeOf,
+  badUpgrade,
+  type DenoCore,
+  denoDriver,
+  findCore,
+  followAppUpgrades,
+  idleTimeoutOf,
+  releaseHttp,
+  reportEvents,
+  serveTracked,
+} from "./_websocket.ts";
 
 /** What `serveHttpOnConnection` passes as the handler's second argument. */
 export interface ConnectionInfo {
@@ -126,13 +137,16 @@ export function serveConnections(
   const open = new Set<Connection>();
   let closed: (() => void) | undefined;
   const core = options.websockets ? findCore() : null;
+  const idleTimeout = idleTimeoutOf(options.websockets?.pingIntervalMs ?? 0);
   const server: Server = {
     serveOne,
     handler,
     options,
     core,
     websockets: core ? options.websockets : undefined,
-    idleTimeout: idleTimeoutOf(options.websockets?.pingIntervalMs ?? 0),
+    idleTimeout,
+    // Deno's own, while an app that calls it itself (hono/deno) gets its socket carried too.
+    upgradeWebSocket: core && options.websockets ? followAppUpgrades(idleTimeout) : Deno.upgradeWebSocket,
     // One of each per server rather than per connection: an idle connection's memory is what
     // this engine costs on top of Deno.serve (see Connection).
     onError: (error) => options.onError(error),
@@ -204,6 +218,8 @@ interface Server {
   websockets: ConnectionsOptions["websockets"];
   /** Deno's idleTimeout for an upgraded socket, in seconds (0: no pings). */
   idleTimeout: number;
+  /** Deno's own `upgradeWebSocket` (see followAppUpgrades). */
+  upgradeWebSocket: typeof Deno.upgradeWebSocket;
 }
 
 /**
@@ -386,7 +402,7 @@ class Connection implements CancelSignal {
     }
     // No Keep-Alive header: adding one to a response from JavaScript costs Deno's server about
     // 40% of its throughput (docs/runtimes.md#deno-serve-sends-no-keep-alive-header).
-    return result.status === 501 ? this.#upgradeIfAsked(arrived, result, true) : result;
+    return result.status === 501 || result.status === 101 ? this.#upgradeIfAsked(arrived, result, true) : result;
   }
 
   /**
@@ -395,18 +411,40 @@ class Connection implements CancelSignal {
    * the policy; any other response as it is, and the 501 itself where this Deno cannot keep it.
    */
   #upgradeIfAsked(arrived: Request, response: Response, inDispatch: boolean): Response {
-    if (response.status !== 501) return response;
     const websockets = this.#server.websockets;
     const core = this.#server.core;
+    if (response.status === 101) {
+      // The app upgraded with Deno's own call (Hono's hono/deno helper): its handlers become its
+      // events, and what it sends on the socket itself is checked as after ws.send.
+      const app = appUpgradeOf(response);
+      if (!app) return response;
+      if (!websockets || !core || this.#httpRid < 0) return app.release(), response;
+      const events = this.#carry(app.socket, { events: app.events, request: arrived }, inDispatch);
+      const send = app.socket.send;
+      app.socket.send = function (this: WebSocket, data) {
+        send.call(this, data);
+        events.sent();
+      };
+      return response;
+    }
+    if (!websockets || !core || this.#httpRid < 0) return response;
+    if (response.status !== 501) return response;
     const upgrade = upgradeOf(response);
-    if (!upgrade || !websockets || !core || this.#httpRid < 0) return response;
+    if (!upgrade) return response;
     let pair: { socket: WebSocket; response: Response };
     try {
-      pair = Deno.upgradeWebSocket(arrived, { idleTimeout: this.#server.idleTimeout });
+      pair = this.#server.upgradeWebSocket(arrived, { idleTimeout: this.#server.idleTimeout });
     } catch (error) {
       return badUpgrade(error);
     }
-    const socket = pair.socket;
+    this.#carry(pair.socket, upgrade, inDispatch);
+    return pair.response;
+  }
+
+  /** Keeps `socket` (upgraded on this connection) alive past the connection's server, under the policy. */
+  #carry(socket: WebSocket, upgrade: Upgrade, inDispatch: boolean): SocketEvents {
+    const websockets = this.#server.websockets!;
+    const core = this.#server.core!;
     this.#socket = socket;
     clearTimeout(this.#timer);
     this.#timer = undefined;
@@ -429,7 +467,7 @@ class Connection implements CancelSignal {
         if (this.#gone) this.#server.gone(this);
       },
     );
-    return pair.response;
+    return events;
   }
 
   #goneNow(): void {

@@ -9,6 +9,7 @@
  * internal core (`resources()`, `tryClose()`, `createCancelHandle()`), feature-detected here:
  * without it the engine answers an upgrade with the marker's 501.
  */
+import type { WSEvents } from "hono/ws";
 import { jsonResponse } from "../../src/policy/respond.ts";
 import { type SocketDriver, type SocketEvents, StandardSocketDriver } from "../../src/policy/websocket.ts";
 
@@ -68,6 +69,74 @@ export function releaseHttp(found: DenoCore, httpRid: number): boolean {
   if (httpRid < 0) return false;
   found.tryClose(httpRid);
   return true;
+}
+
+/** A socket the app made itself with `Deno.upgradeWebSocket`, and the handlers it set on it. */
+export interface AppUpgrade {
+  readonly socket: WebSocket;
+  /** The handlers the app set on the socket (`onopen`, ...), for the policy to run as an app's events. */
+  readonly events: WSEvents<unknown>;
+  /** Gives the socket its handlers back, for Deno to run: the engine does not carry it. */
+  release(): void;
+}
+
+/** The handler properties Hono's `hono/deno` helper sets on the socket. */
+const HANDLERS = ["onopen", "onmessage", "onclose", "onerror"] as const;
+type Handlers = Partial<Record<(typeof HANDLERS)[number], ((event: Event) => void) | null>>;
+
+/** Sockets the app made itself, by the 101 it answered with. */
+const appUpgrades = new WeakMap<Response, AppUpgrade>();
+/** Deno's own `upgradeWebSocket`, once `followAppUpgrades` has put its own in its place. */
+let nativeUpgrade: typeof Deno.upgradeWebSocket | undefined;
+/** The idleTimeout (s) a socket the app makes gets unless it sets one: the policy's pings. */
+let appIdleTimeout = 0;
+
+/**
+ * Lets a plain Hono app for Deno keep its own import: Hono's `upgradeWebSocket` from `hono/deno`
+ * calls `Deno.upgradeWebSocket` itself, sets `onopen`, `onmessage`, `onclose` and `onerror` on the
+ * socket, and answers with its 101. In its place (once per process) goes one that calls Deno's
+ * with the policy's `idleTimeout` (unless the app set one), and keeps those four handlers for the
+ * policy to run as the app's events, so that the per-connection engine carries the socket like its
+ * own (`appUpgradeOf`): the app hears each close once and as on the other engines, where Deno's
+ * own events would give it two after its ping timeout (1001, then 1005) and 0 for a client that
+ * left (docs/runtimes.md#deno-websockets-on-the-per-connection-engine). Returns Deno's own.
+ */
+export function followAppUpgrades(idleTimeout: number): typeof Deno.upgradeWebSocket {
+  appIdleTimeout = idleTimeout;
+  if (nativeUpgrade) return nativeUpgrade;
+  const native = nativeUpgrade = Deno.upgradeWebSocket;
+  Deno.upgradeWebSocket = function upgradeWebSocket(request, options) {
+    const pair = native(request, { idleTimeout: appIdleTimeout, ...options });
+    const socket = pair.socket;
+    const handlers: Handlers = {};
+    for (const name of HANDLERS) {
+      Object.defineProperty(socket, name, {
+        configurable: true,
+        get: () => handlers[name] ?? null,
+        set: (handler: Handlers[typeof name]) => void (handlers[name] = handler),
+      });
+    }
+    const events: WSEvents<unknown> = {
+      onOpen: (event) => handlers.onopen?.call(socket, event),
+      onMessage: (event) => handlers.onmessage?.call(socket, event),
+      onClose: (event) => handlers.onclose?.call(socket, event),
+      onError: (event) => handlers.onerror?.call(socket, event),
+    };
+    const release = () => {
+      for (const name of HANDLERS) {
+        delete (socket as unknown as Handlers)[name];
+        socket[name] = handlers[name] as never;
+      }
+    };
+    appUpgrades.set(pair.response, { socket, events, release });
+    return pair;
+  };
+  return native;
+}
+
+/** What the app made itself for `response` (its 101), if it did. */
+export function appUpgradeOf(response: Response): AppUpgrade | undefined {
+  return appUpgrades.get(response);
 }
 
 /** The close Deno sends, and reports, when a pinged client answers nothing within idleTimeout. */

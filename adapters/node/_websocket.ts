@@ -7,6 +7,8 @@ import { isTrackedStream, reportClientGone } from "../../src/policy/lifecycle.ts
 import type { Logger } from "../../src/policy/log.ts";
 import type { FetchHandler } from "../../src/policy/types.ts";
 import type { SendOptions } from "hono/ws";
+import { honoBunUpgrade } from "../../src/policy/upgrade.ts";
+import { pathOf } from "../../src/policy/url.ts";
 import {
   type SocketDriver,
   type SocketEvents,
@@ -101,6 +103,10 @@ function endSocket(socket: Socket, data?: string | Uint8Array): void {
   else socket.end(data);
   setTimeout(() => socket.destroy(), ANSWER_LINGER_MS).unref();
 }
+
+/** Why a 101 the app made itself is refused on node:http (docs/policy.md#websockets). */
+const UNSUPPORTED_101 =
+  "the app upgraded with its runtime's own call, which this engine cannot carry: use upgradeWebSocket from src/policy/realtime.ts, which works on every engine";
 
 /** A JSON answer of node:http's own kind, for an upgrade request the request path could not take. */
 function rawJson(socket: Socket, status: number, body: object): void {
@@ -249,10 +255,20 @@ export function carryWebSockets(
       return;
     }
     const answered = request;
+    let honoBun: Upgrade | undefined;
     void (async () => {
       let response: Response;
       try {
-        response = await fetch(answered, { incoming, outgoing: undefined });
+        response = await fetch(answered, {
+          incoming,
+          outgoing: undefined,
+          // Bun.serve's `server.upgrade`, as Hono's own helper from hono/bun calls it on `c.env`:
+          // an app written for Bun.serve keeps its import on the node:http engines too.
+          upgrade(_request: Request, options?: { data?: unknown }) {
+            honoBun = honoBunUpgrade(options?.data, answered);
+            return honoBun !== undefined;
+          },
+        });
       } catch (error) {
         // The lifecycle answers every error itself; this is a bug in the path, still answered.
         logger.error("response_failed", { error });
@@ -264,7 +280,16 @@ export function carryWebSockets(
         await response.body?.cancel().catch(() => {});
         return;
       }
-      const upgrade = upgradeOf(response);
+      const upgrade = upgradeOf(response) ?? honoBun;
+      if (!upgrade && response.status === 101) {
+        // The app upgraded with a runtime's own call (hono/deno's Deno.upgradeWebSocket on
+        // deno-node-http): a socket this engine cannot carry. Said, rather than a 101 and a close.
+        await response.body?.cancel().catch(() => {});
+        const path = pathOf(answered.url);
+        logger.error("websocket_unsupported", { path, message: UNSUPPORTED_101 });
+        rawJson(socket, 501, { error: "websocket_unsupported", message: `${path}: ${UNSUPPORTED_101}` });
+        return;
+      }
       if (!upgrade) {
         await writeAnswer(socket, response, incoming.method).catch((error: unknown) => {
           logger.error("response_failed", { error });

@@ -33,3 +33,15 @@ export function countedStatus(response: Response): number {
   const status = response.status;
   return status === UPGRADE_STATUS && UPGRADES.has(response) ? 101 : status;
 }
+
+/**
+ * The upgrade an app asked for with Hono's own `upgradeWebSocket` from `hono/bun`, which calls
+ * `c.env.upgrade(request, { data: { events, url, protocol } })` (Bun's `server.upgrade`) itself:
+ * undefined for data of any other shape. Engines that meet such a call (Bun.serve's socket data,
+ * the `upgrade` a node:http engine offers an upgrade request's env) carry it like their own.
+ */
+export function honoBunUpgrade(data: unknown, request: Request): Upgrade | undefined {
+  const hono = data as { events?: unknown; url?: unknown } | null | undefined;
+  if (typeof hono?.events !== "object" || hono.events === null || !(hono.url instanceof URL)) return undefined;
+  return { events: hono.events as WSEvents<unknown>, request };
+}

@@ -105,6 +105,8 @@ export interface SocketEvents {
   /** The socket closed, with the code and reason of the close (the client's, the runtime's or ours). */
   close(code: number, reason: string): void;
   error(error: unknown): void;
+  /** The app sent on the runtime's socket itself (not through its WSContext): what waits is checked as after `ws.send`. */
+  sent(): void;
 }
 
 /**
@@ -225,7 +227,12 @@ class Session implements SocketEvents, ContextSession {
     if (this.#closed || this.#reason) return;
     const driver = this.driver;
     driver.send(data, options);
-    if (driver.bufferedAmount > this.#owner.policy.maxBufferedBytes) this.end("slow_reader", true);
+    this.sent();
+  }
+
+  /** A message went to the runtime's socket: too much waiting for the client closes it (1008). */
+  sent(): void {
+    if (this.driver.bufferedAmount > this.#owner.policy.maxBufferedBytes) this.end("slow_reader", true);
   }
 
   /** Closes the socket for the policy's `reason` (logged and counted); `drop` drops it at once. */
