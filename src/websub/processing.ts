@@ -94,6 +94,7 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
   let looking = false;
   let again = false;
   let seen: InboxStats | undefined;
+  let seenAtMs = 0;
 
   const schedule = (delayMs: number) => {
     clearTimeout(timer);
@@ -117,7 +118,11 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
           if (entry === undefined) break;
           start(entry);
         }
-        seen = await inbox.stats();
+        // For the gauge only: once per poll is enough, and spares the store a query per delivery.
+        if (seen === undefined || performance.now() - seenAtMs >= pollMs) {
+          seenAtMs = performance.now();
+          seen = await inbox.stats();
+        }
         if (running.size < options.concurrency) {
           const due = await inbox.nextDueInMs(options.ordered);
           // Due now yet not claimed: another process took it between the two looks; look again shortly.
