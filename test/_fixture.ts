@@ -99,6 +99,11 @@ export default function fixture({ logger, bodyLimitBytes }: AppContext): Hono {
         const flood = { sent: 0, maxBuffered: 0 };
         return {
           onMessage(event, ws) {
+            // What the app's event is, as an app would look at it.
+            if (event.data === "event?") {
+              const { type, origin, lastEventId, ports } = event;
+              return ws.send(JSON.stringify({ type, origin, lastEventId, ports, messageEvent: event instanceof MessageEvent }));
+            }
             const match = typeof event.data === "string" ? /^flood (\d{1,10})$/.exec(event.data) : null;
             if (!match) return ws.send(event.data as string | ArrayBuffer);
             void (async () => {

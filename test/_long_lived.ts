@@ -175,6 +175,15 @@ export function longLived(target: Target): void {
         // Just under WEBSOCKET_MAX_MESSAGE: the limit is not lower than it says.
         client.send(Buffer.alloc(MAX_MESSAGE - 1_024, 7));
         expect((await client.waitForMessage(4, 2_000)).data.length).toBe(MAX_MESSAGE - 1_024);
+        // The app's onMessage gets a MessageEvent, as Hono's WSEvents say.
+        client.send("event?");
+        expect(JSON.parse((await client.waitForMessage(5, 2_000)).data.toString())).toEqual({
+          type: "message",
+          origin: "",
+          lastEventId: "",
+          ports: [],
+          messageEvent: true,
+        });
         client.ping("are you there");
         await client.waitFor((c) => c.pongs.length === 1, 2_000, "a pong");
         expect(client.pongs[0]!.payload.toString()).toBe("are you there");
@@ -418,6 +427,7 @@ export function longLived(target: Target): void {
         withPlainApp(async (server) => {
           const refused = await tryUpgrade(server.port, "/ws");
           expect(refused.answer.status).toBe(501);
+          if (refused.ws !== null) throw new Error("upgraded");
           expect(JSON.parse(refused.body)).toMatchObject({ error: "websocket_unsupported" });
           expect((await server.waitForEvent("websocket_unsupported", 1_000)).message).toContain("src/policy/realtime.ts");
           expect((await fetchOnce(`${server.url}/healthz`)).status).toBe(200);
