@@ -14,7 +14,7 @@ import { reapIdleConnections } from "./_idle_reaper.ts";
 import { keepAliveHintSeconds } from "../_keep_alive.ts";
 import { limitBody } from "../_request_body.ts";
 import { displayUrl, type EngineServer } from "../_types.ts";
-import { carryWebSockets, shouldUpgrade } from "./_websocket.ts";
+import { carryWebSockets, lazyUpgrades } from "./_websocket.ts";
 
 /**
  * node:http closes an idle keep-alive socket at keepAliveTimeout plus a buffer: fixed at 1 s
@@ -270,6 +270,7 @@ export function serveNodeHttp(
     listener(incoming, outgoing).catch((error: unknown) => responseFailed(outgoing, error, logger));
   };
 
+  const upgrading = options.websockets ? lazyUpgrades() : undefined;
   const server = createServer(
     {
       keepAliveTimeout,
@@ -277,17 +278,16 @@ export function serveNodeHttp(
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECKING_INTERVAL_MS,
-      // Only a WebSocket upgrade leaves the request path (Node 24.9+, Bun and Deno; older Node
-      // sends every upgrade to 'upgrade', where one that is not a WebSocket is answered without its body).
-      ...(options.websockets ? { shouldUpgradeCallback: shouldUpgrade } : {}),
+      // Only a WebSocket upgrade leaves the request path, and the 'upgrade' listener comes with the first.
+      ...(upgrading ? { shouldUpgradeCallback: upgrading.shouldUpgrade } : {}),
     } as ServerOptions,
     handle,
   );
   // An upgraded socket is node:http's no more: its deadlines and closeAllConnections() leave it alone.
-  const upgrades = options.websockets
+  const upgrades = options.websockets && upgrading
     ? carryWebSockets(server, fetch, config, logger, options.websockets, (incoming) => {
       if (trustProxy || incoming.url?.charCodeAt(0) !== SLASH) requestTarget(incoming, trustProxy);
-    })
+    }, upgrading)
     : undefined;
   // Everything per connection, nothing per request: a response's end and its client's departure
   // are read off the socket (node:http keeps the response in flight as socket._httpMessage until

@@ -40,8 +40,40 @@ export interface NodeWebSockets {
   cut(): number;
 }
 
-/** Only an upgrade to a WebSocket is taken from the request path, where the runtime lets us say so (Node 24.9+, Bun, Deno). */
-export const shouldUpgrade = (incoming: IncomingMessage): boolean => incoming.headers.upgrade?.toLowerCase() === "websocket";
+/**
+ * node:http's `shouldUpgradeCallback` for a server that will carry WebSockets (every runtime's
+ * node:http has it: Node 22.23 and 24.9+, Bun, Deno): only an upgrade to a WebSocket leaves the
+ * request path, and the server's 'upgrade' listener is added at the first one, not before. A
+ * server with an 'upgrade' listener served `POST /echo` with 7% more CPU per request on Node 24
+ * (co-scheduled, bench/README.md#the-request-path-after-this-sessions-work), though node:http
+ * reads it only for upgrades; an app that never upgrades does not pay that.
+ */
+export function lazyUpgrades(): LazyUpgrades {
+  let listen: (() => void) | undefined;
+  return {
+    shouldUpgrade(incoming) {
+      if (!isWebSocketUpgrade(incoming)) return false;
+      listen?.();
+      listen = undefined;
+      return true;
+    },
+    listen(server, listener) {
+      listen = () => server.on("upgrade", listener);
+    },
+  };
+}
+
+export interface LazyUpgrades {
+  /** node:http's `shouldUpgradeCallback`. */
+  shouldUpgrade(incoming: IncomingMessage): boolean;
+  /** The 'upgrade' listener of `server`, added at its first WebSocket upgrade. */
+  listen(server: Server, listener: UpgradeListener): void;
+}
+
+type UpgradeListener = (incoming: IncomingMessage, socket: Socket, head: Buffer) => void;
+
+/** Only an upgrade to a WebSocket is taken from the request path (node:http's `shouldUpgradeCallback`). */
+const isWebSocketUpgrade = (incoming: IncomingMessage): boolean => incoming.headers.upgrade?.toLowerCase() === "websocket";
 
 /** How long a socket answered without an upgrade may linger half-closed before it is destroyed. */
 const ANSWER_LINGER_MS = 1_000;
@@ -213,6 +245,7 @@ export function carryWebSockets(
   logger: Logger,
   websockets: WebSockets,
   target: (incoming: IncomingMessage) => void,
+  upgrades: LazyUpgrades,
 ): NodeWebSockets {
   // ws refuses a larger message from its frame header, before buffering it: close 1009.
   const wss = new WebSocketServer({ noServer: true, clientTracking: false, maxPayload: config.websocketMaxMessageBytes });
@@ -238,7 +271,7 @@ export function carryWebSockets(
     (ws as Attached)[EVENTS].open();
   };
 
-  server.on("upgrade", (incoming: IncomingMessage, socket: Socket, head: Buffer) => {
+  upgrades.listen(server, (incoming: IncomingMessage, socket: Socket, head: Buffer) => {
     // node:http took its listeners off the socket: an error (a reset) would otherwise be thrown.
     socket.on("error", ignore);
     taken.add(socket);

@@ -5,8 +5,10 @@
  * node:http (bun-node-http, with the idle reaper); the shared block runs all three engines.
  */
 import { describe, expect, test } from "bun:test";
+import { createServer, type IncomingMessage } from "node:http";
 import { Hono } from "hono";
 import { serveNodeHttp } from "../../adapters/node/_node_http.ts";
+import { lazyUpgrades } from "../../adapters/node/_websocket.ts";
 import { type Config, resolveServeOptions } from "../../src/policy/config.ts";
 import { withLifecycle } from "../../src/policy/lifecycle.ts";
 import { createLogger } from "../../src/policy/log.ts";
@@ -52,6 +54,20 @@ function longLivedOf(config: Config) {
 }
 
 describe("node:http WebSockets (adapters/node/_websocket.ts)", () => {
+  test("the server's 'upgrade' listener is added at its first WebSocket upgrade, once, and not for another upgrade", () => {
+    const server = createServer();
+    const upgrades = lazyUpgrades();
+    upgrades.listen(server, () => {});
+    const incoming = (upgrade: string) => ({ headers: { upgrade } }) as unknown as IncomingMessage;
+    expect(server.listenerCount("upgrade")).toBe(0);
+    expect(upgrades.shouldUpgrade(incoming("h2c"))).toBe(false);
+    expect(server.listenerCount("upgrade")).toBe(0);
+    expect(upgrades.shouldUpgrade(incoming("WebSocket"))).toBe(true);
+    expect(server.listenerCount("upgrade")).toBe(1);
+    expect(upgrades.shouldUpgrade(incoming("websocket"))).toBe(true);
+    expect(server.listenerCount("upgrade")).toBe(1);
+  }, 1_000);
+
   test("an upgrade the app does not take gets the app's answer whole, and the connection closes", async () => {
     await using server = await start();
     const refused = await tryUpgrade(server.port, "/nope");
