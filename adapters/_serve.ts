@@ -45,9 +45,10 @@ export async function serveWith<E extends Engine>(
     maxBufferedBytes: config.websocketMaxBufferedBytes,
     sseHeartbeatMs: config.sseHeartbeatMs,
   });
+  const metrics = metricsAnswer(registry, config.exposition);
   const websockets = new WebSockets(longLived, logger, registry, { runtimePings: engines.engines[engine].runtimePings });
   const fetch = requestPath(app, {
-    routes: operationalRoutes(() => shutdown === undefined, metricsAnswer(registry, config.exposition), config.probes),
+    routes: operationalRoutes(() => shutdown === undefined, metrics, config.probes),
     limitOf: bodyLimits(config.bodyLimitBytes, config.bodyLimitByPath),
     declaredLength: engines.engines[engine].declaredLength,
     lifecycle: { logger, ...requestMetrics(registry), longLived },
@@ -82,6 +83,9 @@ export async function serveWith<E extends Engine>(
     maxConnections: handle.limit?.max ?? null,
     maxConnectionsFrom: handle.limit?.source ?? null,
   });
+  // After `listening`, so that startup is not longer for it: the first scrape would otherwise pay
+  // for the first run of every collector (docs/observability.md#cost).
+  setTimeout(() => void metrics.warmUp(), 0);
 
   return {
     url: handle.url,

@@ -7,7 +7,9 @@ import { describe, expect, test } from "bun:test";
 import { fetchOnce, metric } from "../harness/http.ts";
 import { runtimeOf, startServer } from "../harness/servers.ts";
 import { using } from "../harness/wait.ts";
-import { METRICS_CONTENT_TYPE } from "../src/policy/metrics.ts";
+import { serve } from "../adapters/bun/mod.ts";
+import { createLogger } from "../src/policy/log.ts";
+import { createRegistry, METRICS_CONTENT_TYPE } from "../src/policy/metrics.ts";
 import type { Engine, Runtime } from "../src/policy/types.ts";
 import { expectBetween } from "./_suite.ts";
 
@@ -81,3 +83,30 @@ for (const engine of ["node-http", "bun-serve", "deno-per-connection"] as const 
     );
   });
 }
+
+// In this process, on Bun's engine: the warm-up is serveWith()'s (adapters/_serve.ts), the same on every engine.
+test(
+  "serve() renders its registry once after listening, with no scrape, so that the first scrape finds it warm",
+  () =>
+    using(async (defer) => {
+      const registry = createRegistry();
+      const lines: string[] = [];
+      let read!: () => void;
+      const collected = new Promise<void>((resolve) => (read = resolve));
+      registry.collect("warmed", "Read at each render.", "gauge", () => {
+        lines.push("collected");
+        read();
+        return [];
+      });
+      const server = await serve(() => new Response("ok"), {
+        host: "127.0.0.1",
+        port: 0,
+        registry,
+        logger: createLogger((line) => lines.push(JSON.parse(line).event)),
+      });
+      defer(() => server.shutdown());
+      await collected;
+      expect(lines.slice(0, lines.indexOf("collected") + 1)).toEqual(["listening", "collected"]);
+    }),
+  10_000,
+);

@@ -9,12 +9,37 @@ import { type Aggregator, Counter as PromCounter, Gauge as PromGauge, Registry a
 /** Content-Type of the text `render()` returns (Prometheus text exposition format 0.0.4). */
 export const METRICS_CONTENT_TYPE = PromRegistry.PROMETHEUS_CONTENT_TYPE;
 
+/** What `metricsAnswer()` returns: the answer, and the render that warms it. */
+export interface MetricsAnswer {
+  (): Promise<Response>;
+  /**
+   * Renders the registry once and discards the text, so that the first scrape finds every
+   * collector run once and compiled (docs/observability.md#cost); for startup, after listening. A
+   * scrape that arrives meanwhile waits for it rather than rendering beside it.
+   */
+  warmUp(): Promise<void>;
+}
+
 /** The `/metrics` answer: `exposition()` (by default the registry's own) in Prometheus' text format. */
 export function metricsAnswer(
   registry: Registry,
   exposition: () => string | Promise<string> = () => registry.render(),
-): () => Promise<Response> {
-  return async () => new Response(await exposition(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
+): MetricsAnswer {
+  let warming: Promise<void> | undefined;
+  const answer = async () => {
+    // Two renders interleave at every await of prom-client's collectors, and the scrape would end
+    // with the slower of them.
+    if (warming) await warming;
+    return new Response(await exposition(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
+  };
+  return Object.assign(answer, {
+    warmUp() {
+      // The registry's own render, not `exposition()`: with WORKERS that asks the other workers
+      // over the network, which a scrape must not wait for here.
+      warming ??= registry.render().then(() => {}, () => {}).finally(() => (warming = undefined));
+      return warming;
+    },
+  });
 }
 
 /** Label name to label value for one series. */

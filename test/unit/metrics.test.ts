@@ -4,10 +4,10 @@
  * workers. The exposition format itself is prom-client's, and tested there.
  */
 import { describe, expect, test } from "bun:test";
-import { collectDefaultMetrics, Histogram, Registry as PromRegistry } from "prom-client";
+import { collectDefaultMetrics, Gauge, Histogram, Registry as PromRegistry } from "prom-client";
 import { registerProcessMetrics } from "../../adapters/_process_metrics.ts";
 import { metric } from "../../harness/http.ts";
-import { createRegistry, METRICS_CONTENT_TYPE } from "../../src/policy/metrics.ts";
+import { createRegistry, METRICS_CONTENT_TYPE, metricsAnswer } from "../../src/policy/metrics.ts";
 
 /** The sample lines of an exposition, without HELP, TYPE and blank lines. */
 async function samples(render: Promise<string>): Promise<string[]> {
@@ -193,6 +193,67 @@ describe("prom-client behind the facade", () => {
     const text = await own.metrics();
     expect(metric(text, 'db_query_seconds_bucket{le="1"}')).toBe(1);
     expect(metric(text, "jobs_total")).toBe(1);
+  });
+});
+
+describe("the /metrics answer and its warm-up", () => {
+  /** A registry whose one family logs each collection, the first held until `release()`. */
+  function heldRegistry() {
+    const registry = createRegistry();
+    const log: string[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let collections = 0;
+    new Gauge({
+      name: "slow",
+      help: "Held on its first collection.",
+      registers: [registry.prom],
+      async collect() {
+        const n = ++collections;
+        log.push(`start ${n}`);
+        if (n === 1) await held;
+        log.push(`end ${n}`);
+      },
+    });
+    return { registry, log, release };
+  }
+
+  test("a scrape that arrives while the warm-up renders waits for it, then renders on its own", async () => {
+    const { registry, log, release } = heldRegistry();
+    const answer = metricsAnswer(registry);
+    const warming = answer.warmUp();
+    const scrape = answer();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(log).toEqual(["start 1"]);
+    release();
+    const response = await scrape;
+    await warming;
+    expect(log).toEqual(["start 1", "end 1", "start 2", "end 2"]);
+    expect(response.headers.get("content-type")).toBe(METRICS_CONTENT_TYPE);
+    expect(metric(await response.text(), "slow")).toBe(0);
+  });
+
+  test("the warm-up renders the registry, not the exposition (with WORKERS that asks the other workers), and once at a time", async () => {
+    const { registry, log, release } = heldRegistry();
+    let expositions = 0;
+    const answer = metricsAnswer(registry, () => `exposition ${++expositions}`);
+    const first = answer.warmUp();
+    expect(answer.warmUp()).toBe(first);
+    release();
+    await first;
+    expect(log).toEqual(["start 1", "end 1"]);
+    expect(expositions).toBe(0);
+    expect(await (await answer()).text()).toBe("exposition 1");
+  });
+
+  test("a warm-up whose render fails leaves the next scrape to answer as it would", async () => {
+    const registry = createRegistry();
+    registry.collect("broken", "Throws when read.", "gauge", () => {
+      throw new Error("cannot read");
+    });
+    const answer = metricsAnswer(registry);
+    await answer.warmUp();
+    await expect(answer()).rejects.toThrow("cannot read");
   });
 });
 
