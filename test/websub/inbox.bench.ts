@@ -1,26 +1,28 @@
 /**
- * `bun bench/websub_inbox.ts`: what storing each WebSub delivery before its 2xx costs (#22). For
+ * `bun test/websub/inbox.bench.ts`: what storing each WebSub delivery before its 2xx costs (#22). For
  * each runtime, store (a SQLite file on this machine's disk; a redis-server of its own, started
  * through harness/redis.ts) and body size (1 KB, 100 KB), one server through its npm script, the
  * hub simulator's subscription, and a handleContent that only logs when it ran
- * (bench/fixtures/websub_content.ts):
+ * (test/websub/_bench_content.ts):
  * - load: BENCH_INBOX_CONNECTIONS keep-alive connections post signed deliveries back to back for
  *   BENCH_INBOX_MS; deliveries acknowledged (202) per second, the acknowledgement's p50 and p99,
  *   and how long the inbox took to empty after (processed per second over the whole run);
  * - at rest: BENCH_INBOX_REST deliveries one at a time, each after the last was processed; the time
  *   from the 2xx reaching the client to handleContent running, p50 and p99.
  * Not part of `npm test` or `npm run bench`; prints one JSON line per configuration and a table.
+ * It lives with the module's tests, not in bench/, so that removing the module (its folders, as
+ * docs/websub.md says) leaves nothing that imports it; figures in bench/README.md.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ROOT, type ServerProcess } from "../harness/process.ts";
-import { startRedis } from "../harness/redis.ts";
-import { startServer } from "../harness/servers.ts";
-import type { Engine } from "../src/policy/types.ts";
-import { signBody } from "../src/websub/websub.ts";
-import { HUB_TOPIC, startHub } from "../test/websub/_hub.ts";
-import { percentile } from "./_stats.ts";
+import { percentile } from "../../bench/_stats.ts";
+import { ROOT, type ServerProcess } from "../../harness/process.ts";
+import { startRedis } from "../../harness/redis.ts";
+import { startServer } from "../../harness/servers.ts";
+import type { Engine } from "../../src/policy/types.ts";
+import { signBody } from "../../src/websub/websub.ts";
+import { HUB_TOPIC, startHub } from "./_hub.ts";
 
 const MEASURE_MS = Number(process.env.BENCH_INBOX_MS ?? 3_000);
 const CONNECTIONS = Number(process.env.BENCH_INBOX_CONNECTIONS ?? 16);
@@ -81,7 +83,7 @@ async function measure(engine: Engine, store: "sqlite" | "redis", bodyBytes: num
       WEBSUB_TOPIC: HUB_TOPIC,
       WEBSUB_SECRET: SECRET,
       WEBSUB_STORE: spec,
-      WEBSUB_HANDLER: `${ROOT}bench/fixtures/websub_content.ts`,
+      WEBSUB_HANDLER: `${ROOT}test/websub/_bench_content.ts`,
       WEBSUB_INBOX_LIMIT: "1000000",
       WEBSUB_INBOX_BYTES: "100mb",
     });
