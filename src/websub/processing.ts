@@ -116,7 +116,9 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
         while (!stopping && running.size < options.concurrency) {
           const entry = await inbox.claim(owner, options.leaseMs, options.ordered);
           if (entry === undefined) break;
-          start(entry);
+          // Claimed as stop() began: handed back at once rather than left to its lease.
+          if (stopping) await inbox.retry(entry.id, owner, 0, "The process stopped before this attempt began");
+          else start(entry);
         }
         // For the gauge only: once per poll is enough, and spares the store a query per delivery.
         if (seen === undefined || performance.now() - seenAtMs >= pollMs) {
