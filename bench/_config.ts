@@ -70,7 +70,10 @@ export const WS_ROUNDS = intEnv("BENCH_WS_ROUNDS", 5);
 export const WS_DURATION_S = intEnv("BENCH_WS_DURATION_S", 4);
 /** WebSocket phase: seconds over which the CPU time of servers holding idle WebSockets is read. */
 export const WS_PING_CPU_S = intEnv("BENCH_WS_PING_CPU_S", 60);
-export const PHASES = ["throughput", "idle", "reap", "slowloris", "churn", "coldstart", "workers", "websocket"];
+/** Scrape phase: fresh starts whose first scrape is timed, and sequential scrapes per server. */
+export const SCRAPE_STARTS = intEnv("BENCH_SCRAPE_STARTS", 7);
+export const SCRAPES = intEnv("BENCH_SCRAPES", 200);
+export const PHASES = ["throughput", "idle", "reap", "slowloris", "churn", "coldstart", "workers", "websocket", "scrape"];
 export const ONLY = new Set((process.env.BENCH_ONLY ?? PHASES.join(",")).split(",").map((s) => s.trim()));
 
 /** Targets: template throughput vs bare Hono, idle memory vs raw, reap lateness bounds, start time vs bare Hono. */
@@ -85,6 +88,8 @@ export const TARGETS = {
   wsMemoryVsBare: 1.2,
   /** Echo messages per second with WS_CLIENTS clients, template / the bare WebSocket server: at least. */
   wsEchoVsBare: 0.9,
+  /** A `/metrics` scrape (issue #21): the first after start, the median, and the p99 with WORKERS=2, under these ms. */
+  scrape: { firstMs: 15, medianMs: 5, workersP99Ms: 20 },
 };
 
 function intEnv(name: string, fallback: number): number {

@@ -26,6 +26,7 @@ import type { ChurnRow } from "./_phases/churn.ts";
 import { COLDSTART_KINDS, COLDSTART_LABEL, type ColdStartKind, type ColdStartRow } from "./_phases/coldstart.ts";
 import type { IdleRow } from "./_phases/idle.ts";
 import type { ReapRow } from "./_phases/reap.ts";
+import { type ScrapeRow, scrapeSection } from "./_phases/scrape.ts";
 import type { SlowlorisRow } from "./_phases/slowloris.ts";
 import type { ThroughputRow } from "./_phases/throughput.ts";
 import { type WebSocketRow, websocketSection } from "./_phases/websocket.ts";
@@ -53,6 +54,7 @@ export interface Results {
   coldStart: ColdStartRow[];
   workers: WorkersRow[];
   websocket: WebSocketRow[];
+  scrape: ScrapeRow[];
   errors: string[];
 }
 
@@ -78,6 +80,7 @@ export function markdown(r: Results): string {
   if (r.coldStart.length > 0) out.push(...coldStartSection(r));
   if (r.workers.length > 0) out.push(...workersSection(r));
   if (r.websocket.length > 0) out.push(...websocketSection(r.websocket));
+  if (r.scrape.length > 0) out.push(...scrapeSection(r.scrape));
   if (r.errors.length > 0) out.push(`## Errors`, "", ...r.errors.map((e) => `- ${e.split("\n")[0]}`), "");
   if (m.totalSeconds !== undefined) {
     out.push(

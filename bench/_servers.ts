@@ -105,6 +105,32 @@ export async function startCommand(
   nofile?: number,
   cpu: string[] = SERVER_CPU,
 ): Promise<Server> {
+  const server = await launchCommand(runtime, kind, command, env, nofile, cpu);
+  try {
+    const response = await fetchOnce(`${server.url}/`);
+    const body = await response.text();
+    if (response.status !== 200 || body !== "Hello World") {
+      throw new Error(`${runtime} ${kind}: GET / answered ${response.status} ${JSON.stringify(body)}`);
+    }
+    return server;
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
+}
+
+/**
+ * `startCommand()` without its `GET /`: resolves as soon as the `listening` line is read, so the
+ * next request is the server's first (the scrape phase times a first `GET /metrics`).
+ */
+export async function launchCommand(
+  runtime: Runtime,
+  kind: Kind | IdleKind | WsKind,
+  command: string[],
+  env: Record<string, string>,
+  nofile?: number,
+  cpu: string[] = SERVER_CPU,
+): Promise<Server> {
   const base = [...cpu, ...command];
   const cmd = nofile ? ["prlimit", `--nofile=${nofile}:${nofile}`, "--", ...base] : base;
   const started = performance.now();
@@ -125,13 +151,7 @@ export async function startCommand(
     const engine = String(listening.engine ?? listening.server ?? "");
     const pid = Number(listening.pid);
     const workers = Array.isArray(listening.workers) ? (listening.workers as Array<{ pid: unknown }>).map((w) => Number(w.pid)) : [];
-    const server: Server = { runtime, kind, child, url, pid, pids: [pid, ...workers], engine, startMs, stop };
-    const response = await fetchOnce(`${url}/`);
-    const body = await response.text();
-    if (response.status !== 200 || body !== "Hello World") {
-      throw new Error(`${runtime} ${kind}: GET / answered ${response.status} ${JSON.stringify(body)}`);
-    }
-    return server;
+    return { runtime, kind, child, url, pid, pids: [pid, ...workers], engine, startMs, stop };
   } catch (error) {
     await stop();
     throw error;

@@ -11,13 +11,14 @@
  *    connections, on CPU 1): the server's CPU time per request. A server below saturation sleeps
  *    between requests, so what runs in the background shows here, and contention on the machine
  *    moves CPU time per request far less than it moves a saturated server's throughput.
- * 3. scrape: BENCH_SCRAPES sequential `GET /metrics` on one keep-alive connection, 10 ms apart,
- *    after a second of load; one process (pinned), then WORKERS=2 (unpinned: two workers on one
- *    core would measure the core). The median and p90 time to the complete body.
+ * 3. scrape: the scrape phase of `npm run bench` (bench/_phases/scrape.ts) on each side, twice,
+ *    alternating which goes first: first scrapes (settled and at once) over BENCH_SCRAPE_STARTS
+ *    fresh starts, the median of BENCH_SCRAPES sequential scrapes, the p99 with WORKERS=2; the
+ *    median of each figure over both rounds, with its range.
  * 4. idle: each template's CPU time over IDLE_S seconds with no request, two rounds alternating.
  *
  * Environment: BENCH_AB_ONLY (throughput,rate,scrape,idle), BENCH_ROUNDS (6), BENCH_DURATION_S (2),
- * BENCH_WARMUP_S (2), BENCH_RUNTIMES (node,bun,deno), BENCH_RATE (4000), BENCH_SCRAPES (200).
+ * BENCH_WARMUP_S (2), BENCH_RUNTIMES (node,bun,deno), BENCH_RATE (4000), BENCH_SCRAPE_STARTS (7), BENCH_SCRAPES (200).
  */
 import { spawnSync } from "bun";
 import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
@@ -31,13 +32,13 @@ import { load } from "./_load.ts";
 import { AUTOCANNON, BUN, DENO, LOAD_CPU, NODE } from "./_machine.ts";
 import { cpuMs } from "./_proc.ts";
 import { killAll, killChildrenOnExit, run } from "./_process.ts";
+import { describeScrape, scrapePhase, type ScrapeRow } from "./_phases/scrape.ts";
 import { COMMANDS, type Server, startCommand } from "./_servers.ts";
 import { median, percentile, rotated } from "./_stats.ts";
 
 const COMMIT = process.argv[2] ?? "HEAD";
 const ONLY = new Set((process.env.BENCH_AB_ONLY ?? "throughput,rate,scrape,idle").split(",").map((s) => s.trim()));
 const RATE = Number(process.env.BENCH_RATE ?? 4_000);
-const SCRAPES = Number(process.env.BENCH_SCRAPES ?? 200);
 /** How long the rate phase measures, after a 2 s warm-up at the same rate. */
 const RATE_S = 6;
 /** How long the idle phase measures each template. */
@@ -69,20 +70,6 @@ async function atRate(url: string, rate: number, seconds: number): Promise<numbe
     seconds * 1_000 + 15_000,
   );
   return (JSON.parse(out.slice(out.indexOf("{"))) as { requests: { total: number } }).requests.total;
-}
-
-/** Times BENCH_SCRAPES sequential scrapes of `url`/metrics, in ms. */
-async function scrapes(url: string): Promise<number[]> {
-  const times: number[] = [];
-  for (let i = 0; i < SCRAPES; i++) {
-    const started = performance.now();
-    const response = await fetch(`${url}/metrics`);
-    const body = await response.text();
-    times.push(performance.now() - started);
-    if (response.status !== 200 || !body.includes("http_requests_total")) throw new Error(`GET /metrics answered ${response.status}`);
-    await Bun.sleep(10);
-  }
-  return times;
 }
 
 /** The median of the per-round ratios a / b, and the middle half of them. */
@@ -153,20 +140,26 @@ async function main(): Promise<void> {
         log(tables.rate.at(-1)!);
       }
       if (ONLY.has("scrape")) {
-        const cells: string[] = [];
-        for (const workers of ["1", "2"]) {
-          for (const side of ["before", "after"] as const) {
-            const server = workers === "1" ? await start(runtime, side) : await start(runtime, side, { WORKERS: workers }, []);
-            try {
-              await load(server.url, 1, workers === "1" ? undefined : []);
-              const times = await scrapes(server.url);
-              cells.push(`${fmt(median(times), 2)} / ${fmt(percentile(times, 90), 2)}`);
-            } finally {
-              await server.stop();
-            }
+        // The scrape phase of `npm run bench` on each side, twice, alternating which goes first.
+        const r = new Map<"before" | "after", ScrapeRow[]>([["before", []], ["after", []]]);
+        for (let round = 1; round <= 2; round++) {
+          for (const side of rotated(["before", "after"] as const, round)) {
+            const row = await scrapePhase(runtime, commands(runtime)[side]);
+            r.get(side)!.push(row);
+            log(`  ${runtime} round ${round} ${side.padEnd(6)} ${describeScrape(row)}`);
           }
         }
-        tables.scrape.push(`| ${runtime} | ${cells.join(" | ")} |`);
+        const cell = (side: "before" | "after", figure: (row: ScrapeRow) => number[]) => {
+          const all = r.get(side)!.flatMap(figure);
+          return `${fmt(median(all), 1)} (${fmt(Math.min(...all), 1)}-${fmt(Math.max(...all), 1)})`;
+        };
+        const figures: Array<(row: ScrapeRow) => number[]> = [
+          (row) => row.firstMs,
+          (row) => row.atOnceMs,
+          (row) => [row.medianMs],
+          (row) => [row.workers.p99Ms],
+        ];
+        tables.scrape.push(`| ${runtime} | ${figures.map((f) => `${cell("before", f)} | ${cell("after", f)}`).join(" | ")} |`);
         log(tables.scrape.at(-1)!);
       }
       if (ONLY.has("idle")) {
@@ -197,7 +190,10 @@ async function main(): Promise<void> {
         `| runtime | CPU µs/request at ${RATE}/s: bare Hono | before | after | before / Hono | after / Hono | after / before |`,
         tables.rate,
       ),
-      ...table(`| runtime | scrape ms, median / p90: before | after | WORKERS=2: before | after |`, tables.scrape),
+      ...table(
+        `| runtime | first scrape ms, settled: before | after | at once: before | after | sequential median: before | after | WORKERS=2 p99: before | after |`,
+        tables.scrape,
+      ),
       ...table(`| runtime | idle CPU-ms per second: before | after |`, tables.idle),
     ].join("\n"),
   );

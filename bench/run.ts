@@ -22,6 +22,9 @@
  *    WebSocket (BENCH_WS_CONNECTIONS held), the CPU a server holding them spends with and without
  *    pings over BENCH_WS_PING_CPU_S, and echo messages per second with 64 clients, co-scheduled
  *    (BENCH_WS_ROUNDS rounds of BENCH_WS_DURATION_S).
+ * 9. Scrapes: the template's first `GET /metrics` after start over BENCH_SCRAPE_STARTS fresh
+ *    starts, then BENCH_SCRAPES sequential scrapes of a server that has served, with one process
+ *    and with WORKERS=2.
  *
  * Writes bench/results/bench.{md,json}, bench/results/throughput.svg, and copies the markdown
  * and the chart to bench/RESULTS.md and bench/throughput.svg. The machine is small and shared:
@@ -33,7 +36,8 @@
  * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_SLOWLORIS_CONNECTIONS (1000),
  * BENCH_CHURN_CYCLES (80000), BENCH_COLDSTART_ROUNDS (7), BENCH_WORKERS_ROUNDS (4),
  * BENCH_WS_CONNECTIONS (10000), BENCH_WS_ROUNDS (5), BENCH_WS_DURATION_S (4), BENCH_WS_PING_CPU_S (60),
- * BENCH_ONLY=throughput,idle,reap,slowloris,churn,coldstart,workers,websocket (a subset runs only those
+ * BENCH_SCRAPE_STARTS (7), BENCH_SCRAPES (200),
+ * BENCH_ONLY=throughput,idle,reap,slowloris,churn,coldstart,workers,websocket,scrape (a subset runs only those
  * phases and leaves the committed results alone).
  */
 import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
@@ -59,6 +63,7 @@ import { connectionChurn } from "./_phases/churn.ts";
 import { coldStart, type ColdStartRow } from "./_phases/coldstart.ts";
 import { idleCapacity, idleKinds } from "./_phases/idle.ts";
 import { reapPrecision } from "./_phases/reap.ts";
+import { describeScrape, scrapePhase } from "./_phases/scrape.ts";
 import { slowlorisFlood } from "./_phases/slowloris.ts";
 import { throughput } from "./_phases/throughput.ts";
 import { describeWebSocket, websocketPhase } from "./_phases/websocket.ts";
@@ -90,6 +95,7 @@ async function main(): Promise<void> {
     coldStart: [],
     workers: [],
     websocket: [],
+    scrape: [],
     errors: [],
   };
   log(`generator: ${meta.generator}; ${meta.nproc} cores, ${meta.cpuModel}; node ${meta.node}, bun ${meta.bun}, ${meta.deno}`);
@@ -207,6 +213,7 @@ async function main(): Promise<void> {
       results.meta.nofile = note;
       await perRuntime("websocket", "websocket", 1, (runtime) => websocketPhase(runtime, limit), results.websocket, describeWebSocket);
     }
+    await perRuntime("scrape", "scrape", 1, (runtime) => scrapePhase(runtime), results.scrape, describeScrape);
   } finally {
     killAll();
   }
