@@ -175,27 +175,29 @@ describe("the inbox: delivered means stored", () => {
     );
   }
 
-  test.concurrent(
-    "node-http on sqlite: an inbox that cannot be written answers the hub 503 (it sends again) and logs an error; once it can, the delivery is taken",
-    () =>
-      using(async (defer) => {
-        const { store, hub, downstream, server } = await subscribed("node-http", "sqlite", defer);
-        // Another process makes every insert into the inbox fail, as a full disk would.
-        const db = new DatabaseSync(store.path!);
-        defer(() => db.close());
-        db.exec("CREATE TRIGGER refuse BEFORE INSERT ON inbox BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END");
-        expect(await publishAll(hub, ["lost?"])).toEqual([503]);
-        const failed = await server.waitForEvent("websub_inbox_write_failed", 2_000);
-        expect(failed).toMatchObject({ level: "error", error: { message: expect.stringContaining("database or disk is full") } });
-        db.exec("DROP TRIGGER refuse");
-        // The hub's retry.
-        expect(await publishAll(hub, ["lost?"])).toEqual([202]);
-        await downstream.until(() => downstream.taken().length === 1, 5_000, "the retried delivery processed");
-        const metrics = await (await fetchOnce(`${server.url}/metrics`)).text();
-        expect(metric(metrics, 'websub_deliveries_total{result="store_failed"}')).toBe(1);
-      }),
-    30_000,
-  );
+  for (const engine of ["node-http", "deno-per-connection"] as const) {
+    test.concurrent(
+      `${engine} on sqlite: an inbox that cannot be written answers the hub 503 (it sends again) and logs an error; once it can, the delivery is taken`,
+      () =>
+        using(async (defer) => {
+          const { store, hub, downstream, server } = await subscribed(engine, "sqlite", defer);
+          // Another process makes every insert into the inbox fail, as a full disk would.
+          const db = new DatabaseSync(store.path!);
+          defer(() => db.close());
+          db.exec("CREATE TRIGGER refuse BEFORE INSERT ON inbox BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END");
+          expect(await publishAll(hub, ["lost?"])).toEqual([503]);
+          const failed = await server.waitForEvent("websub_inbox_write_failed", 2_000);
+          expect(failed).toMatchObject({ level: "error", error: { message: expect.stringContaining("database or disk is full") } });
+          db.exec("DROP TRIGGER refuse");
+          // The hub's retry.
+          expect(await publishAll(hub, ["lost?"])).toEqual([202]);
+          await downstream.until(() => downstream.taken().length === 1, 5_000, "the retried delivery processed");
+          const metrics = await (await fetchOnce(`${server.url}/metrics`)).text();
+          expect(metric(metrics, 'websub_deliveries_total{result="store_failed"}')).toBe(1);
+        }),
+      30_000,
+    );
+  }
 
   test.skipIf(REDIS_MISSING !== undefined).concurrent(
     `bun-serve on redis${REDIS_MISSING ? ` (skipped: ${REDIS_MISSING})` : ""}: with redis-server gone a delivery gets a 5xx, never a 2xx`,
