@@ -283,38 +283,44 @@ describe("the inbox: delivered means stored", () => {
     30_000,
   );
 
-  test.concurrent(
-    "WORKERS=2 on one SQLite file: 20 deliveries over both workers, each processed exactly once",
-    () =>
-      using(async (defer) => {
-        const { hub, downstream } = await subscribed("node-http", "sqlite", defer, { WORKERS: "2" });
-        const bodies = Array.from({ length: 20 }, (_, i) => `item ${i}`);
-        const delivered = await hub.deliver(20);
-        expect(new Set(delivered.statuses)).toEqual(new Set([202]));
-        expect(await publishAll(hub, bodies)).toEqual(bodies.map(() => 202));
-        await downstream.until(() => downstream.taken().length === 40, 10_000, "40 deliveries processed");
-        // Once each: no key twice.
-        expect(new Set(downstream.received.map((r) => r.key)).size).toBe(40);
-        expect(downstream.taken().filter((b) => b.startsWith("item "))).toEqual(bodies);
-      }),
-    30_000,
-  );
+  for (const engine of ["node-http", "bun-serve", "deno-per-connection"] as const) {
+    test.concurrent(
+      `${engine}, WORKERS=2 on one SQLite file: 40 deliveries over both workers, each processed exactly once`,
+      () =>
+        using(async (defer) => {
+          const { hub, downstream } = await subscribed(engine, "sqlite", defer, { WORKERS: "2" });
+          const bodies = Array.from({ length: 20 }, (_, i) => `item ${i}`);
+          const delivered = await hub.deliver(20);
+          expect(new Set(delivered.statuses)).toEqual(new Set([202]));
+          expect(await publishAll(hub, bodies)).toEqual(bodies.map(() => 202));
+          await downstream.until(() => downstream.taken().length === 40, 10_000, "40 deliveries processed");
+          // Once each: nothing sent twice, no key twice.
+          expect(downstream.received.length).toBe(40);
+          expect(new Set(downstream.received.map((r) => r.key)).size).toBe(40);
+          expect(downstream.taken().filter((b) => b.startsWith("item "))).toEqual(bodies);
+        }),
+      30_000,
+    );
+  }
 
   test.skipIf(REDIS_MISSING !== undefined).concurrent(
-    `two processes on one Redis (bun-serve and deno-per-connection)${
+    `three processes on one Redis (bun-serve, deno-per-connection, node-http)${
       REDIS_MISSING ? ` (skipped: ${REDIS_MISSING})` : ""
-    }: deliveries to either are each processed exactly once, in arrival order`,
+    }: deliveries to any of them are each processed exactly once, in arrival order`,
     () =>
       using(async (defer) => {
         const { hub, downstream, env, server, callback } = await subscribed("bun-serve", "redis", defer);
         // Another host behind the same address: the same callback base, the same store.
-        const other = await startServer("deno-per-connection", { ...env, WEBSUB_CALLBACK_URL: server.url });
-        defer(() => other.kill());
+        const others = await Promise.all(
+          (["deno-per-connection", "node-http"] as const).map((engine) => startServer(engine, { ...env, WEBSUB_CALLBACK_URL: server.url })),
+        );
+        for (const other of others) defer(() => other.kill());
+        const urls = [server.url, ...others.map((other) => other.url)];
         const path = new URL(callback).pathname;
-        const bodies = Array.from({ length: 20 }, (_, i) => `item ${i}`);
+        const bodies = Array.from({ length: 21 }, (_, i) => `item ${i}`);
         for (const [i, body] of bodies.entries()) {
-          // Alternately to each process, as a load balancer would.
-          const target = `${i % 2 === 0 ? server.url : other.url}${path}`;
+          // In turn to each process, as a load balancer would.
+          const target = `${urls[i % urls.length]}${path}`;
           const res = await fetch(target, {
             method: "POST",
             body,
@@ -322,9 +328,10 @@ describe("the inbox: delivered means stored", () => {
           });
           expect(res.status).toBe(202);
         }
-        await downstream.until(() => downstream.taken().length === 20, 10_000, "20 deliveries processed");
+        await downstream.until(() => downstream.taken().length === 21, 10_000, "21 deliveries processed");
         expect(downstream.taken()).toEqual(bodies);
-        expect(new Set(downstream.received.map((r) => r.key)).size).toBe(20);
+        expect(downstream.received.length).toBe(21);
+        expect(new Set(downstream.received.map((r) => r.key)).size).toBe(21);
         expect(hub.requests.length).toBe(1);
       }),
     30_000,
