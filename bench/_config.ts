@@ -70,6 +70,9 @@ export const WS_ROUNDS = intEnv("BENCH_WS_ROUNDS", 5);
 export const WS_DURATION_S = intEnv("BENCH_WS_DURATION_S", 4);
 /** WebSocket phase: seconds over which the CPU time of servers holding idle WebSockets is read. */
 export const WS_PING_CPU_S = intEnv("BENCH_WS_PING_CPU_S", 60);
+/** Throughput phase, co-scheduled: rounds, and seconds measured in each, after one warm-up of WARMUP_S. */
+export const CO_ROUNDS = intEnv("BENCH_CO_ROUNDS", 7);
+export const CO_DURATION_S = intEnv("BENCH_CO_DURATION_S", 4);
 /** Scrape phase: fresh starts whose first scrape is timed, and sequential scrapes per server. */
 export const SCRAPE_STARTS = intEnv("BENCH_SCRAPE_STARTS", 7);
 export const SCRAPES = intEnv("BENCH_SCRAPES", 200);

@@ -20,16 +20,13 @@
  * Environment: BENCH_AB_ONLY (throughput,rate,scrape,idle), BENCH_ROUNDS (6), BENCH_DURATION_S (2),
  * BENCH_WARMUP_S (2), BENCH_RUNTIMES (node,bun,deno), BENCH_RATE (4000), BENCH_SCRAPE_STARTS (7), BENCH_SCRAPES (200).
  */
-import { spawnSync } from "bun";
-import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { ROOT } from "../harness/process.ts";
+import { rmSync } from "node:fs";
 import type { Runtime } from "../src/policy/types.ts";
 import { DURATION_S, ROUNDS, RUNTIMES, WARMUP_S } from "./_config.ts";
+import { exportCommit, templateCommand } from "./_coscheduled.ts";
 import { fmt, log } from "./_format.ts";
 import { load } from "./_load.ts";
-import { AUTOCANNON, BUN, DENO, LOAD_CPU, NODE } from "./_machine.ts";
+import { AUTOCANNON, LOAD_CPU, NODE } from "./_machine.ts";
 import { cpuMs } from "./_proc.ts";
 import { killAll, killChildrenOnExit, run } from "./_process.ts";
 import { describeScrape, scrapePhase, type ScrapeRow } from "./_phases/scrape.ts";
@@ -45,23 +42,6 @@ const RATE_S = 6;
 const IDLE_S = 10;
 const SIDES = ["hono", "before", "after"] as const;
 type Side = (typeof SIDES)[number];
-
-/** The template of `tree` on `runtime`, serving that tree's fixture app. */
-function templateCommand(runtime: Runtime, tree: string): string[] {
-  const entry = `${tree}src/main/${runtime}.ts`;
-  const app = `${tree}test/_fixture.ts`;
-  if (runtime === "deno") return [DENO, "run", "--allow-all", `--config=${tree}deno.json`, entry, app];
-  return [runtime === "node" ? NODE : BUN, entry, app];
-}
-
-/** `commit`'s tree in a temporary directory, sharing this tree's node_modules. */
-function exportCommit(commit: string): string {
-  const dir = `${mkdtempSync(join(tmpdir(), "metrics-ab-"))}/`;
-  const archive = spawnSync(["sh", "-c", `git -C '${ROOT}' archive '${commit}' | tar -x -C '${dir}'`]);
-  if (archive.exitCode !== 0) throw new Error(`cannot export ${commit}: ${archive.stderr.toString()}`);
-  symlinkSync(`${ROOT}node_modules`, `${dir}node_modules`);
-  return dir;
-}
 
 /** Requests autocannon made at `rate` per second for `seconds`, on the load core. */
 async function atRate(url: string, rate: number, seconds: number): Promise<number> {
@@ -80,7 +60,7 @@ function ratio(a: number[], b: number[]): string {
 
 async function main(): Promise<void> {
   killChildrenOnExit();
-  const tree = exportCommit(COMMIT);
+  const tree = exportCommit(COMMIT, "metrics-ab-");
   const commands = (runtime: Runtime): Record<Side, string[]> => ({
     hono: COMMANDS[runtime].hono,
     before: templateCommand(runtime, tree),

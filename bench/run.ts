@@ -2,7 +2,10 @@
  * `bun bench/run.ts`: the template against the runtime's own server and a bare Hono app, on
  * Node, Bun and Deno, on 127.0.0.1.
  *
- * 1. Throughput and latency of `GET /` (wrk, or autocannon when wrk is missing or
+ * 1. Throughput of `GET /`, co-scheduled for the headline ratios: the template and bare Hono, then
+ *    the template and the raw server, each pair pinned to one core together and loaded at once by
+ *    two wrk (BENCH_CO_ROUNDS rounds of BENCH_CO_DURATION_S; bench/_coscheduled.ts). Then, as
+ *    context, each server's own throughput and latency (wrk, or autocannon when wrk is missing or
  *    BENCH_LOAD=autocannon), ROUNDS rounds alternating raw, bare Hono and template per runtime.
  * 2. Idle capacity: 10,000 keep-alive connections left idle after one request each: the server's
  *    RSS and fds before and after; for the template (IDLE_TIMEOUT=8s), when they are all closed
@@ -36,7 +39,7 @@
  * BENCH_IDLE_CONNECTIONS (10000), BENCH_REAP_CONNECTIONS (1000), BENCH_SLOWLORIS_CONNECTIONS (1000),
  * BENCH_CHURN_CYCLES (80000), BENCH_COLDSTART_ROUNDS (7), BENCH_WORKERS_ROUNDS (4),
  * BENCH_WS_CONNECTIONS (10000), BENCH_WS_ROUNDS (5), BENCH_WS_DURATION_S (4), BENCH_WS_PING_CPU_S (60),
- * BENCH_SCRAPE_STARTS (7), BENCH_SCRAPES (200),
+ * BENCH_SCRAPE_STARTS (7), BENCH_SCRAPES (200), BENCH_CO_ROUNDS (7), BENCH_CO_DURATION_S (4),
  * BENCH_ONLY=throughput,idle,reap,slowloris,churn,coldstart,workers,websocket,scrape (a subset runs only those
  * phases and leaves the committed results alone).
  */
@@ -45,6 +48,8 @@ import type { Runtime } from "../src/policy/types.ts";
 import { chart } from "./_chart.ts";
 import {
   BENCH,
+  CO_DURATION_S,
+  CO_ROUNDS,
   COLDSTART_ROUNDS,
   CONNECTIONS,
   DURATION_S,
@@ -59,7 +64,9 @@ import {
 } from "./_config.ts";
 import { fmt, log } from "./_format.ts";
 import { machine, nofileLimit } from "./_machine.ts";
+import { coscheduledUnavailable } from "./_coscheduled.ts";
 import { connectionChurn } from "./_phases/churn.ts";
+import { coscheduled } from "./_phases/coscheduled.ts";
 import { coldStart, type ColdStartRow } from "./_phases/coldstart.ts";
 import { idleCapacity, idleKinds } from "./_phases/idle.ts";
 import { reapPrecision } from "./_phases/reap.ts";
@@ -83,11 +90,14 @@ async function main(): Promise<void> {
       idleRounds: IDLE_ROUNDS,
       coldStartRounds: COLDSTART_ROUNDS,
       workersRounds: WORKERS_ROUNDS,
+      coscheduledRounds: CO_ROUNDS,
+      coscheduledDurationS: CO_DURATION_S,
       durationS: DURATION_S,
       warmupS: WARMUP_S,
       connections: CONNECTIONS,
     },
     throughput: [],
+    coscheduled: [],
     idle: [],
     reap: [],
     slowloris: [],
@@ -133,8 +143,25 @@ async function main(): Promise<void> {
   };
   try {
     if (ONLY.has("throughput")) {
+      const unavailable = coscheduledUnavailable();
+      if (unavailable) {
+        results.coscheduledSkipped = unavailable;
+        log(`throughput, co-scheduled: not measured: ${unavailable}`);
+      }
+      for (const runtime of unavailable ? [] : RUNTIMES) {
+        log(`throughput, co-scheduled: ${runtime}`);
+        const rows = (await attempt(`throughput co-scheduled ${runtime}`, () => coscheduled(runtime))) ?? [];
+        results.coscheduled.push(...rows);
+        for (const row of rows) {
+          log(
+            `  ${runtime} template / ${row.other}: median ${row.medianRatio.toFixed(3)} (${row.minRatio.toFixed(3)}-${
+              row.maxRatio.toFixed(3)
+            })`,
+          );
+        }
+      }
       for (const runtime of RUNTIMES) {
-        log(`throughput: ${runtime}`);
+        log(`throughput, sequential: ${runtime}`);
         results.throughput.push(...((await attempt(`throughput ${runtime}`, () => throughput(runtime))) ?? []));
       }
     }
