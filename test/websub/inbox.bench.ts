@@ -9,17 +9,21 @@
  *   and how long the inbox took to empty after (processed per second over the whole run);
  * - at rest: BENCH_INBOX_REST deliveries one at a time, each after the last was processed; the time
  *   from the 2xx reaching the client to handleContent running, p50 and p99.
+ * With BENCH_INBOX_BEFORE=<commit>, each configuration's load is also run, just before, against
+ * that commit's tree (exported with `git archive`, node_modules linked), whose server acknowledged
+ * without storing: what the inbox costs the acknowledgement.
  * Not part of `npm test` or `npm run bench`; prints one JSON line per configuration and a table.
  * It lives with the module's tests, not in bench/, so that removing the module (its folders, as
  * docs/websub.md says) leaves nothing that imports it; figures in bench/README.md.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawnSync } from "bun";
+import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { percentile } from "../../bench/_stats.ts";
-import { ROOT, type ServerProcess } from "../../harness/process.ts";
+import { ROOT, ServerProcess } from "../../harness/process.ts";
 import { startRedis } from "../../harness/redis.ts";
-import { startServer } from "../../harness/servers.ts";
+import { runtimeOf, SCRIPTS, startListening, startServer } from "../../harness/servers.ts";
 import type { Engine } from "../../src/policy/types.ts";
 import { signBody } from "../../src/websub/websub.ts";
 import { HUB_TOPIC, startHub } from "./_hub.ts";
@@ -30,9 +34,12 @@ const REST = Number(process.env.BENCH_INBOX_REST ?? 100);
 const ENGINES = (process.env.BENCH_INBOX_ENGINES ?? "node-http,bun-serve,deno-per-connection").split(",") as Engine[];
 const STORES = (process.env.BENCH_INBOX_STORES ?? "sqlite,redis").split(",") as Array<"sqlite" | "redis">;
 const SECRET = "bench-secret";
+const BEFORE = process.env.BENCH_INBOX_BEFORE;
 const SIZES = [1_024, 102_400];
 
 interface Row {
+  /** The tree measured: this one, or BENCH_INBOX_BEFORE's. */
+  tree: string;
   engine: Engine;
   store: "sqlite" | "redis";
   bodyBytes: number;
@@ -62,7 +69,25 @@ async function processed(server: ServerProcess, count: number, timeoutMs: number
   }
 }
 
-async function measure(engine: Engine, store: "sqlite" | "redis", bodyBytes: number): Promise<Row> {
+/** `commit`'s files in a temporary folder, node_modules linked: a server as it was then. */
+function exportTree(commit: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "websub-inbox-before-"));
+  const archive = spawnSync(["sh", "-c", `git -C '${ROOT}' archive '${commit}' | tar -x -C '${dir}'`]);
+  if (archive.exitCode !== 0) throw new Error(`cannot export ${commit}: ${archive.stderr.toString()}`);
+  symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"));
+  return dir;
+}
+
+/** `engine`'s server started in `tree` as harness/servers.ts starts one here: its npm script, the fixture app, 127.0.0.1 port 0. */
+function startIn(tree: string, engine: Engine, env: Record<string, string>): Promise<ServerProcess> {
+  const runtime = runtimeOf(engine);
+  const engineEnv = runtime === "node" ? {} : { [`${runtime.toUpperCase()}_ENGINE`]: engine };
+  const cmd = ["sh", "-c", `cd '${tree}' && exec "$@"`, "sh", ...SCRIPTS[runtime], "--", "test/_fixture.ts"];
+  return startListening(() => new ServerProcess(cmd, { ...process.env, PORT: "0", HOST: "127.0.0.1", ...engineEnv, ...env }));
+}
+
+/** One configuration on this tree, or (`before`) its load alone on an exported one. */
+async function measure(engine: Engine, store: "sqlite" | "redis", bodyBytes: number, before?: string): Promise<Row> {
   const cleanups: Array<() => unknown> = [];
   try {
     let spec: string;
@@ -78,11 +103,9 @@ async function measure(engine: Engine, store: "sqlite" | "redis", bodyBytes: num
     }
     const hub = await startHub();
     cleanups.push(() => hub.close());
-    const server = await startServer(engine, {
-      WEBSUB_HUB: hub.url,
-      WEBSUB_TOPIC: HUB_TOPIC,
-      WEBSUB_SECRET: SECRET,
-      WEBSUB_STORE: spec,
+    const env = { WEBSUB_HUB: hub.url, WEBSUB_TOPIC: HUB_TOPIC, WEBSUB_SECRET: SECRET, WEBSUB_STORE: spec };
+    const server = before !== undefined ? await startIn(before, engine, env) : await startServer(engine, {
+      ...env,
       WEBSUB_HANDLER: `${ROOT}test/websub/_bench_content.ts`,
       WEBSUB_INBOX_LIMIT: "1000000",
       WEBSUB_INBOX_BYTES: "100mb",
@@ -108,6 +131,18 @@ async function measure(engine: Engine, store: "sqlite" | "redis", bodyBytes: num
       }
     }));
     const elapsedMs = performance.now() - started;
+    const acknowledged = {
+      tree: before === undefined ? "this" : BEFORE!,
+      engine,
+      store,
+      bodyBytes,
+      ackPerSecond: Math.round(ack.length / (elapsedMs / 1_000)),
+      ackP50Ms: percentile(ack, 50),
+      ackP99Ms: percentile(ack, 99),
+      refused,
+    };
+    // Before the inbox, content was handed over in memory after the 2xx: nothing more to measure.
+    if (before !== undefined) return { ...acknowledged, processedPerSecond: NaN, restP50Ms: NaN, restP99Ms: NaN };
     await processed(server, ack.length, 120_000);
     // When the server ran the last one, on its clock (the epoch, as this process's).
     const drainedMs = Math.max(...server.named("bench_processed").map((e) => Number(e.atMs))) - startedAtMs;
@@ -124,13 +159,7 @@ async function measure(engine: Engine, store: "sqlite" | "redis", bodyBytes: num
       rest.push(Number(event.atMs) - ackedAt);
     }
     return {
-      engine,
-      store,
-      bodyBytes,
-      ackPerSecond: Math.round(ack.length / (elapsedMs / 1_000)),
-      ackP50Ms: percentile(ack, 50),
-      ackP99Ms: percentile(ack, 99),
-      refused,
+      ...acknowledged,
       processedPerSecond: Math.round(ack.length / (drainedMs / 1_000)),
       restP50Ms: percentile(rest, 50),
       restP99Ms: percentile(rest, 99),
@@ -140,24 +169,31 @@ async function measure(engine: Engine, store: "sqlite" | "redis", bodyBytes: num
   }
 }
 
+const beforeTree = BEFORE === undefined ? undefined : exportTree(BEFORE);
 const rows: Row[] = [];
-for (const engine of ENGINES) {
-  for (const store of STORES) {
-    for (const bodyBytes of SIZES) {
-      const row = await measure(engine, store, bodyBytes);
-      console.log(JSON.stringify(row));
-      rows.push(row);
+try {
+  for (const engine of ENGINES) {
+    for (const store of STORES) {
+      for (const bodyBytes of SIZES) {
+        for (const tree of beforeTree === undefined ? [undefined] : [beforeTree, undefined]) {
+          const row = await measure(engine, store, bodyBytes, tree);
+          console.log(JSON.stringify(row));
+          rows.push(row);
+        }
+      }
     }
   }
+} finally {
+  if (beforeTree !== undefined) rmSync(beforeTree, { recursive: true, force: true });
 }
 const ms = (value: number) => value.toFixed(value < 10 ? 2 : 1);
 console.log(
-  "\n| engine | store | body | acknowledged/s | ack p50 ms | ack p99 ms | 503s | processed/s | 2xx to processing p50 ms | p99 ms |",
+  "\n| tree | engine | store | body | acknowledged/s | ack p50 ms | ack p99 ms | 503s | processed/s | 2xx to processing p50 ms | p99 ms |",
 );
-console.log("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+console.log("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const r of rows) {
   console.log(
-    `| ${r.engine} | ${r.store} | ${r.bodyBytes / 1_024} KB | ${r.ackPerSecond} | ${ms(r.ackP50Ms)} | ${
+    `| ${r.tree} | ${r.engine} | ${r.store} | ${r.bodyBytes / 1_024} KB | ${r.ackPerSecond} | ${ms(r.ackP50Ms)} | ${
       ms(r.ackP99Ms)
     } | ${r.refused} | ${r.processedPerSecond} | ${ms(r.restP50Ms)} | ${ms(r.restP99Ms)} |`,
   );
