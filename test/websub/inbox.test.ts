@@ -285,10 +285,13 @@ test(
       expect(await cli("inbox", "retry", waiting.id)).toBe(1);
       expect(await cli("inbox", "retry", bad.id)).toBe(0);
       expect(lines.map((l) => l.event ?? l.error)).toEqual(["not_failed", "websub_delivery_requeued"]);
-      expect((await store.inbox.claim("w", 10_000, true))?.id).toBe(bad.id);
+      // Both are due now: the one waiting longer (b) is taken first, then the retried one.
+      const taken = [await store.inbox.claim("w", 10_000, true), await store.inbox.claim("w", 10_000, true)];
+      expect(taken.map((e) => e?.id)).toEqual([waiting.id, bad.id]);
       await store.inbox.fail(bad.id, "w", "Error: again");
       expect(await cli("inbox", "drop", bad.id)).toBe(0);
       expect(await store.inbox.stats()).toEqual({ pending: 1, failed: 0, bytes: 12 });
+      expect((await store.inbox.list()).map((e) => [e.id, e.state])).toEqual([[waiting.id, "processing"]]);
       expect(await cli("inbox", "frobnicate")).toBe(2);
     }),
   TIMEOUT_MS,

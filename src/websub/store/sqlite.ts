@@ -54,11 +54,16 @@ const SCHEMA_V2 = `
     subscription_id TEXT NOT NULL,
     -- 'pending' (waiting, claimed, or waiting for a retry) or 'failed' (a dead letter).
     state TEXT NOT NULL,
+    -- 1 for the oldest pending delivery of its subscription, what an ordered claim takes; kept by
+    -- the triggers below, so that no query looks through a subscription's backlog for it.
+    is_head INTEGER NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     due_at_ms INTEGER NOT NULL,
     owner TEXT,
     -- The claim's lease: another process may take it from then on.
     until_ms INTEGER NOT NULL DEFAULT 0,
+    -- When it may be claimed, the later of the two above: set by every statement that sets either.
+    ready_at_ms INTEGER NOT NULL,
     received_at_ms INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
     -- JSON: what it was delivered to, and the hub's headers.
@@ -67,21 +72,31 @@ const SCHEMA_V2 = `
     last_error TEXT
   ) STRICT;
   CREATE INDEX inbox_subscription ON inbox (subscription_id, state, seq);
-  CREATE INDEX inbox_state ON inbox (state, seq);
+  CREATE INDEX inbox_ready ON inbox (state, ready_at_ms);
+  CREATE INDEX inbox_heads ON inbox (ready_at_ms) WHERE is_head = 1;
   CREATE TABLE inbox_totals (one INTEGER PRIMARY KEY CHECK (one = 1), count INTEGER NOT NULL, bytes INTEGER NOT NULL) STRICT;
   INSERT INTO inbox_totals VALUES (1, 0, 0);
   CREATE TRIGGER inbox_added AFTER INSERT ON inbox BEGIN
     UPDATE inbox_totals SET count = count + 1, bytes = bytes + NEW.bytes;
+    UPDATE inbox SET is_head = 1 WHERE seq = NEW.seq AND NOT EXISTS
+      (SELECT 1 FROM inbox WHERE subscription_id = NEW.subscription_id AND state = 'pending' AND seq < NEW.seq);
   END;
   CREATE TRIGGER inbox_removed AFTER DELETE ON inbox BEGIN
     UPDATE inbox_totals SET count = count - 1, bytes = bytes - OLD.bytes;
+    UPDATE inbox SET is_head = 1 WHERE OLD.is_head = 1 AND seq =
+      (SELECT min(seq) FROM inbox WHERE subscription_id = OLD.subscription_id AND state = 'pending');
+  END;
+  CREATE TRIGGER inbox_failed AFTER UPDATE OF state ON inbox WHEN NEW.state = 'failed' AND OLD.state = 'pending' BEGIN
+    UPDATE inbox SET is_head = 0 WHERE seq = NEW.seq;
+    UPDATE inbox SET is_head = 1 WHERE OLD.is_head = 1 AND seq =
+      (SELECT min(seq) FROM inbox WHERE subscription_id = NEW.subscription_id AND state = 'pending');
+  END;
+  -- A dead letter retried goes back to its place, which may be before the subscription's head.
+  CREATE TRIGGER inbox_requeued AFTER UPDATE OF state ON inbox WHEN NEW.state = 'pending' AND OLD.state = 'failed' BEGIN
+    UPDATE inbox SET is_head = (seq = (SELECT min(seq) FROM inbox WHERE subscription_id = NEW.subscription_id AND state = 'pending'))
+      WHERE subscription_id = NEW.subscription_id AND state = 'pending';
   END;
 `;
-
-// Deliveries `claim` may take: pending ones, or (ordered) only the oldest pending one of each subscription.
-const CANDIDATES = "i.state = 'pending'";
-const HEADS = `${CANDIDATES} AND NOT EXISTS
-  (SELECT 1 FROM inbox j WHERE j.subscription_id = i.subscription_id AND j.state = 'pending' AND j.seq < i.seq)`;
 
 let sqlite: Promise<typeof import("node:sqlite")> | undefined;
 
@@ -365,30 +380,37 @@ type InboxStatement =
 
 /** The inbox's statements: each one statement, so each is atomic without a transaction of ours. */
 function prepareInbox(db: DatabaseSync): Record<InboxStatement, StatementSync> {
-  // Claims the first candidate that is due and not under another's lease, counting the attempt.
+  // Claims the candidate that has been ready longest (the oldest first among equals), counting the attempt.
   const claim = (candidates: string) =>
     db.prepare(
-      `UPDATE inbox SET owner = ?1, until_ms = ?2, attempts = attempts + 1
-       WHERE seq = (SELECT i.seq FROM inbox i WHERE ${candidates} AND i.due_at_ms <= ?3 AND i.until_ms <= ?3 ORDER BY i.seq LIMIT 1)
+      `UPDATE inbox SET owner = ?1, until_ms = ?2, ready_at_ms = ?2, attempts = attempts + 1
+       WHERE seq = (SELECT seq FROM inbox WHERE ${candidates} AND ready_at_ms <= ?3 ORDER BY ready_at_ms, seq LIMIT 1)
        RETURNING id, attempts, received_at_ms, meta, body`,
     );
-  const due = (candidates: string) => db.prepare(`SELECT min(max(i.due_at_ms, i.until_ms)) AS at FROM inbox i WHERE ${candidates}`);
+  const due = (candidates: string) => db.prepare(`SELECT min(ready_at_ms) AS at FROM inbox WHERE ${candidates}`);
   // A claimed delivery changes only while its owner holds it: pending, and `owner` its claimant.
   const held = "id = ? AND owner = ? AND state = 'pending'";
+  // Ordered: only the head of each subscription (an index of one row per subscription); else any pending one.
+  const heads = "is_head = 1";
+  const pending = "state = 'pending'";
   return {
     // Inserted only while the totals stay within both limits (?8 deliveries, ?9 bytes).
     add: db.prepare(
-      `INSERT INTO inbox (id, subscription_id, state, due_at_ms, received_at_ms, bytes, meta, body)
-       SELECT ?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7 FROM inbox_totals WHERE count + 1 <= ?8 AND bytes + ?5 <= ?9`,
+      `INSERT INTO inbox (id, subscription_id, state, due_at_ms, ready_at_ms, received_at_ms, bytes, meta, body)
+       SELECT ?1, ?2, 'pending', ?3, ?3, ?4, ?5, ?6, ?7 FROM inbox_totals WHERE count + 1 <= ?8 AND bytes + ?5 <= ?9`,
     ),
-    claimOrdered: claim(HEADS),
-    claimAny: claim(CANDIDATES),
-    extend: db.prepare("UPDATE inbox SET until_ms = ?1 WHERE id = ?2 AND owner = ?3 AND state = 'pending' AND until_ms > ?4"),
+    claimOrdered: claim(heads),
+    claimAny: claim(pending),
+    extend: db.prepare(
+      "UPDATE inbox SET until_ms = ?1, ready_at_ms = ?1 WHERE id = ?2 AND owner = ?3 AND state = 'pending' AND until_ms > ?4",
+    ),
     done: db.prepare(`DELETE FROM inbox WHERE ${held}`),
-    retry: db.prepare(`UPDATE inbox SET owner = NULL, until_ms = 0, due_at_ms = ?, last_error = ? WHERE ${held}`),
+    retry: db.prepare(
+      `UPDATE inbox SET owner = NULL, until_ms = 0, due_at_ms = ?1, ready_at_ms = ?1, last_error = ?2 WHERE id = ?3 AND owner = ?4 AND state = 'pending'`,
+    ),
     fail: db.prepare(`UPDATE inbox SET owner = NULL, until_ms = 0, state = 'failed', last_error = ? WHERE ${held}`),
-    dueOrdered: due(HEADS),
-    dueAny: due(CANDIDATES),
+    dueOrdered: due(heads),
+    dueAny: due(pending),
     stats: db.prepare(
       `SELECT count - (SELECT count(*) FROM inbox WHERE state = 'failed') AS pending,
          (SELECT count(*) FROM inbox WHERE state = 'failed') AS failed, bytes FROM inbox_totals`,
@@ -396,7 +418,9 @@ function prepareInbox(db: DatabaseSync): Record<InboxStatement, StatementSync> {
     list: db.prepare(
       "SELECT id, subscription_id, state, attempts, due_at_ms, until_ms, received_at_ms, bytes, meta, last_error FROM inbox ORDER BY seq",
     ),
-    requeue: db.prepare("UPDATE inbox SET state = 'pending', attempts = 0, due_at_ms = ? WHERE id = ? AND state = 'failed'"),
+    requeue: db.prepare(
+      "UPDATE inbox SET state = 'pending', attempts = 0, due_at_ms = ?1, ready_at_ms = ?1 WHERE id = ?2 AND state = 'failed'",
+    ),
     drop: db.prepare("DELETE FROM inbox WHERE id = ? AND state = 'failed'"),
   };
 }
