@@ -182,6 +182,11 @@ for (const backend of BACKENDS) {
         expect(await store.inbox.add(entry("a", "1"), limits)).toBe(false);
         await store.inbox.drop(first.id);
         expect(await store.inbox.add(entry("a", "1"), limits)).toBe(true);
+        // Added at once (SQLite commits them together), to a fresh store: the limit holds one by one, in order.
+        const [fresh] = await backend.open(defer);
+        const more = Array.from({ length: 5 }, (_, i) => entry("b", `${i}`));
+        const together = await Promise.all(more.map((e) => fresh.inbox.add(e, { maxCount: 3, maxBytes: 100 })));
+        expect(together).toEqual([true, true, true, false, false]);
       }), TIMEOUT_MS);
 
     test.concurrent(
@@ -242,6 +247,25 @@ for (const backend of BACKENDS) {
     );
   });
 }
+
+test(
+  "SQLite: deliveries added in one turn share one commit; one whose insert fails is refused alone, the others are stored",
+  () =>
+    using(async (defer) => {
+      const path = join(scratch(defer), "websub.sqlite");
+      const store = await sqliteStore(path);
+      defer(() => store.close());
+      const db = new DatabaseSync(path);
+      defer(() => db.close());
+      db.exec("CREATE TRIGGER refuse BEFORE INSERT ON inbox WHEN NEW.bytes = 6 BEGIN SELECT RAISE(ABORT, 'refused'); END");
+      const [a, bad, b] = [entry("a", "12345"), entry("a", "123456"), entry("a", "54321")];
+      const settled = await Promise.allSettled([a, bad, b].map((e) => store.inbox.add(e, ROOMY)));
+      expect(settled.map((r) => (r.status === "fulfilled" ? r.value : (r.reason as Error).message))).toEqual([true, "refused", true]);
+      // Committed: another connection sees both.
+      expect(db.prepare("SELECT id FROM inbox ORDER BY seq").all().map((row) => row.id)).toEqual([a.id, b.id]);
+    }),
+  TIMEOUT_MS,
+);
 
 test("a SQLite file of schema version 1 (subscriptions only) gets the inbox, its subscriptions kept", () =>
   using(async (defer) => {

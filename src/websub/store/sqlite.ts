@@ -7,7 +7,8 @@ import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import process from "node:process";
 import type { DatabaseSync, StatementSync } from "node:sqlite";
-import type { ClaimedEntry, DeliveredTo, Inbox, InboxSummary } from "./inbox.ts";
+import { setImmediate } from "node:timers";
+import type { ClaimedEntry, DeliveredTo, Inbox, InboxEntry, InboxLimits, InboxSummary } from "./inbox.ts";
 import type { Subscription, SubscriptionStore } from "./types.ts";
 
 /** Options for {@link sqliteStore}. */
@@ -271,24 +272,60 @@ export async function sqliteStore(path: string, options: SqliteStoreOptions = {}
     };
   };
   const changed = (result: { changes: number | bigint }) => Number(result.changes) > 0;
-  const sqliteInbox: Inbox = {
-    add: (entry, limits) =>
-      attempt(() => {
-        const bytes = entry.body.byteLength;
+  // Group commit: the deliveries that arrive in one turn of the event loop are inserted in one
+  // transaction, after that turn, so that they share one synced commit (what an insert costs most).
+  // Each is answered only once the commit returned; if it fails, all of them are refused.
+  type Waiting = { entry: InboxEntry; limits: InboxLimits; resolve(stored: boolean): void; reject(error: unknown): void };
+  let waiting: Waiting[] = [];
+  const commit = () => {
+    const batch = waiting;
+    waiting = [];
+    const results: Array<{ stored: boolean } | { error: unknown }> = [];
+    try {
+      const { add } = inboxOpen();
+      db.exec("BEGIN IMMEDIATE");
+      for (const { entry, limits } of batch) {
         const meta = JSON.stringify({ subscription: entry.subscription, headers: entry.headers });
-        return changed(
-          inboxOpen().add.run(
+        try {
+          const result = add.run(
             entry.id,
             entry.subscription.id,
             now(),
             entry.receivedAtMs,
-            bytes,
+            entry.body.byteLength,
             meta,
             entry.body,
             limits.maxCount,
             limits.maxBytes,
-          ),
-        );
+          );
+          results.push({ stored: changed(result) });
+        } catch (error) {
+          // This insert alone is undone (SQLite rolls back a failed statement, not the transaction).
+          results.push({ error });
+        }
+      }
+      db.exec("COMMIT");
+    } catch (error) {
+      // Gone already when SQLite rolled it back itself (a full disk may), or when BEGIN failed.
+      try {
+        db.exec("ROLLBACK");
+      } catch {
+        // No transaction left to roll back.
+      }
+      for (const { reject } of batch) reject(error);
+      return;
+    }
+    batch.forEach(({ resolve, reject }, i) => {
+      const result = results[i]!;
+      if ("error" in result) reject(result.error);
+      else resolve(result.stored);
+    });
+  };
+  const sqliteInbox: Inbox = {
+    add: (entry, limits) =>
+      new Promise<boolean>((resolve, reject) => {
+        if (waiting.length === 0) setImmediate(commit);
+        waiting.push({ entry, limits, resolve, reject });
       }),
     claim: (owner, leaseMs, ordered) =>
       attempt(() => {
