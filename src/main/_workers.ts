@@ -69,6 +69,12 @@ export interface WorkerInfo {
   adminUrl: string;
 }
 
+/** What the supervisor answers a worker that asks for the others: how many there are, and those listening. */
+interface WorkerList {
+  count: number;
+  workers: WorkerInfo[];
+}
+
 export interface SuperviseOptions {
   runtime: Runtime;
   workers: number;
@@ -146,7 +152,8 @@ export async function supervise(options: SuperviseOptions): Promise<number> {
       return send(200, { ok: true });
     }
     if (request.method === "GET" && request.url === "/workers") {
-      return send(200, [...live.values()].flatMap((w) => (w.info ? [w.info] : [])));
+      const listening: WorkerList = { count: workers, workers: [...live.values()].flatMap((w) => (w.info ? [w.info] : [])) };
+      return send(200, listening);
     }
     send(404, { error: "not_found" });
   });
@@ -250,6 +257,7 @@ export async function startWorker(worker: { index: number; control: string }, re
   });
   await new Promise<void>((resolve) => admin.listen(0, "127.0.0.1", resolve));
   admin.unref();
+  let known: WorkerList | undefined;
   const adminUrl = `http://127.0.0.1:${(admin.address() as { port: number }).port}`;
   return {
     async announce(info) {
@@ -257,14 +265,21 @@ export async function startWorker(worker: { index: number; control: string }, re
       await (await controlRequest(`${worker.control}/listening`, { method: "POST", body })).body?.cancel();
     },
     async metrics() {
-      const siblings = await (await controlRequest(`${worker.control}/workers`)).json() as WorkerInfo[];
-      // A sibling that does not answer (it is restarting) is left out of this scrape.
-      const workers = await Promise.all(siblings.map(async (sibling) => ({
-        worker: String(sibling.index),
-        families: sibling.index === worker.index ? await registry.json() : await controlRequest(`${sibling.adminUrl}/metrics.json`)
-          .then(async (r) => (r.ok ? decodeFamilies(await r.text()) : []))
-          .catch(() => []),
-      })));
+      const list = known ?? await (await controlRequest(`${worker.control}/workers`)).json() as WorkerList;
+      let allAnswered = true;
+      const workers = await Promise.all(list.workers.map(async (sibling) => {
+        if (sibling.index === worker.index) return { worker: String(sibling.index), families: await registry.json() };
+        // A sibling that does not answer (it is restarting) is left out of this scrape.
+        const families = await controlRequest(`${sibling.adminUrl}/metrics.json`)
+          .then(async (r) => (r.ok ? decodeFamilies(await r.text()) : null))
+          .catch(() => null);
+        if (families === null) allAnswered = false;
+        return { worker: String(sibling.index), families: families ?? [] };
+      }));
+      // The addresses are kept while every worker listens and answers: one changes only when its
+      // worker restarts, which then stops answering at the old one. That saves each scrape a round
+      // trip to the supervisor (docs/workers.md#metrics).
+      known = allAnswered && list.workers.length === list.count ? list : undefined;
       return await mergeWorkers(workers).metrics();
     },
   };

@@ -1,6 +1,10 @@
 import { describe, expect, test } from "bun:test";
+import { createServer } from "node:http";
+import process from "node:process";
 import { Histogram } from "prom-client";
+import { metric } from "../../harness/http.ts";
 import { decodeFamilies, encodeFamilies, mergeWorkers } from "../../src/main/_merge_metrics.ts";
+import { startWorker, type WorkerInfo } from "../../src/main/_workers.ts";
 import { createRegistry } from "../../src/policy/metrics.ts";
 
 /** A worker's families with its own numbers, as its admin listener sends them. */
@@ -56,5 +60,68 @@ describe("mergeWorkers (src/main/_merge_metrics.ts)", () => {
     g.set(0.25, { k: "x" });
     const families = decodeFamilies(encodeFamilies(await registry.json()));
     expect(families[0]!.values.map((v) => v.value)).toEqual([NaN, Infinity, -Infinity, 0.25]);
+  });
+});
+
+describe("a worker's scrape of its siblings (src/main/_workers.ts)", () => {
+  /**
+   * A stand-in for the supervisor's control listener: keeps each worker's announcement, and records
+   * each `GET /workers`, answered with `list()`.
+   */
+  async function supervisor(list: () => unknown) {
+    const asked: string[] = [];
+    const announced = new Map<number, WorkerInfo>();
+    const server = createServer((request, response) => {
+      let body = "";
+      request.on("data", (chunk) => (body += chunk));
+      request.on("end", () => {
+        if (request.url === "/listening") {
+          const info = JSON.parse(body) as WorkerInfo;
+          announced.set(info.index, info);
+        }
+        if (request.url === "/workers") asked.push(request.url);
+        response.writeHead(200, { "content-type": "application/json" }).end(request.url === "/workers" ? JSON.stringify(list()) : "{}");
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, asked, announced, close: () => server.close() };
+  }
+
+  /** A worker whose registry counts `requests`, announced to `control`, with what it announced. */
+  async function startOne(index: number, control: Awaited<ReturnType<typeof supervisor>>, requests: number) {
+    const registry = createRegistry();
+    registry.counter("http_requests_total", "Requests answered.").inc(undefined, requests);
+    const started = await startWorker({ index, control: control.url }, registry);
+    await started.announce({ pid: process.pid, url: "http://127.0.0.1:1/", engine: "test" });
+    return { ...started, info: control.announced.get(index)! };
+  }
+
+  test("asks the supervisor once while every worker answers, again after one did not, and again while one is missing", async () => {
+    let list: unknown = {};
+    const control = await supervisor(() => list);
+    try {
+      const zero = await startOne(0, control, 3);
+      const one = await startOne(1, control, 4);
+      // Worker 1 at an address where nothing listens, as after its restart.
+      list = { count: 2, workers: [zero.info, { ...one.info, adminUrl: "http://127.0.0.1:9/" }] };
+      expect(metric(await zero.metrics(), "http_requests_total")).toBe(3);
+      expect(control.asked).toHaveLength(1);
+      // Its new address, now that it listens again: asked again, since worker 1 did not answer.
+      list = { count: 2, workers: [zero.info, one.info] };
+      expect(metric(await zero.metrics(), "http_requests_total")).toBe(7);
+      expect(control.asked).toHaveLength(2);
+      // Every worker answered: the addresses are kept.
+      expect(metric(await zero.metrics(), "http_requests_total")).toBe(7);
+      expect(metric(await zero.metrics(), "http_requests_total")).toBe(7);
+      expect(control.asked).toHaveLength(2);
+      // A list without every worker (one still starting) is not kept.
+      const fresh = await startOne(0, control, 5);
+      list = { count: 2, workers: [fresh.info] };
+      expect(metric(await fresh.metrics(), "http_requests_total")).toBe(5);
+      expect(metric(await fresh.metrics(), "http_requests_total")).toBe(5);
+      expect(control.asked).toHaveLength(4);
+    } finally {
+      control.close();
+    }
   });
 });
