@@ -15,6 +15,11 @@ import { startDownstream } from "./_downstream.ts";
 import { HUB_TOPIC, startHub } from "./_hub.ts";
 
 const SECRET = "inbox-secret";
+/**
+ * Per test: these run at once, and their servers start two at a time (harness/servers.ts), so a
+ * test's budget includes its turn to start; under a busy machine the last ones wait tens of seconds.
+ */
+const TEST_MS = 60_000;
 const REDIS_MISSING = redisMissing();
 
 type Defer = (cleanup: () => unknown) => void;
@@ -129,7 +134,7 @@ describe("the inbox: delivered means stored", () => {
           expect(second.named("websub_processed")[0]).toMatchObject({ attempt: 2 });
           expect(second.nonJsonLines).toEqual([]);
         }),
-      30_000,
+      TEST_MS,
     );
 
     test.skipIf(missing !== undefined).concurrent(
@@ -171,7 +176,7 @@ describe("the inbox: delivered means stored", () => {
           expect(metric(metrics, 'websub_processing_total{result="retried"}')).toBe(1);
           expect(metric(metrics, 'websub_processing_total{result="failed"}')).toBe(0);
         }),
-      30_000,
+      TEST_MS,
     );
   }
 
@@ -195,7 +200,7 @@ describe("the inbox: delivered means stored", () => {
           const metrics = await (await fetchOnce(`${server.url}/metrics`)).text();
           expect(metric(metrics, 'websub_deliveries_total{result="store_failed"}')).toBe(1);
         }),
-      30_000,
+      TEST_MS,
     );
   }
 
@@ -209,7 +214,7 @@ describe("the inbox: delivered means stored", () => {
         expect(status).toBeGreaterThanOrEqual(500);
         expect(status).toBeLessThan(600);
       }),
-    30_000,
+    TEST_MS,
   );
 
   test.concurrent(
@@ -237,7 +242,7 @@ describe("the inbox: delivered means stored", () => {
         expect(downstream.taken()).toEqual(["doomed"]);
         expect((await cli(["inbox"], store.spec)).lines).toEqual([expect.objectContaining({ pending: 0, failed: 0 })]);
       }),
-    30_000,
+    TEST_MS,
   );
 
   test.concurrent(
@@ -280,7 +285,7 @@ describe("the inbox: delivered means stored", () => {
         expect(processed).toMatchObject({ attempt: 2 });
         expect(downstream.taken()).toEqual(["finishes", "outlasts"]);
       }),
-    30_000,
+    TEST_MS,
   );
 
   for (const engine of ["node-http", "bun-serve", "deno-per-connection"] as const) {
@@ -299,7 +304,7 @@ describe("the inbox: delivered means stored", () => {
           expect(new Set(downstream.received.map((r) => r.key)).size).toBe(40);
           expect(downstream.taken().filter((b) => b.startsWith("item "))).toEqual(bodies);
         }),
-      30_000,
+      TEST_MS,
     );
   }
 
@@ -334,6 +339,6 @@ describe("the inbox: delivered means stored", () => {
         expect(new Set(downstream.received.map((r) => r.key)).size).toBe(21);
         expect(hub.requests.length).toBe(1);
       }),
-    30_000,
+    TEST_MS,
   );
 });
