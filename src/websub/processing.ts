@@ -89,6 +89,8 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
   const renewMs = Math.max(1, Math.floor(options.leaseMs / 3));
   const owner = crypto.randomUUID();
   const running = new Map<string, Promise<void>>();
+  /** The lease renewal of each delivery in progress, stopped with it or when stop() hands it back. */
+  const renewals = new Map<string, ReturnType<typeof setInterval>>();
   let stopping = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let looking = false;
@@ -171,6 +173,7 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
         }
       }, (error: unknown) => logger.warn("websub_lease_renewal_failed", { ...fields, error }));
     }, renewMs);
+    renewals.set(entry.id, renew);
     let failure: unknown;
     let failed = false;
     try {
@@ -180,6 +183,7 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
       failure = error;
     } finally {
       clearInterval(renew);
+      renewals.delete(entry.id);
     }
     if (!failed) {
       // Not held any more: another process has it now and runs it again (at least once).
@@ -214,6 +218,7 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
       await Promise.race([Promise.all(running.values()), timeUp]);
       clearTimeout(expired);
       for (const id of running.keys()) {
+        clearInterval(renewals.get(id));
         // Handed over now rather than when the lease ends: due again at once, for the next process.
         await inbox.retry(id, owner, 0, "The process stopped before this attempt finished").catch(() => {});
         logger.warn("websub_processing_interrupted", { delivery: id });
