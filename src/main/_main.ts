@@ -131,10 +131,15 @@ export async function main<E extends Engine>(runtime: Runtime, serve: Serve<E>):
   for (const m of mounted) m.listening?.(server.url);
   await siblings?.announce({ pid: process.pid, url: server.url, engine: server.engine });
 
-  const shutdown = (signal: string) =>
+  const shutdown = (signal: string) => {
+    // One time for the whole shutdown: what the modules still do shares the drain's SHUTDOWN_TIMEOUT.
+    const deadline = Date.now() + policy.shutdownDelayMs + policy.shutdownTimeoutMs;
     void server.shutdown(signal)
-      .then(() => Promise.all(mounted.map((m) => m.close?.().catch((error: unknown) => logger.error("module_close_failed", { error })))))
+      .then(() =>
+        Promise.all(mounted.map((m) => m.close?.(deadline).catch((error: unknown) => logger.error("module_close_failed", { error }))))
+      )
       .then(() => process.exit(0));
+  };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
 }

@@ -210,8 +210,13 @@ export interface Mounted {
   readonly fetch: FetchHandler;
   /** Called once the server listens, with its URL. */
   listening?(url: string): void;
-  /** Called once the server has drained, before the process exits: stop work, release files and sockets. */
-  close?(): Promise<void>;
+  /**
+   * Called once the server has drained, before the process exits: stop work, release files and
+   * sockets. `deadline` (a `Date.now()` time) is when the shutdown's own time is up, SHUTDOWN_DELAY
+   * plus SHUTDOWN_TIMEOUT after the signal: work still running then is to be handed back, so that
+   * the process exits within the time the policy gives a shutdown, however long the drain took.
+   */
+  close?(deadline: number): Promise<void>;
 }
 
 /**

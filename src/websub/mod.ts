@@ -147,8 +147,6 @@ export interface WebSubConfig {
   readonly processing: ProcessingOptions;
   /** The inbox's bounds. */
   readonly limits: InboxLimits;
-  /** SHUTDOWN_TIMEOUT: how long deliveries in progress may take to finish once the server has drained. */
-  readonly shutdownTimeoutMs: number;
 }
 
 const DELIVERIES = "websub_deliveries_total";
@@ -217,7 +215,6 @@ export function loadWebSubConfig(env: Readonly<Record<string, string | undefined
         retryMaxMs: out.WEBSUB_RETRY_MAX,
       },
       limits: { maxCount: out.WEBSUB_INBOX_LIMIT, maxBytes: out.WEBSUB_INBOX_BYTES },
-      shutdownTimeoutMs: durationOr(env.SHUTDOWN_TIMEOUT, DEFAULTS.shutdownTimeoutMs),
       topics: out.WEBSUB_TOPIC,
       hub: out.WEBSUB_HUB,
       secret: out.WEBSUB_SECRET,
@@ -291,8 +288,9 @@ export const websub: Module<WebSubConfig> = {
           callbackBase: config.callbackUrl ?? url,
         });
       },
-      async close() {
-        await Promise.all([subscriber?.stop(), processor.stop(config.shutdownTimeoutMs)]);
+      async close(deadline) {
+        // What is in progress may finish in what is left of the shutdown's time, not a SHUTDOWN_TIMEOUT of its own.
+        await Promise.all([subscriber?.stop(), processor.stop(Math.max(0, deadline - Date.now()))]);
         await store.close();
       },
     };
@@ -304,14 +302,6 @@ export const websub: Module<WebSubConfig> = {
 function sizeOr(value: string | undefined, fallback: number): number {
   try {
     return value === undefined || value.trim() === "" ? fallback : parseSizeBytes(value);
-  } catch {
-    return fallback;
-  }
-}
-
-function durationOr(value: string | undefined, fallback: number): number {
-  try {
-    return value === undefined || value.trim() === "" ? fallback : parseDurationMs(value);
   } catch {
     return fallback;
   }

@@ -689,7 +689,6 @@ describe("configuration (WEBSUB_*)", () => {
         store: { kind: "memory" },
         processing: PROCESSING_DEFAULTS,
         limits: INBOX_DEFAULTS,
-        shutdownTimeoutMs: 10_000,
       },
     });
   });
@@ -745,7 +744,6 @@ describe("configuration (WEBSUB_*)", () => {
     expect(config.ok && config.config).toMatchObject({
       processing: { ordered: false, concurrency: 8, leaseMs: 60_000, attempts: 3, retryFirstMs: 250, retryMaxMs: 5_000 },
       limits: { maxCount: 50, maxBytes: 2 * 1_048_576 },
-      shutdownTimeoutMs: 30_000,
       handler: expect.stringMatching(/\/test\/websub\/_content\.ts$/),
     });
     expect(problems({
