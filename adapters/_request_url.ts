@@ -18,10 +18,24 @@ export function fromConnection(request: Request, trustProxy: boolean): Request {
   if (parsed.protocol === scheme && parsed.username === "" && parsed.password === "") return request;
   parsed.protocol = scheme;
   parsed.username = parsed.password = "";
-  return new Request(
+  const copy = new Request(
     parsed.href,
     { method: request.method, headers: request.headers, body: request.body, signal: request.signal, duplex: "half" } as RequestInit,
   );
+  originals.set(copy, request);
+  return copy;
+}
+
+/** The runtime's own request behind each copy `fromConnection` made: only it can be upgraded. */
+const originals = new WeakMap<Request, Request>();
+
+/**
+ * The request the runtime handed in, for `request` as the app sees it: a runtime upgrades only its
+ * own (Bun's `server.upgrade`, `Deno.upgradeWebSocket`), and an app that calls that itself (Hono's
+ * `hono/bun` and `hono/deno` helpers) passes the copy made for a trusted proxy's scheme.
+ */
+export function originalOf(request: Request): Request {
+  return originals.get(request) ?? request;
 }
 
 const COLON = 58;

@@ -418,8 +418,8 @@ export function longLived(target: Target): void {
 
   describe(`${target}: a plain Hono app's WebSocket, made with Hono's own helper for its runtime`, () => {
     /** A test body on a fresh server serving test/_plain_ws.ts (hono/bun or hono/deno) with the long-lived policy. */
-    const withPlainApp = (fn: (server: ServerProcess, defer: Defer) => Promise<void>) =>
-      serving(target, "test/_plain_ws.ts", policyEnv, fn);
+    const withPlainApp = (fn: (server: ServerProcess, defer: Defer) => Promise<void>, extraEnv: Record<string, string> = {}) =>
+      serving(target, "test/_plain_ws.ts", { ...policyEnv, ...extraEnv }, fn);
 
     if (gaps.honoHelperRefused) {
       test.concurrent(
@@ -465,6 +465,19 @@ export function longLived(target: Target): void {
         expect(await server.exited).toBe(0);
         expect(server.named("app_onclose").map((e) => e.code)).toEqual([1001, 1001]);
       }),
+      20_000,
+    );
+
+    scenario(
+      "behind a trusted proxy that terminates TLS (TRUST_PROXY=true, X-Forwarded-Proto: https), the app's own helper upgrades too: the runtime gets the request it handed in, not the copy made for the scheme",
+      gaps.honoHelper ?? caps.unsupported.trustProxy,
+      withPlainApp(async (server, defer) => {
+        const client = await openWebSocket(server.port, "/ws", { headers: { "x-forwarded-proto": "https" } });
+        defer(() => client.reset());
+        expect(client.handshake.status).toBe(101);
+        client.send("through the proxy");
+        expect((await client.waitForMessage(1, 2_000)).data.toString()).toBe("through the proxy");
+      }, { TRUST_PROXY: "true" }),
       20_000,
     );
   });

@@ -8,7 +8,7 @@ import type { FetchHandler } from "../../src/policy/types.ts";
 import { type Upgrade, upgradeOf, type WebSockets } from "../../src/policy/websocket.ts";
 import { watchDisconnects } from "../_disconnect_watch.ts";
 import { guardBody, releaseBody } from "../_request_body.ts";
-import { fromConnection } from "../_request_url.ts";
+import { fromConnection, originalOf } from "../_request_url.ts";
 import { displayUrl, type EngineServer } from "../_types.ts";
 import { bunIdleSeconds, rearmBeforeEnd } from "./_idle.ts";
 import { keepAliveHeader, withKeepAliveHint } from "./_keep_alive.ts";
@@ -106,6 +106,12 @@ export function serveBun(fetch: FetchHandler, config: Config, logger: Logger, we
     // What escapes the lifecycle's own answer (an error in Bun's handling around it).
     error: (error) => errorResponse(error, undefined, logger),
   });
+  if (trustProxy) {
+    // An app that upgrades itself (Hono's hono/bun helper calls `c.env.upgrade(c.req.raw)`) passes
+    // the copy made for a trusted proxy's scheme, and Bun upgrades only the request it handed in.
+    const upgradeOwn = server.upgrade.bind(server);
+    server.upgrade = ((request, options) => upgradeOwn(originalOf(request), options)) as typeof server.upgrade;
+  }
   return Promise.resolve({
     url: displayUrl(config.host, server.port ?? config.port),
     // Bun.serve stops accepting at the descriptor limit and resumes once some close

@@ -11,6 +11,7 @@
  */
 import type { WSEvents } from "hono/ws";
 import { jsonResponse } from "../../src/policy/respond.ts";
+import { originalOf } from "../_request_url.ts";
 import { type SocketDriver, type SocketEvents, StandardSocketDriver } from "../../src/policy/websocket.ts";
 
 /** What of `Deno[Deno.internal].core` keeping an upgraded socket alive needs. */
@@ -106,7 +107,7 @@ export function followAppUpgrades(idleTimeout: number): typeof Deno.upgradeWebSo
   if (nativeUpgrade) return nativeUpgrade;
   const native = nativeUpgrade = Deno.upgradeWebSocket;
   Deno.upgradeWebSocket = function upgradeWebSocket(request, options) {
-    const pair = native(request, { idleTimeout: appIdleTimeout, ...options });
+    const pair = native(originalOf(request), { idleTimeout: appIdleTimeout, ...options });
     const socket = pair.socket;
     const handlers: Handlers = {};
     for (const name of HANDLERS) {
