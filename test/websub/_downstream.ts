@@ -1,5 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { Socket } from "node:net";
+import { conditions } from "../../harness/wait.ts";
 
 /** One request the downstream API received from the fixture's handleContent. */
 export interface Received {
@@ -31,30 +32,14 @@ export interface Downstream {
 
 export async function startDownstream(): Promise<Downstream> {
   const received: Received[] = [];
-  const waiters = new Set<() => void>();
-  const changed = () => waiters.forEach((wake) => wake());
+  const { changed, until } = conditions(() => `taken: ${JSON.stringify(downstream.taken())}`);
   const sockets = new Set<Socket>();
   const downstream: Downstream = {
     url: "",
     received,
     taken: () => received.filter((r) => r.status !== null && r.status < 300).map((r) => r.body),
     answer: () => 200,
-    until(condition, timeoutMs, what) {
-      return new Promise<void>((resolve, reject) => {
-        const check = () => {
-          if (!condition()) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`no ${what} within ${timeoutMs}ms; taken: ${JSON.stringify(downstream.taken())}`));
-        }, timeoutMs);
-        waiters.add(check);
-        check();
-      });
-    },
+    until,
     close: () => {
       for (const socket of sockets) socket.destroy();
       return new Promise<void>((resolve) => server.close(() => resolve()));

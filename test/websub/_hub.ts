@@ -1,6 +1,7 @@
 import type { Socket } from "node:net";
 import { createServer, type Server } from "node:http";
 import { fetchOnce } from "../../harness/http.ts";
+import { conditions } from "../../harness/wait.ts";
 import { type HeldConnections, holdConnections, postRequest } from "../../harness/keep_alive.ts";
 import { signBody } from "../../src/websub/websub.ts";
 
@@ -61,8 +62,7 @@ export async function startHub(options: { leaseSeconds?: number } = {}): Promise
   const requests: URLSearchParams[] = [];
   const verifications: Verification[] = [];
   const subscriptions = new Map<string, string | undefined>();
-  const waiters = new Set<() => void>();
-  const changed = () => waiters.forEach((wake) => wake());
+  const { changed, until } = conditions(() => `requests: ${requests.map((r) => r.toString()).join(" | ")}`);
   const held = new Map<Mode, Promise<void>>();
   let callback: string | undefined;
   let onVerified: (url: string) => void = () => {};
@@ -120,22 +120,7 @@ export async function startHub(options: { leaseSeconds?: number } = {}): Promise
     requests,
     verifications,
     subscriptions,
-    until(condition, timeoutMs, what) {
-      return new Promise<void>((resolve, reject) => {
-        const check = () => {
-          if (!condition()) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`no ${what} within ${timeoutMs}ms; requests: ${requests.map((r) => r.toString()).join(" | ")}`));
-        }, timeoutMs);
-        waiters.add(check);
-        check();
-      });
-    },
+    until,
     hold(mode) {
       let release = () => {};
       held.set(mode, new Promise<void>((resolve) => (release = resolve)));

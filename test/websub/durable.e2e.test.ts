@@ -1,16 +1,15 @@
 import { describe, expect, test } from "bun:test";
-import { spawn } from "bun";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fetchOnce, metric } from "../../harness/http.ts";
-import { ROOT } from "../../harness/process.ts";
 import { redisMissing, startRedis } from "../../harness/redis.ts";
 import type { ServerProcess } from "../../harness/process.ts";
-import { PROJECT_PATH, spawnServer, startServer } from "../../harness/servers.ts";
+import { spawnServer, startServer } from "../../harness/servers.ts";
 import { using, within } from "../../harness/wait.ts";
 import type { Engine } from "../../src/policy/types.ts";
+import { websubCli } from "./_cli.ts";
 import { HUB_TOPIC, startHub } from "./_hub.ts";
 import { startTopicServer } from "./_topic_server.ts";
 
@@ -78,22 +77,7 @@ async function forwarder(port: number, defer: Defer): Promise<string> {
   return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 }
 
-/** `npm run websub -- ...args` with `env`; its JSON lines and exit code. */
-async function cli(args: string[], env: Record<string, string>): Promise<{ code: number; lines: Array<Record<string, unknown>> }> {
-  const child = spawn(["npm", "run", "--silent", "websub", "--", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, PATH: PROJECT_PATH, ...env },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [out, err, code] = await within(
-    Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]),
-    15_000,
-    `npm run websub -- ${args.join(" ")}`,
-  );
-  expect(err).toBe("");
-  return { code, lines: out.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line)) };
-}
+const cli = websubCli;
 
 /**
  * A subscription survives a restart: the same callback keeps working, deliveries continue, and the

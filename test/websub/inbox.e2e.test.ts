@@ -5,13 +5,13 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { fetchOnce, get, metric } from "../../harness/http.ts";
 import { connect } from "../../harness/raw_client.ts";
-import { spawn } from "bun";
 import { ROOT } from "../../harness/process.ts";
 import { redisMissing, type RedisServer, startRedis } from "../../harness/redis.ts";
-import { PROJECT_PATH, startServer } from "../../harness/servers.ts";
+import { startServer } from "../../harness/servers.ts";
 import { using, within } from "../../harness/wait.ts";
 import type { Engine } from "../../src/policy/types.ts";
 import { signBody } from "../../src/websub/websub.ts";
+import { websubCli } from "./_cli.ts";
 import { startDownstream } from "./_downstream.ts";
 import { HUB_TOPIC, startHub } from "./_hub.ts";
 
@@ -77,26 +77,8 @@ async function publishAll(hub: { publish(body: string): Promise<Array<{ status: 
 
 const unique = (list: string[]) => [...new Set(list)];
 
-/** `npm run websub -- ...args` on `store`; its JSON lines and exit code. */
-async function cli(args: string[], store: string): Promise<{ code: number; lines: Array<Record<string, unknown>> }> {
-  const child = spawn(["npm", "run", "--silent", "websub", "--", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, PATH: PROJECT_PATH, WEBSUB_STORE: store },
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  try {
-    const [out, err, code] = await within(
-      Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]),
-      15_000,
-      `npm run websub -- ${args.join(" ")}`,
-    );
-    expect(err).toBe("");
-    return { code, lines: out.trim().split("\n").filter(Boolean).map((line) => JSON.parse(line)) };
-  } finally {
-    child.kill("SIGKILL");
-  }
-}
+/** `npm run websub -- ...args` on `store`. */
+const cli = (args: string[], store: string) => websubCli(args, { WEBSUB_STORE: store });
 
 const STORES: Array<{ engine: Engine; kind: Kind }> = [
   { engine: "node-http", kind: "sqlite" },
