@@ -27,6 +27,9 @@ export interface ProcessingOptions {
 }
 
 /** The defaults of {@link ProcessingOptions}, as docs/websub.md gives them. */
+/** The longest a failing store's poll waits: it backs off from the poll interval, doubling, to this. */
+const FAILING_POLL_MAX_MS = 30_000;
+
 export const PROCESSING_DEFAULTS: ProcessingOptions = {
   ordered: true,
   concurrency: 4,
@@ -97,11 +100,15 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
   let again = false;
   let seen: InboxStats | undefined;
   let seenAtMs = 0;
+  /** Looks in a row that failed (the store down): the next waits longer, and only some are logged. */
+  let failures = 0;
 
   const schedule = (delayMs: number) => {
     clearTimeout(timer);
     if (stopping) return;
-    timer = setTimeout(look, Math.max(0, Math.min(delayMs, pollMs)));
+    // While the store fails, the poll backs off: 1, 2, 4... s, at most FAILING_POLL_MAX_MS.
+    const ceiling = failures === 0 ? pollMs : Math.min(pollMs * 2 ** (failures - 1), FAILING_POLL_MAX_MS);
+    timer = setTimeout(look, Math.max(0, Math.min(delayMs, ceiling)));
   };
 
   /** Claims what is due while there is room; then sleeps until the next thing is due, or the poll. */
@@ -132,8 +139,13 @@ export function startProcessor(context: ProcessorContext, options: ProcessingOpt
           // Due now yet not claimed: another process took it between the two looks; look again shortly.
           if (due !== undefined) nextMs = Math.max(due, 50);
         }
+        if (failures > 0) logger.info("websub_inbox_recovered", { failures });
+        failures = 0;
       } catch (error) {
-        logger.error("websub_inbox_failed", { error });
+        failures += 1;
+        // The first failure, then one line per backed-off poll (at most every FAILING_POLL_MAX_MS), each with the count.
+        logger.error("websub_inbox_failed", { error, failures });
+        nextMs = Number.POSITIVE_INFINITY;
       } finally {
         looking = false;
       }

@@ -7,7 +7,7 @@ import { redisMissing, startRedis } from "../../harness/redis.ts";
 import { using } from "../../harness/wait.ts";
 import { createLogger } from "../../src/policy/log.ts";
 import { run } from "../../src/websub/cli.ts";
-import { startProcessor } from "../../src/websub/processing.ts";
+import { PROCESSING_DEFAULTS, startProcessor } from "../../src/websub/processing.ts";
 import type { InboxEntry, InboxLimits } from "../../src/websub/store/inbox.ts";
 import { redisStore } from "../../src/websub/store/redis.ts";
 import { sqliteStore } from "../../src/websub/store/sqlite.ts";
@@ -450,5 +450,28 @@ describe("processing (memory inbox)", () => {
     expect((await store.inbox.list()).map((s) => [s.subscriptionId, s.state])).toEqual([["b", "pending"]]);
     expect(await store.inbox.nextDueInMs(true)).toBe(0);
     release();
+  }, TIMEOUT_MS);
+
+  test("a store that fails is polled less and less often, each failure counted in its line, and the recovery logged", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger((line) => lines.push(JSON.parse(line)));
+    const store = memoryStore();
+    let down = true;
+    const claim = store.inbox.claim.bind(store.inbox);
+    store.inbox.claim = (...args) => down ? Promise.reject(new Error("store down")) : claim(...args);
+    // A poll of 10 ms: without backing off, 30 failures in 300 ms; with it, 10 + 20 + 40 + 80 + 160.
+    const processor = startProcessor({ inbox: store.inbox, logger, handle: () => {}, pollMs: 10 }, PROCESSING_DEFAULTS);
+    try {
+      await Bun.sleep(300);
+      const failed = lines.filter((l) => l.event === "websub_inbox_failed");
+      expect(failed.length).toBeGreaterThanOrEqual(4);
+      expect(failed.length).toBeLessThanOrEqual(6);
+      expect(failed.map((l) => l.failures)).toEqual(failed.map((_, i) => i + 1));
+      down = false;
+      await Bun.sleep(400);
+      expect(lines.filter((l) => l.event === "websub_inbox_recovered")).toMatchObject([{ failures: failed.length }]);
+    } finally {
+      await processor.stop(0);
+    }
   }, TIMEOUT_MS);
 });
