@@ -43,10 +43,10 @@ export interface NodeWebSockets {
 /**
  * node:http's `shouldUpgradeCallback` for a server that will carry WebSockets (every runtime's
  * node:http has it: Node 22.23 and 24.9+, Bun, Deno): only an upgrade to a WebSocket leaves the
- * request path, and the server's 'upgrade' listener is added at the first one, not before. A
- * server with an 'upgrade' listener served `POST /echo` with 7% more CPU per request on Node 24
- * (co-scheduled, bench/README.md#the-request-path-after-this-sessions-work), though node:http
- * reads it only for upgrades; an app that never upgrades does not pay that.
+ * request path, and the server's 'upgrade' listener is added at the first one, not before:
+ * node:http reads it only for upgrades. A bisect once put 7% of Node's `POST /echo` CPU on that
+ * listener, which a later A/B of this change did not reproduce (1.001, 0.985-1.075:
+ * bench/README.md#the-request-path-after-this-sessions-work-19-20-21).
  */
 export function lazyUpgrades(): LazyUpgrades {
   let listen: (() => void) | undefined;
