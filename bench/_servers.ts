@@ -97,15 +97,9 @@ export function startNpmServer(runtime: Runtime, env: Record<string, string> = {
  * Spawns `command` on the server core (or on the cores `cpu` pins it to, none for `[]`), bound to
  * 127.0.0.1 port 0, waits for its `listening` line and checks that `GET /` answers `Hello World`.
  */
-export async function startCommand(
-  runtime: Runtime,
-  kind: Kind | IdleKind | WsKind,
-  command: string[],
-  env: Record<string, string>,
-  nofile?: number,
-  cpu: string[] = SERVER_CPU,
-): Promise<Server> {
-  const server = await launchCommand(runtime, kind, command, env, nofile, cpu);
+export async function startCommand(...args: Parameters<typeof launchCommand>): Promise<Server> {
+  const [runtime, kind] = args;
+  const server = await launchCommand(...args);
   try {
     const response = await fetchOnce(`${server.url}/`);
     const body = await response.text();
